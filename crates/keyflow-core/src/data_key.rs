@@ -1,0 +1,436 @@
+//! One DEK version's derived subkeys and the operations that use them: randomized and
+//! deterministic encryption into envelopes, decryption, and blind indexes.
+//!
+//! Each mode has its own subkey, derived from the version's DEK with HKDF-SHA256 and a
+//! distinct label, so one key is never used in two modes.
+
+use std::fmt;
+
+use aws_lc_rs::{aead, hkdf, hmac};
+use zeroize::Zeroizing;
+
+use crate::context::Context;
+use crate::envelope::{
+    read::Envelope, write::encode_header, Algorithm, Header, PayloadKind, NONCE_LEN, TAG_LEN,
+};
+use crate::ids::{KeyVersion, Purpose};
+use crate::rng::SecureRandom;
+use crate::secret::SecretKey;
+use crate::{Error, Result};
+
+const HKDF_SALT: &[u8] = b"keyflow dek subkeys v1";
+const LABEL_GCM: &[u8] = b"keyflow/v1/aes-256-gcm";
+const LABEL_SIV: &[u8] = b"keyflow/v1/aes-256-gcm-siv";
+const LABEL_DET_NONCE: &[u8] = b"keyflow/v1/deterministic-nonce";
+const LABEL_BLIND: &[u8] = b"keyflow/v1/blind-index";
+const BLIND_DOMAIN: &[u8] = b"keyflow blind index v1";
+
+/// Largest plaintext one envelope may carry (64 MiB); larger data goes through the
+/// streaming file format.
+pub const MAX_PLAINTEXT_LEN: usize = 64 << 20;
+
+/// The subkeys of one DEK version, ready to use.
+///
+/// The DEK itself is not kept: only the derived subkeys, inside aws-lc key objects,
+/// which clear their key schedules when dropped. `Debug` shows purpose and version only.
+pub struct DataKey {
+    purpose: Purpose,
+    version: KeyVersion,
+    gcm: aead::LessSafeKey,
+    siv: aead::LessSafeKey,
+    det_nonce: hmac::Key,
+    blind: hmac::Key,
+}
+
+impl fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DataKey")
+            .field("purpose", &self.purpose)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A decrypted payload. The buffer is zeroized on drop.
+pub struct Plaintext {
+    kind: PayloadKind,
+    // buf[0] is the payload-kind byte; the data follows.
+    buf: Zeroizing<Vec<u8>>,
+}
+
+impl Plaintext {
+    /// What kind of value was encrypted.
+    pub fn kind(&self) -> PayloadKind {
+        self.kind
+    }
+    /// The plaintext bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.buf.get(1..).unwrap_or_default()
+    }
+}
+
+impl fmt::Debug for Plaintext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Plaintext({:?}, {} bytes)",
+            self.kind,
+            self.as_bytes().len()
+        )
+    }
+}
+
+fn derive(prk: &hkdf::Prk, label: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
+    let mut out = Zeroizing::new([0u8; 32]);
+    prk.expand(&[label], hkdf::HKDF_SHA256)
+        .and_then(|okm| okm.fill(&mut out[..]))
+        .map_err(|_| Error::Crypto)?;
+    Ok(out)
+}
+
+fn aead_key(alg: &'static aead::Algorithm, key: &[u8; 32]) -> Result<aead::LessSafeKey> {
+    aead::UnboundKey::new(alg, key)
+        .map(aead::LessSafeKey::new)
+        .map_err(|_| Error::Crypto)
+}
+
+impl DataKey {
+    /// Derives the subkeys of DEK version `version` of `purpose`.
+    pub fn derive(purpose: Purpose, version: KeyVersion, dek: &SecretKey) -> Result<Self> {
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, HKDF_SALT).extract(dek.expose());
+        let gcm = aead_key(&aead::AES_256_GCM, &*derive(&prk, LABEL_GCM)?)?;
+        let siv = aead_key(&aead::AES_256_GCM_SIV, &*derive(&prk, LABEL_SIV)?)?;
+        let det_nonce = hmac::Key::new(hmac::HMAC_SHA256, &derive(&prk, LABEL_DET_NONCE)?[..]);
+        let blind = hmac::Key::new(hmac::HMAC_SHA256, &derive(&prk, LABEL_BLIND)?[..]);
+        Ok(Self {
+            purpose,
+            version,
+            gcm,
+            siv,
+            det_nonce,
+            blind,
+        })
+    }
+
+    /// The purpose this key belongs to.
+    pub fn purpose(&self) -> &Purpose {
+        &self.purpose
+    }
+
+    /// The key version.
+    pub fn version(&self) -> KeyVersion {
+        self.version
+    }
+
+    /// Randomized encryption (AES-256-GCM, random 96-bit nonce) into a binary envelope.
+    pub fn encrypt(
+        &self,
+        kind: PayloadKind,
+        plaintext: &[u8],
+        context: &Context,
+        rng: &dyn SecureRandom,
+    ) -> Result<Vec<u8>> {
+        let mut nonce = [0u8; NONCE_LEN];
+        rng.fill(&mut nonce)?;
+        self.seal(Algorithm::Aes256Gcm, nonce, kind, plaintext, context)
+    }
+
+    /// Deterministic encryption (AES-256-GCM-SIV): the same plaintext, key version and
+    /// context always give the same envelope; another context gives another one.
+    pub fn encrypt_deterministic(
+        &self,
+        kind: PayloadKind,
+        plaintext: &[u8],
+        context: &Context,
+    ) -> Result<Vec<u8>> {
+        let alg = Algorithm::Aes256GcmSivDeterministic;
+        // The nonce is derived from the key and everything the caller binds — not from
+        // the plaintext: GCM-SIV is nonce-misuse resistant, so a repeated nonce leaks
+        // only equality of plaintexts, which is exactly what this mode is for.
+        let mut msg = Vec::with_capacity(16 + self.purpose.as_str().len() + context.encoded_len());
+        msg.push(alg.id());
+        msg.push(self.purpose.as_str().len() as u8);
+        msg.extend_from_slice(self.purpose.as_str().as_bytes());
+        msg.extend_from_slice(&self.version.get().to_be_bytes());
+        context.encode_into(&mut msg);
+        let tag = hmac::sign(&self.det_nonce, &msg);
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(tag.as_ref().get(..NONCE_LEN).ok_or(Error::Crypto)?);
+        self.seal(alg, nonce, kind, plaintext, context)
+    }
+
+    /// Encrypts with a caller-chosen nonce. Only for test vectors: reusing a nonce with
+    /// AES-GCM destroys confidentiality and authenticity.
+    #[doc(hidden)]
+    pub fn hazmat_encrypt_with_nonce(
+        &self,
+        algorithm: Algorithm,
+        nonce: [u8; NONCE_LEN],
+        kind: PayloadKind,
+        plaintext: &[u8],
+        context: &Context,
+    ) -> Result<Vec<u8>> {
+        self.seal(algorithm, nonce, kind, plaintext, context)
+    }
+
+    fn key_for(&self, alg: Algorithm) -> &aead::LessSafeKey {
+        match alg {
+            Algorithm::Aes256Gcm => &self.gcm,
+            Algorithm::Aes256GcmSivDeterministic => &self.siv,
+        }
+    }
+
+    fn seal(
+        &self,
+        algorithm: Algorithm,
+        nonce: [u8; NONCE_LEN],
+        kind: PayloadKind,
+        plaintext: &[u8],
+        context: &Context,
+    ) -> Result<Vec<u8>> {
+        if plaintext.len() > MAX_PLAINTEXT_LEN {
+            return Err(Error::Invalid(
+                "plaintext (over 64 MiB; use file encryption)",
+            ));
+        }
+        let header = Header {
+            algorithm,
+            purpose: self.purpose.clone(),
+            key_version: self.version,
+            nonce,
+        };
+        let hlen = header.encoded_len();
+        let mut out = Vec::with_capacity(hlen + 1 + plaintext.len() + TAG_LEN);
+        encode_header(&header, &mut out);
+        let aad = aad(&out, context);
+        out.push(kind.byte());
+        out.extend_from_slice(plaintext);
+        let body = out.get_mut(hlen..).ok_or(Error::Crypto)?;
+        let tag = self
+            .key_for(algorithm)
+            .seal_in_place_separate_tag(
+                aead::Nonce::assume_unique_for_key(nonce),
+                aead::Aad::from(&aad[..]),
+                body,
+            )
+            .map_err(|_| Error::Crypto)?;
+        out.extend_from_slice(tag.as_ref());
+        Ok(out)
+    }
+
+    /// Decrypts a parsed envelope. Every failure — another purpose or version than this
+    /// key's, a wrong context, a modified byte — is [`Error::DecryptionFailed`].
+    pub fn decrypt(&self, env: &Envelope<'_>, context: &Context) -> Result<Plaintext> {
+        if env.header.purpose != self.purpose || env.header.key_version != self.version {
+            return Err(Error::DecryptionFailed);
+        }
+        let aad = aad(env.header_bytes, context);
+        let mut buf = Zeroizing::new(env.ciphertext_and_tag.to_vec());
+        let len = self
+            .key_for(env.header.algorithm)
+            .open_in_place(
+                aead::Nonce::assume_unique_for_key(env.header.nonce),
+                aead::Aad::from(&aad[..]),
+                &mut buf[..],
+            )
+            .map_err(|_| Error::DecryptionFailed)?
+            .len();
+        buf.truncate(len);
+        let kind = buf
+            .first()
+            .copied()
+            .and_then(PayloadKind::from_byte)
+            .ok_or(Error::DecryptionFailed)?;
+        Ok(Plaintext { kind, buf })
+    }
+
+    /// Blind index of `value` for `field`: HMAC-SHA256 under the blind-index subkey,
+    /// truncated to `bits` (8..=256; trailing bits of the last byte are zero).
+    pub fn blind_index(&self, field: &str, value: &[u8], bits: u16) -> Result<Vec<u8>> {
+        if !(8..=256).contains(&bits) {
+            return Err(Error::Invalid("blind index bits (8..=256)"));
+        }
+        let mut ctx = hmac::Context::with_key(&self.blind);
+        ctx.update(BLIND_DOMAIN);
+        ctx.update(&(field.len() as u64).to_be_bytes());
+        ctx.update(field.as_bytes());
+        ctx.update(value);
+        let tag = ctx.sign();
+        let nbytes = usize::from(bits).div_ceil(8);
+        let mut out = tag.as_ref().get(..nbytes).ok_or(Error::Crypto)?.to_vec();
+        let spare = (nbytes * 8) as u16 - bits;
+        if let Some(last) = out.last_mut() {
+            *last &= 0xFFu8 << spare;
+        }
+        Ok(out)
+    }
+}
+
+/// AAD = the header bytes (nonce included) ‖ the canonical context encoding.
+fn aad(header: &[u8], context: &Context) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(header.len() + context.encoded_len());
+    aad.extend_from_slice(header);
+    context.encode_into(&mut aad);
+    aad
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::read::parse;
+    use crate::rng::OsRng;
+    use proptest::prelude::*;
+
+    fn key(purpose: &str, v: u32, byte: u8) -> DataKey {
+        DataKey::derive(
+            Purpose::new(purpose).unwrap(),
+            KeyVersion::new(v).unwrap(),
+            &SecretKey::from_slice(&[byte; 32]).unwrap(),
+        )
+        .unwrap()
+    }
+
+    proptest! {
+        #[test]
+        fn randomized_round_trip(data in proptest::collection::vec(any::<u8>(), 0..600), k in "[a-z]{1,8}", v in "[a-z0-9]{0,8}") {
+            let dk = key("userData", 3, 1);
+            let ctx = Context::from_pairs([(k, v)]).unwrap();
+            let env = dk.encrypt(PayloadKind::Bytes, &data, &ctx, &OsRng).unwrap();
+            let parsed = parse(&env).unwrap();
+            let pt = dk.decrypt(&parsed, &ctx).unwrap();
+            prop_assert_eq!(pt.as_bytes(), &data[..]);
+            prop_assert_eq!(pt.kind(), PayloadKind::Bytes);
+        }
+
+        #[test]
+        fn deterministic_round_trip(data in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let dk = key("userData", 1, 2);
+            let ctx = Context::from_pairs([("field", "email")]).unwrap();
+            let a = dk.encrypt_deterministic(PayloadKind::Text, &data, &ctx).unwrap();
+            let b = dk.encrypt_deterministic(PayloadKind::Text, &data, &ctx).unwrap();
+            prop_assert_eq!(&a, &b);
+            let pt = dk.decrypt(&parse(&a).unwrap(), &ctx).unwrap();
+            prop_assert_eq!(pt.as_bytes(), &data[..]);
+        }
+    }
+
+    #[test]
+    fn randomized_is_randomized_and_context_bound() {
+        let dk = key("userData", 1, 3);
+        let ctx = Context::from_pairs([("recordId", "r-1")]).unwrap();
+        let a = dk
+            .encrypt(PayloadKind::Text, b"4532", &ctx, &OsRng)
+            .unwrap();
+        let b = dk
+            .encrypt(PayloadKind::Text, b"4532", &ctx, &OsRng)
+            .unwrap();
+        assert_ne!(a, b);
+        let other = Context::from_pairs([("recordId", "r-2")]).unwrap();
+        let env = parse(&a).unwrap();
+        assert_eq!(
+            dk.decrypt(&env, &other).err(),
+            Some(Error::DecryptionFailed)
+        );
+        assert_eq!(
+            dk.decrypt(&env, &Context::new()).err(),
+            Some(Error::DecryptionFailed)
+        );
+        assert!(dk.decrypt(&env, &ctx).is_ok());
+    }
+
+    #[test]
+    fn deterministic_differs_across_contexts_and_values() {
+        let dk = key("userData", 1, 4);
+        let c1 = Context::from_pairs([("field", "email")]).unwrap();
+        let c2 = Context::from_pairs([("field", "phone")]).unwrap();
+        let a = dk
+            .encrypt_deterministic(PayloadKind::Text, b"x@y.z", &c1)
+            .unwrap();
+        let b = dk
+            .encrypt_deterministic(PayloadKind::Text, b"x@y.z", &c2)
+            .unwrap();
+        let c = dk
+            .encrypt_deterministic(PayloadKind::Text, b"x@y.zz", &c1)
+            .unwrap();
+        assert_ne!(a, b);
+        assert_ne!(a, c);
+        assert!(dk.decrypt(&parse(&a).unwrap(), &c2).is_err());
+        // Another DEK gives another ciphertext for the same input.
+        let other = key("userData", 1, 5);
+        assert_ne!(
+            a,
+            other
+                .encrypt_deterministic(PayloadKind::Text, b"x@y.z", &c1)
+                .unwrap()
+        );
+    }
+
+    #[test]
+    fn wrong_key_purpose_or_version_refused() {
+        let dk = key("userData", 1, 6);
+        let env = dk
+            .encrypt(PayloadKind::Bytes, b"secret", &Context::new(), &OsRng)
+            .unwrap();
+        let parsed = parse(&env).unwrap();
+        assert!(key("userData", 1, 7)
+            .decrypt(&parsed, &Context::new())
+            .is_err());
+        assert!(key("userData", 2, 6)
+            .decrypt(&parsed, &Context::new())
+            .is_err());
+        assert!(key("other", 1, 6)
+            .decrypt(&parsed, &Context::new())
+            .is_err());
+    }
+
+    #[test]
+    fn every_flipped_bit_is_detected() {
+        let dk = key("userData", 1, 8);
+        let env = dk
+            .encrypt(PayloadKind::Text, b"123-45-6789", &Context::new(), &OsRng)
+            .unwrap();
+        for i in 0..env.len() {
+            for bit in 0..8 {
+                let mut t = env.clone();
+                t[i] ^= 1 << bit;
+                let ok = parse(&t)
+                    .ok()
+                    .map(|p| dk.decrypt(&p, &Context::new()).is_ok())
+                    .unwrap_or(false);
+                assert!(!ok, "flip of byte {i} bit {bit} accepted");
+            }
+        }
+    }
+
+    #[test]
+    fn blind_index_truncation_and_separation() {
+        let dk = key("userData", 1, 9);
+        let a = dk.blind_index("email", b"a@b.c", 32).unwrap();
+        assert_eq!(a.len(), 4);
+        assert_eq!(a, dk.blind_index("email", b"a@b.c", 32).unwrap());
+        assert_ne!(a, dk.blind_index("phone", b"a@b.c", 32).unwrap());
+        let odd = dk.blind_index("email", b"a@b.c", 12).unwrap();
+        assert_eq!(odd.len(), 2);
+        assert_eq!(odd[1] & 0x0F, 0);
+        assert_eq!(odd[0], a[0]);
+        assert!(dk.blind_index("email", b"x", 7).is_err());
+        assert!(dk.blind_index("email", b"x", 257).is_err());
+        // Another DEK version gives another index (search must try every live version).
+        assert_ne!(
+            key("userData", 2, 10)
+                .blind_index("email", b"a@b.c", 32)
+                .unwrap(),
+            a
+        );
+    }
+
+    #[test]
+    fn debug_shows_no_key_material() {
+        let dk = key("userData", 1, 0xAB);
+        let s = format!("{dk:?}");
+        assert_eq!(
+            s,
+            "DataKey { purpose: Purpose(userData), version: KeyVersion(1), .. }"
+        );
+    }
+}

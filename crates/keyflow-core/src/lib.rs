@@ -1,0 +1,43 @@
+//! # keyflow-core
+//!
+//! The pure heart of KeyFlow: the envelope format, AES-256-GCM randomized encryption,
+//! AES-256-GCM-SIV deterministic encryption, blind indexes, HKDF subkey derivation,
+//! the password-protected KEK file format and DEK wrapping, and masking.
+//!
+//! This crate does no I/O: it reads no files, opens no sockets, spawns no tasks and
+//! has no async code. Randomness is passed in as a [`rng::SecureRandom`] value;
+//! outside tests it is always [`rng::OsRng`], the operating system's CSPRNG.
+//!
+//! ```
+//! use keyflow_core::{Context, DataKey, KeyVersion, OsRng, PayloadKind, Purpose, SecretKey};
+//! use keyflow_core::envelope::{read, write};
+//!
+//! let dek = SecretKey::generate(&OsRng)?;
+//! let key = DataKey::derive(Purpose::new("userData")?, KeyVersion::FIRST, &dek)?;
+//! let ctx = Context::from_pairs([("recordId", "r-1")])?;
+//! let env = key.encrypt(PayloadKind::Text, b"123-45-6789", &ctx, &OsRng)?;
+//! let text = write::to_text(&env); // "kf1:AQEI…"
+//!
+//! let bytes = read::from_text(&text)?;
+//! let plain = key.decrypt(&read::parse(&bytes)?, &ctx)?;
+//! assert_eq!(plain.as_bytes(), b"123-45-6789");
+//! # Ok::<(), keyflow_core::Error>(())
+//! ```
+
+pub mod context;
+pub mod data_key;
+pub mod envelope;
+mod error;
+pub mod ids;
+pub mod kek;
+pub mod mask;
+pub mod rng;
+pub mod secret;
+
+pub use context::Context;
+pub use data_key::{DataKey, Plaintext};
+pub use envelope::{Algorithm, Header, PayloadKind};
+pub use error::{Error, Result};
+pub use ids::{key_id, KeyVersion, Purpose};
+pub use rng::{OsRng, SecureRandom};
+pub use secret::SecretKey;
