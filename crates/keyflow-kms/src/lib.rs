@@ -1,1 +1,35 @@
-//! placeholder
+//! # keyflow-kms
+//!
+//! Key management for KeyFlow: the KEK (password-file provider), DEK key rings per
+//! purpose with versioned lifecycles, the [`Keystore`] trait that backends implement,
+//! a lock-free cache of unwrapped keys, and the [`EncryptionService`] facade that
+//! applications call.
+//!
+//! ```no_run
+//! # async fn demo(store: std::sync::Arc<dyn keyflow_kms::Keystore>) -> keyflow_kms::Result<()> {
+//! use keyflow_kms::{kek_provider, EncryptionService, ServiceConfig};
+//! use keyflow_core::{Context, Purpose};
+//!
+//! let password = kek_provider::KekPassword::new("a long KEK password".into(), false)?;
+//! let kek = kek_provider::unlock("keyflow-data/kek.json".as_ref(), &password, &*store).await?;
+//! let service = EncryptionService::new(store, kek, ServiceConfig::default());
+//! let purpose = Purpose::new("userData")?;
+//! let ct = service.encrypt_value(&serde_json::json!(42), &purpose, &Context::new()).await?;
+//! let back = service.decrypt(&ct, &Context::new()).await?; // Decrypted::Json(42)
+//! # Ok(()) }
+//! ```
+
+mod cache;
+pub mod clock;
+mod error;
+pub mod kek_provider;
+pub mod keystore;
+pub mod model;
+mod service;
+
+pub use cache::CacheStats;
+pub use error::{KmsError, Result};
+pub use keyflow_core::{self, Context, KeyVersion, Purpose};
+pub use keystore::{CreateOutcome, Keystore, RotateOutcome, StoreError};
+pub use model::{KeyStatus, KeyVersionRecord, VersionFilter};
+pub use service::{BlindIndex, Decrypted, EncryptionService, Rotation, ServiceConfig, Summary};

@@ -1,1 +1,294 @@
-//! placeholder
+//! # keyflow-store-sqlite
+//!
+//! The embedded default [`Keystore`]: one SQLite file in WAL mode, `synchronous=FULL`
+//! (a committed key version survives power loss), a busy timeout so several processes
+//! can share the file, and embedded migrations run at open.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), keyflow_kms::StoreError> {
+//! let store = keyflow_store_sqlite::SqliteKeystore::open("keyflow-data/keyflow.db".as_ref()).await?;
+//! # Ok(()) }
+//! ```
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use keyflow_kms::keystore::{CreateOutcome, Keystore, RotateOutcome, StoreError};
+use keyflow_kms::model::{KeyStatus, KeyVersionRecord, VersionFilter};
+use keyflow_kms::{KeyVersion, Purpose};
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row, SqlitePool};
+
+/// The migrations, embedded in the binary so the tool needs no files beside it.
+#[derive(Debug)]
+struct Embedded;
+
+impl MigrationSource<'static> for Embedded {
+    fn resolve(
+        self,
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<Migration>, sqlx::error::BoxDynError>> + Send>>
+    {
+        Box::pin(async {
+            Ok(vec![Migration::new(
+                1,
+                Cow::Borrowed("key versions"),
+                MigrationType::Simple,
+                Cow::Borrowed(include_str!("../migrations/0001_key_versions.sql")),
+                false,
+            )])
+        })
+    }
+}
+
+/// The SQLite keystore.
+#[derive(Debug, Clone)]
+pub struct SqliteKeystore {
+    pool: SqlitePool,
+}
+
+const COLUMNS: &str =
+    "purpose, version, status, algorithm, wrapped_key, kek_id, created_at, status_changed_at, encryptions";
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError(format!("corrupt key_versions row: {what}"))
+}
+
+fn record(row: &SqliteRow) -> Result<KeyVersionRecord, StoreError> {
+    let purpose: String = row.try_get("purpose").map_err(StoreError::backend)?;
+    let version: i64 = row.try_get("version").map_err(StoreError::backend)?;
+    let status: String = row.try_get("status").map_err(StoreError::backend)?;
+    let encryptions: i64 = row.try_get("encryptions").map_err(StoreError::backend)?;
+    Ok(KeyVersionRecord {
+        purpose: Purpose::new(&purpose).map_err(|_| corrupt("purpose"))?,
+        version: u32::try_from(version)
+            .ok()
+            .and_then(|v| KeyVersion::new(v).ok())
+            .ok_or_else(|| corrupt("version"))?,
+        status: KeyStatus::from_str(&status).map_err(|_| corrupt("status"))?,
+        algorithm: row.try_get("algorithm").map_err(StoreError::backend)?,
+        wrapped_key: row.try_get("wrapped_key").map_err(StoreError::backend)?,
+        kek_id: row.try_get("kek_id").map_err(StoreError::backend)?,
+        created_at: row.try_get("created_at").map_err(StoreError::backend)?,
+        status_changed_at: row
+            .try_get("status_changed_at")
+            .map_err(StoreError::backend)?,
+        encryptions: u64::try_from(encryptions).map_err(|_| corrupt("encryptions"))?,
+    })
+}
+
+impl SqliteKeystore {
+    /// Opens (creating if needed) the keystore file and brings its schema up to date.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|e| {
+                StoreError(format!(
+                    "cannot open SQLite keystore {}: {e}",
+                    path.display()
+                ))
+            })?;
+        Migrator::new(Embedded)
+            .await
+            .map_err(StoreError::backend)?
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError(format!("migrating SQLite keystore: {e}")))?;
+        Ok(Self { pool })
+    }
+
+    /// Closes the pool (waits for connections to finish).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn insert(
+        &self,
+        conn: &mut sqlx::SqliteConnection,
+        r: &KeyVersionRecord,
+        only_if_new_purpose: bool,
+    ) -> Result<u64, sqlx::Error> {
+        let guard = if only_if_new_purpose {
+            " WHERE NOT EXISTS (SELECT 1 FROM key_versions WHERE purpose = ?1)"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "INSERT INTO key_versions ({COLUMNS}) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9{guard}"
+        );
+        let done = sqlx::query(&sql)
+            .bind(r.purpose.as_str())
+            .bind(i64::from(r.version.get()))
+            .bind(r.status.as_str())
+            .bind(&r.algorithm)
+            .bind(r.wrapped_key.as_deref())
+            .bind(&r.kek_id)
+            .bind(r.created_at)
+            .bind(r.status_changed_at)
+            .bind(i64::try_from(r.encryptions).unwrap_or(i64::MAX))
+            .execute(conn)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+#[async_trait]
+impl Keystore for SqliteKeystore {
+    async fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        sqlx::query_scalar("SELECT value FROM keyflow_meta WHERE key = ?1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::backend)
+    }
+
+    async fn init_meta(&self, key: &str, value: &str) -> Result<String, StoreError> {
+        sqlx::query(
+            "INSERT INTO keyflow_meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::backend)?;
+        self.get_meta(key)
+            .await?
+            .ok_or_else(|| StoreError("metadata vanished after insert".into()))
+    }
+
+    async fn list_versions(
+        &self,
+        filter: &VersionFilter,
+    ) -> Result<Vec<KeyVersionRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM key_versions WHERE (?1 IS NULL OR purpose = ?1) \
+             AND (?2 IS NULL OR status = ?2) ORDER BY purpose, version"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(filter.purpose.as_ref().map(|p| p.as_str()))
+            .bind(filter.status.map(|s| s.as_str()))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::backend)?;
+        rows.iter().map(record).collect()
+    }
+
+    async fn get_version(
+        &self,
+        purpose: &Purpose,
+        version: KeyVersion,
+    ) -> Result<Option<KeyVersionRecord>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM key_versions WHERE purpose = ?1 AND version = ?2");
+        let row = sqlx::query(&sql)
+            .bind(purpose.as_str())
+            .bind(i64::from(version.get()))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::backend)?;
+        row.as_ref().map(record).transpose()
+    }
+
+    async fn active_version(
+        &self,
+        purpose: &Purpose,
+    ) -> Result<Option<KeyVersionRecord>, StoreError> {
+        let sql =
+            format!("SELECT {COLUMNS} FROM key_versions WHERE purpose = ?1 AND status = 'active'");
+        let row = sqlx::query(&sql)
+            .bind(purpose.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::backend)?;
+        row.as_ref().map(record).transpose()
+    }
+
+    async fn create_first(&self, first: &KeyVersionRecord) -> Result<CreateOutcome, StoreError> {
+        if first.version != KeyVersion::FIRST || first.status != KeyStatus::Active {
+            return Err(StoreError("create_first takes version 1, active".into()));
+        }
+        let mut conn = self.pool.acquire().await.map_err(StoreError::backend)?;
+        match self.insert(&mut conn, first, true).await {
+            Ok(1) => Ok(CreateOutcome::Created),
+            Ok(_) => Ok(CreateOutcome::AlreadyExists),
+            Err(e) if is_unique_violation(&e) => Ok(CreateOutcome::AlreadyExists),
+            Err(e) => Err(StoreError::backend(e)),
+        }
+    }
+
+    async fn rotate(&self, next: &KeyVersionRecord, now: i64) -> Result<RotateOutcome, StoreError> {
+        let Some(prev) = next.version.get().checked_sub(1).filter(|v| *v >= 1) else {
+            return Ok(RotateOutcome::Conflict);
+        };
+        let mut tx = self.pool.begin().await.map_err(StoreError::backend)?;
+        // The first statement writes, so SQLite takes the write lock at once: no
+        // read-then-upgrade deadlock between concurrent rotations.
+        let demoted = sqlx::query(
+            "UPDATE key_versions SET status = 'rotating', status_changed_at = ?1 \
+             WHERE purpose = ?2 AND version = ?3 AND status = 'active'",
+        )
+        .bind(now)
+        .bind(next.purpose.as_str())
+        .bind(i64::from(prev))
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::backend)?;
+        if demoted.rows_affected() != 1 {
+            tx.rollback().await.map_err(StoreError::backend)?;
+            return Ok(RotateOutcome::Conflict);
+        }
+        match self.insert(&mut tx, next, false).await {
+            Ok(1) => {}
+            Ok(_) => {
+                tx.rollback().await.map_err(StoreError::backend)?;
+                return Ok(RotateOutcome::Conflict);
+            }
+            Err(e) if is_unique_violation(&e) => {
+                tx.rollback().await.map_err(StoreError::backend)?;
+                return Ok(RotateOutcome::Conflict);
+            }
+            Err(e) => return Err(StoreError::backend(e)),
+        }
+        tx.commit().await.map_err(StoreError::backend)?;
+        Ok(RotateOutcome::Rotated)
+    }
+
+    async fn add_usage(
+        &self,
+        purpose: &Purpose,
+        version: KeyVersion,
+        count: u64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE key_versions SET encryptions = encryptions + ?1 WHERE purpose = ?2 AND version = ?3")
+            .bind(i64::try_from(count).unwrap_or(i64::MAX))
+            .bind(purpose.as_str())
+            .bind(i64::from(version.get()))
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::backend)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,259 @@
+//! The cache of unwrapped DEK versions.
+//!
+//! Reads are lock-free: the whole cache is an immutable snapshot behind an `ArcSwap`,
+//! replaced (copy-on-write) only when a key is loaded, rotated or invalidated — rare
+//! events. The encrypt/decrypt hot path therefore takes no lock and touches no
+//! database once a key is cached.
+//!
+//! Entries expire after the TTL (default one hour) and are then re-read from the
+//! keystore, which is how a state change made elsewhere (e.g. a revocation by another
+//! process) is picked up at the latest.
+
+use std::borrow::Borrow;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use keyflow_core::{DataKey, KeyVersion, Purpose};
+
+use crate::model::KeyStatus;
+
+/// One unwrapped key version, with its subkeys ready.
+#[derive(Debug)]
+pub(crate) struct CachedKey {
+    pub key: DataKey,
+    pub status: KeyStatus,
+    /// Encryptions not yet persisted; shared with the cache's usage table so that a
+    /// reload of the entry never loses counts.
+    pub usage: Arc<AtomicU64>,
+    loaded_at: Instant,
+}
+
+#[derive(Hash, PartialEq, Eq, Clone)]
+struct PurposeKey(Purpose);
+impl Borrow<str> for PurposeKey {
+    fn borrow(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+#[derive(Default, Clone)]
+struct Snapshot {
+    active: HashMap<PurposeKey, Arc<CachedKey>>,
+    versions: HashMap<PurposeKey, HashMap<KeyVersion, Arc<CachedKey>>>,
+}
+
+/// Cache counters, for `/status` and metrics.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CacheStats {
+    /// Key versions held.
+    pub entries: usize,
+    /// Lookups served from the cache.
+    pub hits: u64,
+    /// Lookups that went to the keystore.
+    pub misses: u64,
+}
+
+impl CacheStats {
+    /// hits / (hits + misses), or 1.0 before any lookup.
+    pub fn hit_rate(&self) -> f64 {
+        let total = self.hits + self.misses;
+        if total == 0 {
+            1.0
+        } else {
+            self.hits as f64 / total as f64
+        }
+    }
+}
+
+pub(crate) struct KeyCache {
+    snap: ArcSwap<Snapshot>,
+    ttl: Duration,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    usage: Mutex<HashMap<(Purpose, KeyVersion), Arc<AtomicU64>>>,
+}
+
+impl KeyCache {
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            snap: ArcSwap::from_pointee(Snapshot::default()),
+            ttl,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            usage: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn fresh(&self, k: &Arc<CachedKey>) -> bool {
+        k.loaded_at.elapsed() < self.ttl
+    }
+
+    fn count(&self, found: Option<Arc<CachedKey>>) -> Option<Arc<CachedKey>> {
+        let counter = if found.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    /// The active version of `purpose`, if cached and fresh.
+    pub fn active(&self, purpose: &str) -> Option<Arc<CachedKey>> {
+        let found = self
+            .snap
+            .load()
+            .active
+            .get(purpose)
+            .filter(|k| self.fresh(k))
+            .cloned();
+        self.count(found)
+    }
+
+    /// A given version of `purpose`, if cached and fresh.
+    pub fn version(&self, purpose: &str, version: KeyVersion) -> Option<Arc<CachedKey>> {
+        let found = self
+            .snap
+            .load()
+            .versions
+            .get(purpose)
+            .and_then(|m| m.get(&version))
+            .filter(|k| self.fresh(k))
+            .cloned();
+        self.count(found)
+    }
+
+    /// Builds an entry (sharing the version's usage counter) and caches it.
+    pub fn insert(&self, key: DataKey, status: KeyStatus) -> Arc<CachedKey> {
+        let usage = {
+            let mut table = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+            table
+                .entry((key.purpose().clone(), key.version()))
+                .or_default()
+                .clone()
+        };
+        let entry = Arc::new(CachedKey {
+            key,
+            status,
+            usage,
+            loaded_at: Instant::now(),
+        });
+        self.snap.rcu(|old| {
+            let mut s = Snapshot::clone(old);
+            let p = PurposeKey(entry.key.purpose().clone());
+            if entry.status == KeyStatus::Active {
+                s.active.insert(p.clone(), entry.clone());
+            } else if s
+                .active
+                .get(&p)
+                .is_some_and(|a| a.key.version() == entry.key.version())
+            {
+                s.active.remove(&p);
+            }
+            s.versions
+                .entry(p)
+                .or_default()
+                .insert(entry.key.version(), entry.clone());
+            s
+        });
+        entry
+    }
+
+    /// Drops every cached version of `purpose` (after a rotation or a state change).
+    pub fn invalidate(&self, purpose: &Purpose) {
+        self.snap.rcu(|old| {
+            let mut s = Snapshot::clone(old);
+            s.active.remove(purpose.as_str());
+            s.versions.remove(purpose.as_str());
+            s
+        });
+    }
+
+    /// Takes every unpersisted usage count (resetting them to zero).
+    pub fn drain_usage(&self) -> Vec<(Purpose, KeyVersion, u64)> {
+        let table = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+        table
+            .iter()
+            .filter_map(|((p, v), c)| {
+                let n = c.swap(0, Ordering::AcqRel);
+                (n > 0).then(|| (p.clone(), *v, n))
+            })
+            .collect()
+    }
+
+    /// Gives counts back after a failed flush.
+    pub fn restore_usage(&self, purpose: &Purpose, version: KeyVersion, n: u64) {
+        let table = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = table.get(&(purpose.clone(), version)) {
+            c.fetch_add(n, Ordering::AcqRel);
+        }
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            entries: self.snap.load().versions.values().map(HashMap::len).sum(),
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keyflow_core::SecretKey;
+
+    fn dk(p: &str, v: u32) -> DataKey {
+        DataKey::derive(
+            Purpose::new(p).unwrap(),
+            KeyVersion::new(v).unwrap(),
+            &SecretKey::from_slice(&[1; 32]).unwrap(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn hit_miss_ttl_and_invalidate() {
+        let c = KeyCache::new(Duration::from_secs(3600));
+        assert!(c.active("userData").is_none());
+        c.insert(dk("userData", 1), KeyStatus::Active);
+        assert!(c.active("userData").is_some());
+        assert!(c.version("userData", KeyVersion::FIRST).is_some());
+        let s = c.stats();
+        assert_eq!((s.entries, s.hits, s.misses), (1, 2, 1));
+        c.invalidate(&Purpose::new("userData").unwrap());
+        assert!(c.active("userData").is_none());
+
+        let expired = KeyCache::new(Duration::ZERO);
+        expired.insert(dk("userData", 1), KeyStatus::Active);
+        assert!(expired.active("userData").is_none());
+    }
+
+    #[test]
+    fn usage_survives_reload_and_drains_once() {
+        let c = KeyCache::new(Duration::from_secs(3600));
+        let a = c.insert(dk("userData", 1), KeyStatus::Active);
+        a.usage.fetch_add(5, Ordering::Relaxed);
+        let b = c.insert(dk("userData", 1), KeyStatus::Active);
+        b.usage.fetch_add(2, Ordering::Relaxed);
+        let drained = c.drain_usage();
+        assert_eq!(drained.len(), 1);
+        assert_eq!(drained[0].2, 7);
+        assert!(c.drain_usage().is_empty());
+    }
+
+    #[test]
+    fn non_active_insert_clears_stale_active() {
+        let c = KeyCache::new(Duration::from_secs(3600));
+        c.insert(dk("userData", 1), KeyStatus::Active);
+        c.insert(dk("userData", 1), KeyStatus::Rotating);
+        assert!(c.active("userData").is_none());
+        assert_eq!(
+            c.version("userData", KeyVersion::FIRST).map(|k| k.status),
+            Some(KeyStatus::Rotating)
+        );
+    }
+}

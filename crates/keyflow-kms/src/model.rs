@@ -1,0 +1,153 @@
+//! Key-version records and their lifecycle states.
+
+use std::fmt;
+use std::str::FromStr;
+
+use keyflow_core::{KeyVersion, Purpose};
+
+/// Lifecycle state of one key version (PRODUCT.md §1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KeyStatus {
+    /// Encrypts and decrypts; exactly one per purpose.
+    Active,
+    /// Decrypt-only, inside the grace period after a rotation.
+    Rotating,
+    /// Decrypt-only, past the grace period; flagged in health and compliance.
+    Deprecated,
+    /// No decryption; reversible by an admin.
+    Revoked,
+    /// Material erased (crypto-shredding); irreversible.
+    Destroyed,
+}
+
+impl KeyStatus {
+    /// Every state, in lifecycle order.
+    pub const ALL: [KeyStatus; 5] = [
+        KeyStatus::Active,
+        KeyStatus::Rotating,
+        KeyStatus::Deprecated,
+        KeyStatus::Revoked,
+        KeyStatus::Destroyed,
+    ];
+
+    /// The stored / displayed name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyStatus::Active => "active",
+            KeyStatus::Rotating => "rotating",
+            KeyStatus::Deprecated => "deprecated",
+            KeyStatus::Revoked => "revoked",
+            KeyStatus::Destroyed => "destroyed",
+        }
+    }
+
+    /// May a version in this state decrypt?
+    pub fn can_decrypt(self) -> bool {
+        matches!(
+            self,
+            KeyStatus::Active | KeyStatus::Rotating | KeyStatus::Deprecated
+        )
+    }
+}
+
+impl fmt::Display for KeyStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for KeyStatus {
+    type Err = crate::KmsError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        KeyStatus::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or(crate::KmsError::Invalid(
+                "key status (active, rotating, deprecated, revoked or destroyed)",
+            ))
+    }
+}
+
+/// Algorithm name recorded for DEK versions (all KeyFlow DEKs are 256-bit AES keys from
+/// which per-mode subkeys are derived).
+pub const DEK_ALGORITHM: &str = "AES-256";
+
+/// One key version as stored. The material is only ever present wrapped under the KEK.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyVersionRecord {
+    /// Key ring.
+    pub purpose: Purpose,
+    /// Version number.
+    pub version: KeyVersion,
+    /// Lifecycle state.
+    pub status: KeyStatus,
+    /// Key algorithm (`AES-256`).
+    pub algorithm: String,
+    /// nonce ‖ AES-256-GCM(KEK, DEK) ‖ tag; `None` once destroyed.
+    pub wrapped_key: Option<Vec<u8>>,
+    /// Id of the KEK that wrapped it.
+    pub kek_id: String,
+    /// Creation time, Unix milliseconds.
+    pub created_at: i64,
+    /// Time of the last state change, Unix milliseconds.
+    pub status_changed_at: i64,
+    /// Encryptions made with this version (persisted in batches).
+    pub encryptions: u64,
+}
+
+impl fmt::Debug for KeyVersionRecord {
+    // The wrapped key is ciphertext, but there is no reason to print it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyVersionRecord")
+            .field("purpose", &self.purpose)
+            .field("version", &self.version)
+            .field("status", &self.status)
+            .field("algorithm", &self.algorithm)
+            .field("kek_id", &self.kek_id)
+            .field("created_at", &self.created_at)
+            .field("status_changed_at", &self.status_changed_at)
+            .field("encryptions", &self.encryptions)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A filter for listing versions.
+#[derive(Clone, Debug, Default)]
+pub struct VersionFilter {
+    /// Only this purpose.
+    pub purpose: Option<Purpose>,
+    /// Only this state.
+    pub status: Option<KeyStatus>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_names_round_trip() {
+        for s in KeyStatus::ALL {
+            assert_eq!(s.as_str().parse::<KeyStatus>().unwrap(), s);
+        }
+        assert!("expired".parse::<KeyStatus>().is_err());
+        assert!(KeyStatus::Deprecated.can_decrypt());
+        assert!(!KeyStatus::Revoked.can_decrypt());
+    }
+
+    #[test]
+    fn debug_hides_wrapped_key() {
+        let r = KeyVersionRecord {
+            purpose: Purpose::new("userData").unwrap(),
+            version: KeyVersion::FIRST,
+            status: KeyStatus::Active,
+            algorithm: DEK_ALGORITHM.into(),
+            wrapped_key: Some(vec![0xAB; 60]),
+            kek_id: "k".into(),
+            created_at: 0,
+            status_changed_at: 0,
+            encryptions: 0,
+        };
+        let s = format!("{r:?}");
+        assert!(!s.contains("171") && !s.contains("wrapped"), "{s}");
+    }
+}

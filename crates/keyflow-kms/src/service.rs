@@ -1,0 +1,495 @@
+//! `EncryptionService`: the library facade — encrypt/decrypt values and bytes,
+//! deterministic encryption, batches, blind indexes, masking, summaries, and key
+//! management (generate, rotate, list).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use keyflow_core::envelope::{read, write};
+use keyflow_core::kek::Kek;
+use keyflow_core::mask::{self, MaskType};
+use keyflow_core::{
+    key_id, Context, DataKey, KeyVersion, OsRng, PayloadKind, Plaintext, Purpose, SecretKey,
+    SecureRandom,
+};
+use serde_json::Value;
+use zeroize::Zeroizing;
+
+use crate::cache::{CacheStats, CachedKey, KeyCache};
+use crate::clock::{Clock, SystemClock};
+use crate::keystore::{CreateOutcome, Keystore, RotateOutcome};
+use crate::model::{KeyStatus, KeyVersionRecord, VersionFilter, DEK_ALGORITHM};
+use crate::{KmsError, Result};
+
+/// How many times a rotation is retried when concurrent rotations win the race.
+const ROTATE_ATTEMPTS: usize = 16;
+
+/// Settings of an [`EncryptionService`].
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// `ENCRYPTION_STRICT_MODE`: a purpose must be generated before it can encrypt.
+    pub strict_mode: bool,
+    /// How long an unwrapped key stays cached (default one hour).
+    pub cache_ttl: Duration,
+    /// Encryptions counted in memory before the count is written to the keystore.
+    pub usage_flush_every: u64,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            strict_mode: false,
+            cache_ttl: Duration::from_secs(3600),
+            usage_flush_every: 4096,
+        }
+    }
+}
+
+/// A decrypted value.
+#[derive(Debug)]
+pub enum Decrypted {
+    /// A value encrypted as JSON (a string comes back a string, a number a number…).
+    Json(Value),
+    /// Bytes encrypted as bytes.
+    Bytes(Zeroizing<Vec<u8>>),
+}
+
+/// What a ciphertext says about itself, read without decrypting.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    /// `purpose:vN`.
+    pub key_id: String,
+    /// Key ring.
+    pub purpose: String,
+    /// Key version.
+    pub key_version: u32,
+    /// Algorithm name.
+    pub algorithm: &'static str,
+    /// True for deterministic ciphertexts.
+    pub deterministic: bool,
+    /// Envelope format version.
+    pub format_version: u8,
+}
+
+/// The result of a rotation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotation {
+    /// The purpose rotated.
+    pub purpose: Purpose,
+    /// The version that is now `rotating`.
+    pub old_version: KeyVersion,
+    /// The version that is now `active`.
+    pub new_version: KeyVersion,
+}
+
+/// A blind index value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlindIndex {
+    /// The key version it was computed with.
+    pub key_version: KeyVersion,
+    /// Lowercase hex of the truncated HMAC.
+    pub hex: String,
+}
+
+/// The encryption service. Cheap to share behind an `Arc`; every method takes `&self`.
+pub struct EncryptionService {
+    store: Arc<dyn Keystore>,
+    kek: Kek,
+    rng: Arc<dyn SecureRandom>,
+    clock: Arc<dyn Clock>,
+    cache: KeyCache,
+    config: ServiceConfig,
+}
+
+impl std::fmt::Debug for EncryptionService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EncryptionService")
+            .field("kek", &self.kek)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn encode_value(value: &Value) -> Result<(PayloadKind, Zeroizing<Vec<u8>>)> {
+    Ok(match value {
+        Value::String(s) => (PayloadKind::Text, Zeroizing::new(s.as_bytes().to_vec())),
+        other => (
+            PayloadKind::Json,
+            Zeroizing::new(serde_json::to_vec(other).map_err(|_| KmsError::Invalid("JSON value"))?),
+        ),
+    })
+}
+
+fn decode(pt: Plaintext) -> Result<Decrypted> {
+    Ok(match pt.kind() {
+        PayloadKind::Text => Decrypted::Json(Value::String(
+            std::str::from_utf8(pt.as_bytes())
+                .map_err(|_| KmsError::DecryptionFailed)?
+                .to_owned(),
+        )),
+        PayloadKind::Json => Decrypted::Json(
+            serde_json::from_slice(pt.as_bytes()).map_err(|_| KmsError::DecryptionFailed)?,
+        ),
+        _ => Decrypted::Bytes(Zeroizing::new(pt.as_bytes().to_vec())),
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl EncryptionService {
+    /// A service over `store`, with the unlocked `kek`, the OS RNG and the system clock.
+    pub fn new(store: Arc<dyn Keystore>, kek: Kek, config: ServiceConfig) -> Self {
+        Self {
+            store,
+            kek,
+            rng: Arc::new(OsRng),
+            clock: Arc::new(SystemClock),
+            cache: KeyCache::new(config.cache_ttl),
+            config,
+        }
+    }
+
+    /// Replaces the clock (tests).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Replaces the random source (tests).
+    pub fn with_rng(mut self, rng: Arc<dyn SecureRandom>) -> Self {
+        self.rng = rng;
+        self
+    }
+
+    /// The keystore.
+    pub fn keystore(&self) -> &Arc<dyn Keystore> {
+        &self.store
+    }
+
+    // ---- data operations -------------------------------------------------------
+
+    /// Encrypts a JSON value (randomized) under the purpose's active version.
+    pub async fn encrypt_value(
+        &self,
+        value: &Value,
+        purpose: &Purpose,
+        context: &Context,
+    ) -> Result<String> {
+        let (kind, bytes) = encode_value(value)?;
+        self.encrypt_payload(kind, &bytes, purpose, context, false)
+            .await
+    }
+
+    /// Encrypts bytes (randomized).
+    pub async fn encrypt_bytes(
+        &self,
+        data: &[u8],
+        purpose: &Purpose,
+        context: &Context,
+    ) -> Result<String> {
+        self.encrypt_payload(PayloadKind::Bytes, data, purpose, context, false)
+            .await
+    }
+
+    /// Deterministic encryption of a JSON value: equal values under the same key version
+    /// and context give equal ciphertexts (searchable equality).
+    pub async fn encrypt_value_deterministic(
+        &self,
+        value: &Value,
+        purpose: &Purpose,
+        context: &Context,
+    ) -> Result<String> {
+        let (kind, bytes) = encode_value(value)?;
+        self.encrypt_payload(kind, &bytes, purpose, context, true)
+            .await
+    }
+
+    /// Encrypts bytes, randomized or deterministic.
+    pub async fn encrypt_payload(
+        &self,
+        kind: PayloadKind,
+        data: &[u8],
+        purpose: &Purpose,
+        context: &Context,
+        deterministic: bool,
+    ) -> Result<String> {
+        let key = self.active_key(purpose).await?;
+        let env = if deterministic {
+            key.key.encrypt_deterministic(kind, data, context)?
+        } else {
+            key.key.encrypt(kind, data, context, &*self.rng)?
+        };
+        self.count_usage(&key, 1).await;
+        Ok(write::to_text(&env))
+    }
+
+    /// Encrypts each value of a batch under one key resolution; one result per item, in
+    /// order. Fails as a whole only when the purpose itself cannot be used.
+    pub async fn encrypt_batch(
+        &self,
+        items: &[Value],
+        purpose: &Purpose,
+        context: &Context,
+    ) -> Result<Vec<Result<String>>> {
+        let key = self.active_key(purpose).await?;
+        let results: Vec<Result<String>> = items
+            .iter()
+            .map(|v| {
+                let (kind, bytes) = encode_value(v)?;
+                Ok(write::to_text(
+                    &key.key.encrypt(kind, &bytes, context, &*self.rng)?,
+                ))
+            })
+            .collect();
+        let ok = results.iter().filter(|r| r.is_ok()).count() as u64;
+        self.count_usage(&key, ok).await;
+        Ok(results)
+    }
+
+    /// Decrypts a text ciphertext to its original type.
+    pub async fn decrypt(&self, ciphertext: &str, context: &Context) -> Result<Decrypted> {
+        decode(self.decrypt_raw(ciphertext, context).await?)
+    }
+
+    /// Decrypts a text ciphertext to its raw plaintext bytes (whatever its kind).
+    pub async fn decrypt_raw(&self, ciphertext: &str, context: &Context) -> Result<Plaintext> {
+        let bytes = read::from_text(ciphertext).map_err(|_| KmsError::DecryptionFailed)?;
+        let env = read::parse(&bytes).map_err(|_| KmsError::DecryptionFailed)?;
+        let key = self
+            .decrypt_key(&env.header.purpose, env.header.key_version)
+            .await?;
+        Ok(key.key.decrypt(&env, context)?)
+    }
+
+    /// Decrypts each ciphertext of a batch; one result per item, in order.
+    pub async fn decrypt_batch(
+        &self,
+        items: &[String],
+        context: &Context,
+    ) -> Vec<Result<Decrypted>> {
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            out.push(self.decrypt(item, context).await);
+        }
+        out
+    }
+
+    /// Blind index of `value` for `field`, under the purpose's active version.
+    pub async fn blind_index(
+        &self,
+        purpose: &Purpose,
+        field: &str,
+        value: &[u8],
+        bits: u16,
+    ) -> Result<BlindIndex> {
+        let key = self.active_key(purpose).await?;
+        Ok(BlindIndex {
+            key_version: key.key.version(),
+            hex: hex(&key.key.blind_index(field, value, bits)?),
+        })
+    }
+
+    /// Masks a value for display (never stored).
+    pub fn mask(&self, value: &str, kind: MaskType) -> String {
+        mask::mask(value, kind)
+    }
+
+    /// Reads a ciphertext's header without decrypting: key id, purpose, version, algorithm.
+    pub fn summary(ciphertext: &str) -> Result<Summary> {
+        let bytes = read::from_text(ciphertext.trim())?;
+        let env = read::parse(&bytes)?;
+        let h = env.header;
+        Ok(Summary {
+            key_id: key_id(&h.purpose, h.key_version),
+            purpose: h.purpose.as_str().to_owned(),
+            key_version: h.key_version.get(),
+            algorithm: h.algorithm.name(),
+            deterministic: h.algorithm.is_deterministic(),
+            format_version: keyflow_core::envelope::FORMAT_V1,
+        })
+    }
+
+    // ---- key management ---------------------------------------------------------
+
+    /// Creates version 1 of a new purpose. Refused if the purpose already exists.
+    pub async fn generate(&self, purpose: &Purpose) -> Result<KeyVersionRecord> {
+        let (record, key) = self.new_version(purpose, KeyVersion::FIRST)?;
+        match self.store.create_first(&record).await? {
+            CreateOutcome::Created => {
+                self.cache.insert(key, KeyStatus::Active);
+                Ok(record)
+            }
+            CreateOutcome::AlreadyExists => Err(KmsError::PurposeExists(purpose.clone())),
+        }
+    }
+
+    /// Rotates a purpose: a new version becomes active and the old one `rotating`, in
+    /// one transaction. Old ciphertexts keep decrypting.
+    pub async fn rotate(&self, purpose: &Purpose) -> Result<Rotation> {
+        for _ in 0..ROTATE_ATTEMPTS {
+            let active = self
+                .store
+                .active_version(purpose)
+                .await?
+                .ok_or_else(|| KmsError::UnknownPurpose(purpose.clone()))?;
+            let next = active.version.next()?;
+            let (record, key) = self.new_version(purpose, next)?;
+            match self.store.rotate(&record, self.clock.now_millis()).await? {
+                RotateOutcome::Rotated => {
+                    self.cache.invalidate(purpose);
+                    self.cache.insert(key, KeyStatus::Active);
+                    return Ok(Rotation {
+                        purpose: purpose.clone(),
+                        old_version: active.version,
+                        new_version: next,
+                    });
+                }
+                RotateOutcome::Conflict => continue,
+            }
+        }
+        Err(KmsError::RotationConflict(purpose.clone()))
+    }
+
+    /// Key versions (metadata only).
+    pub async fn list(&self, filter: &VersionFilter) -> Result<Vec<KeyVersionRecord>> {
+        Ok(self.store.list_versions(filter).await?)
+    }
+
+    /// Writes the in-memory encryption counts to the keystore. Call before exit; the
+    /// hot path also calls it every `usage_flush_every` encryptions per version.
+    pub async fn flush_usage(&self) -> Result<()> {
+        let mut first_err = None;
+        for (purpose, version, n) in self.cache.drain_usage() {
+            if let Err(e) = self.store.add_usage(&purpose, version, n).await {
+                self.cache.restore_usage(&purpose, version, n);
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), |e| Err(e.into()))
+    }
+
+    /// Cache counters.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
+    }
+
+    // ---- internals ------------------------------------------------------------------
+
+    fn new_version(
+        &self,
+        purpose: &Purpose,
+        version: KeyVersion,
+    ) -> Result<(KeyVersionRecord, DataKey)> {
+        let dek = SecretKey::generate(&*self.rng)?;
+        let wrapped = self.kek.wrap_dek(purpose, version, &dek, &*self.rng)?;
+        let key = DataKey::derive(purpose.clone(), version, &dek)?;
+        let now = self.clock.now_millis();
+        let record = KeyVersionRecord {
+            purpose: purpose.clone(),
+            version,
+            status: KeyStatus::Active,
+            algorithm: DEK_ALGORITHM.into(),
+            wrapped_key: Some(wrapped),
+            kek_id: self.kek.id().to_owned(),
+            created_at: now,
+            status_changed_at: now,
+            encryptions: 0,
+        };
+        Ok((record, key))
+    }
+
+    fn unwrap_record(&self, record: &KeyVersionRecord) -> Result<DataKey> {
+        let wrapped = record
+            .wrapped_key
+            .as_deref()
+            .ok_or_else(|| KmsError::KeyNotUsable {
+                purpose: record.purpose.clone(),
+                version: record.version,
+                status: record.status,
+            })?;
+        if record.kek_id != self.kek.id() {
+            return Err(KmsError::KekMismatch {
+                expected: record.kek_id.clone(),
+                found: self.kek.id().to_owned(),
+            });
+        }
+        // A wrapped key that fails to unwrap under the right KEK is a damaged keystore.
+        let dek = self
+            .kek
+            .unwrap_dek(&record.purpose, record.version, wrapped)
+            .map_err(|_| KmsError::Crypto)?;
+        Ok(DataKey::derive(
+            record.purpose.clone(),
+            record.version,
+            &dek,
+        )?)
+    }
+
+    async fn active_key(&self, purpose: &Purpose) -> Result<Arc<CachedKey>> {
+        if let Some(k) = self.cache.active(purpose.as_str()) {
+            return Ok(k);
+        }
+        let record = match self.store.active_version(purpose).await? {
+            Some(r) => r,
+            None if self.config.strict_mode => {
+                return Err(KmsError::StrictModeNoKey(purpose.clone()))
+            }
+            None => {
+                // First use of the purpose creates version 1; a concurrent creator may
+                // win, in which case its version is read back.
+                let (record, key) = self.new_version(purpose, KeyVersion::FIRST)?;
+                if self.store.create_first(&record).await? == CreateOutcome::Created {
+                    return Ok(self.cache.insert(key, KeyStatus::Active));
+                }
+                self.store
+                    .active_version(purpose)
+                    .await?
+                    .ok_or_else(|| KmsError::UnknownPurpose(purpose.clone()))?
+            }
+        };
+        let key = self.unwrap_record(&record)?;
+        Ok(self.cache.insert(key, KeyStatus::Active))
+    }
+
+    async fn decrypt_key(&self, purpose: &Purpose, version: KeyVersion) -> Result<Arc<CachedKey>> {
+        if let Some(k) = self.cache.version(purpose.as_str(), version) {
+            return Ok(k);
+        }
+        // An unknown purpose or version is indistinguishable from a forged ciphertext.
+        let record = self
+            .store
+            .get_version(purpose, version)
+            .await?
+            .ok_or(KmsError::DecryptionFailed)?;
+        if !record.status.can_decrypt() {
+            return Err(KmsError::KeyNotUsable {
+                purpose: record.purpose,
+                version: record.version,
+                status: record.status,
+            });
+        }
+        let key = self.unwrap_record(&record)?;
+        Ok(self.cache.insert(key, record.status))
+    }
+
+    async fn count_usage(&self, key: &CachedKey, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let every = self.config.usage_flush_every.max(1);
+        let before = key.usage.fetch_add(n, Ordering::AcqRel);
+        // Flush when this call crossed a multiple of `every`: one write per batch.
+        if before / every != (before + n) / every {
+            let pending = key.usage.swap(0, Ordering::AcqRel);
+            let (p, v) = (key.key.purpose(), key.key.version());
+            if let Err(e) = self.store.add_usage(p, v, pending).await {
+                key.usage.fetch_add(pending, Ordering::AcqRel);
+                tracing::warn!(purpose = %p, version = %v, error = %e, "could not persist usage counter; will retry");
+            }
+        }
+    }
+}

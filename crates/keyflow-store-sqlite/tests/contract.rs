@@ -1,0 +1,45 @@
+//! The SQLite keystore against the shared contract suite, plus SQLite specifics.
+
+use std::sync::Arc;
+
+use keyflow_kms::Keystore;
+use keyflow_store_sqlite::SqliteKeystore;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_passes_the_keystore_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let counter = std::sync::atomic::AtomicUsize::new(0);
+    keyflow_keystore_contract::run_all(|| {
+        let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = dir.path().join(format!("ks-{n}.db"));
+        async move { Arc::new(SqliteKeystore::open(&path).await.unwrap()) as Arc<dyn Keystore> }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn reopening_keeps_data_and_migrations_are_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested/dir/keyflow.db");
+    let a = SqliteKeystore::open(&path).await.unwrap();
+    a.init_meta("kek_id", "x").await.unwrap();
+    a.close().await;
+    let b = SqliteKeystore::open(&path).await.unwrap();
+    assert_eq!(b.get_meta("kek_id").await.unwrap().as_deref(), Some("x"));
+}
+
+#[tokio::test]
+async fn a_file_that_is_not_sqlite_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keyflow.db");
+    std::fs::write(
+        &path,
+        b"this is not a database, just some text that is long enough",
+    )
+    .unwrap();
+    let err = SqliteKeystore::open(&path).await.unwrap_err().to_string();
+    assert!(
+        err.contains("keyflow.db") || err.contains("database"),
+        "{err}"
+    );
+}
