@@ -1,1 +1,61 @@
-fn main() {}
+//! `keyflow`: the command-line tool. Thin: parses arguments into a resolved config and
+//! calls the libraries. Every error ends with exit code ≠ 0 and one line on stderr.
+
+mod cli;
+mod commands;
+mod config;
+mod error;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::config::Config;
+use crate::error::CliError;
+
+fn main() {
+    // A panic is a bug; its payload could hold data, so it is never printed.
+    std::panic::set_hook(Box::new(|_| {
+        eprintln!("keyflow: internal error (a bug; no details are printed for safety)");
+    }));
+    // `.env` in the working directory; variables already set take precedence.
+    let _ = dotenvy::dotenv();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KEYFLOW_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("keyflow: error: {e}");
+        std::process::exit(e.exit_code());
+    }
+}
+
+fn run(cli: Cli) -> Result<(), CliError> {
+    let config = Config::resolve(&cli.global)?;
+    // Commands that need no keystore run without a runtime.
+    match &cli.command {
+        Command::Inspect => return commands::data::inspect(),
+        Command::Mask { kind, value } => return commands::data::mask(kind, value),
+        _ => {}
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        match &cli.command {
+            Command::Init { kdf_iterations } => commands::init::run(&config, *kdf_iterations).await,
+            Command::Encrypt {
+                purpose,
+                deterministic,
+                context,
+            } => commands::data::encrypt(&config, purpose, *deterministic, context).await,
+            Command::Decrypt { context } => commands::data::decrypt(&config, context).await,
+            Command::Keys(cmd) => commands::keys::run(&config, cmd).await,
+            Command::Inspect | Command::Mask { .. } => Ok(()),
+        }
+    })
+}

@@ -1,1 +1,158 @@
-fn main() {}
+//! The EncryptionService hot path with keys cached (PRODUCT.md §10 targets):
+//! a 64 B field encrypt/decrypt, envelope and text form included; a batch of 100;
+//! 1 MiB; encrypt speed with 1 vs 1,000 versions in the ring; rotation latency.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)] // a benchmark harness
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use keyflow_core::kek::{KdfParams, MIN_PBKDF2_ITERATIONS};
+use keyflow_core::{Context, OsRng, Purpose};
+use keyflow_kms::kek_provider::{self, KekPassword};
+use keyflow_kms::{EncryptionService, Keystore, ServiceConfig};
+use keyflow_store_sqlite::SqliteKeystore;
+use serde_json::{json, Value};
+use std::hint::black_box;
+
+fn setup(rt: &tokio::runtime::Runtime, dir: &std::path::Path) -> EncryptionService {
+    rt.block_on(async {
+        let store: Arc<dyn Keystore> =
+            Arc::new(SqliteKeystore::open(&dir.join("k.db")).await.unwrap());
+        let pw = KekPassword::new("benchmark password".into(), false).unwrap();
+        let params = KdfParams {
+            iterations: MIN_PBKDF2_ITERATIONS,
+        };
+        let (_, kek) = kek_provider::init(&dir.join("kek.json"), &pw, params, &*store, &OsRng)
+            .await
+            .unwrap();
+        EncryptionService::new(store, kek, ServiceConfig::default())
+    })
+}
+
+/// Runs `f` `iters` times inside one `block_on`, so the runtime's entry cost is not
+/// counted per operation.
+fn timed<F, Fut>(rt: &tokio::runtime::Runtime, iters: u64, mut f: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    rt.block_on(async {
+        let start = Instant::now();
+        for _ in 0..iters {
+            f().await;
+        }
+        start.elapsed()
+    })
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let s = setup(&rt, dir.path());
+    let p = Purpose::new("userData").unwrap();
+    let ctx = Context::from_pairs([("recordId", "r-1"), ("field", "ssn")]).unwrap();
+    let field = json!("x".repeat(64));
+    let ct = rt.block_on(s.encrypt_value(&field, &p, &ctx)).unwrap();
+
+    let mut g = c.benchmark_group("service");
+    g.bench_function("encrypt_64B_field", |b| {
+        b.iter_custom(|n| {
+            timed(&rt, n, || async {
+                black_box(s.encrypt_value(black_box(&field), &p, &ctx).await.unwrap());
+            })
+        })
+    });
+    g.bench_function("decrypt_64B_field", |b| {
+        b.iter_custom(|n| {
+            timed(&rt, n, || async {
+                black_box(s.decrypt(black_box(&ct), &ctx).await.unwrap());
+            })
+        })
+    });
+    g.bench_function("encrypt_64B_field_deterministic", |b| {
+        b.iter_custom(|n| {
+            timed(&rt, n, || async {
+                black_box(
+                    s.encrypt_value_deterministic(black_box(&field), &p, &ctx)
+                        .await
+                        .unwrap(),
+                );
+            })
+        })
+    });
+    let items: Vec<Value> = (0..100).map(|i| json!(format!("{i:064}"))).collect();
+    let cts: Vec<String> = rt
+        .block_on(s.encrypt_batch(&items, &p, &ctx))
+        .unwrap()
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    g.throughput(Throughput::Elements(100));
+    g.bench_function("encrypt_batch_100x64B", |b| {
+        b.iter_custom(|n| {
+            timed(&rt, n, || async {
+                black_box(s.encrypt_batch(black_box(&items), &p, &ctx).await.unwrap());
+            })
+        })
+    });
+    g.bench_function("decrypt_batch_100x64B", |b| {
+        b.iter_custom(|n| {
+            timed(&rt, n, || async {
+                black_box(s.decrypt_batch(black_box(&cts), &ctx).await);
+            })
+        })
+    });
+    let mib = vec![0xA5u8; 1 << 20];
+    g.throughput(Throughput::Bytes(1 << 20));
+    g.bench_function("encrypt_bytes_1MiB", |b| {
+        b.iter_custom(|n| {
+            timed(&rt, n, || async {
+                black_box(s.encrypt_bytes(black_box(&mib), &p, &ctx).await.unwrap());
+            })
+        })
+    });
+    g.finish();
+
+    // Encrypt cost must not depend on how many versions the ring holds.
+    let many = Purpose::new("rotatedOften").unwrap();
+    rt.block_on(s.generate(&many)).unwrap();
+    let mut g = c.benchmark_group("rotation");
+    g.sample_size(20);
+    g.measurement_time(Duration::from_secs(8));
+    g.bench_function("rotate_purpose", |b| {
+        b.iter_custom(|n| {
+            timed(&rt, n, || async {
+                black_box(s.rotate(&many).await.unwrap());
+            })
+        })
+    });
+    g.finish();
+    let versions = rt
+        .block_on(s.list(&keyflow_kms::VersionFilter {
+            purpose: Some(many.clone()),
+            status: None,
+        }))
+        .unwrap()
+        .len();
+    let mut g = c.benchmark_group(format!("service/ring_of_{versions}_versions"));
+    g.bench_function("encrypt_64B_field", |b| {
+        b.iter_custom(|n| {
+            timed(&rt, n, || async {
+                black_box(
+                    s.encrypt_value(black_box(&field), &many, &ctx)
+                        .await
+                        .unwrap(),
+                );
+            })
+        })
+    });
+    g.finish();
+    rt.block_on(s.flush_usage()).unwrap();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

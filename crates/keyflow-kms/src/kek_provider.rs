@@ -11,7 +11,7 @@
 
 use std::fs;
 use std::io::{ErrorKind, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use keyflow_core::kek::{KdfParams, Kek, KekFile};
@@ -104,7 +104,11 @@ fn write_new_file_atomically(path: &Path, bytes: &[u8], rng: &dyn SecureRandom) 
         Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
         _ => PathBuf::from("."),
     };
-    fs::create_dir_all(&dir).map_err(io("cannot create directory", &dir))?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(io("cannot create directory", &dir))?;
     let mut suffix = [0u8; 8];
     rng.fill(&mut suffix).map_err(|_| KmsError::Randomness)?;
     let name = path

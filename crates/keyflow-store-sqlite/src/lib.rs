@@ -12,6 +12,7 @@
 
 use std::borrow::Cow;
 use std::future::Future;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::pin::Pin;
 use std::str::FromStr;
@@ -92,7 +93,11 @@ impl SqliteKeystore {
     /// Opens (creating if needed) the keystore file and brings its schema up to date.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
+            // The data directory holds the keystore and usually the KEK file: owner only.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
                 .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
         }
         let options = SqliteConnectOptions::new()
@@ -112,12 +117,25 @@ impl SqliteKeystore {
                     path.display()
                 ))
             })?;
-        Migrator::new(Embedded)
+        // sqlx does not lock SQLite during migrations, so two processes opening a new
+        // keystore at once would both try to create the schema. An OS file lock beside
+        // the database serializes them; the loser then finds the schema in place.
+        let lock_path = path.with_extension("db.migrate-lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| StoreError(format!("cannot open {}: {e}", lock_path.display())))?;
+        let lock = tokio::task::spawn_blocking(move || lock.lock().map(|()| lock))
             .await
             .map_err(StoreError::backend)?
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError(format!("migrating SQLite keystore: {e}")))?;
+            .map_err(|e| StoreError(format!("cannot lock {}: {e}", lock_path.display())))?;
+        let migrated = async { Migrator::new(Embedded).await?.run(&pool).await }.await;
+        drop(lock);
+        migrated.map_err(|e| {
+            StoreError(format!("migrating SQLite keystore {}: {e}", path.display()))
+        })?;
         Ok(Self { pool })
     }
 

@@ -1,0 +1,108 @@
+//! Command-line arguments (clap). Parsed here, resolved into a [`crate::config::Config`]
+//! in `config.rs`, executed by the modules under `commands/`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// KeyFlow: encryption and key management for sensitive data.
+#[derive(Debug, Parser)]
+#[command(name = "keyflow", version, about, long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command understands. Values also come from the environment and from
+/// a `.env` file in the working directory (flags win over the environment, which wins
+/// over `.env`). The KEK password is never a flag: `KEK_PASSWORD` or
+/// `KEYFLOW_KEK_PASSWORD_FILE` only.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Data directory: the SQLite keystore and (unless KEK_PATH is set) the KEK file.
+    #[arg(
+        long,
+        global = true,
+        env = "KEYFLOW_DATA_DIR",
+        default_value = "./keyflow-data"
+    )]
+    pub data_dir: PathBuf,
+    /// KEK file (default: DATA_DIR/kek.json).
+    #[arg(long, global = true, env = "KEK_PATH")]
+    pub kek_path: Option<PathBuf>,
+    /// Keystore URL (default: sqlite:DATA_DIR/keyflow.db).
+    #[arg(long, global = true, env = "KEYFLOW_DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the KEK file and the keystore (creates no data keys). Safe to re-run.
+    Init {
+        /// PBKDF2-HMAC-SHA256 iterations for the new KEK file (default 600000;
+        /// at least 100000, and not below the default in production).
+        #[arg(long)]
+        kdf_iterations: Option<u32>,
+    },
+    /// Encrypt the bytes on stdin; print the text ciphertext.
+    Encrypt {
+        /// Key ring to use (created on first use unless ENCRYPTION_STRICT_MODE=true).
+        #[arg(long)]
+        purpose: String,
+        /// Deterministic encryption: equal plaintexts give equal ciphertexts.
+        #[arg(long)]
+        deterministic: bool,
+        /// Context pair bound into the ciphertext (repeatable).
+        #[arg(long = "context", value_name = "K=V")]
+        context: Vec<String>,
+    },
+    /// Decrypt the ciphertext on stdin; write the plaintext bytes to stdout.
+    Decrypt {
+        /// The context pairs given at encryption (repeatable).
+        #[arg(long = "context", value_name = "K=V")]
+        context: Vec<String>,
+    },
+    /// Describe the ciphertext on stdin (JSON) without decrypting it.
+    Inspect,
+    /// Mask a value for display.
+    Mask {
+        /// card, bankAccount, ssn, phone, email, iban or default.
+        #[arg(long = "type", value_name = "TYPE")]
+        kind: String,
+        /// The value to mask.
+        value: String,
+    },
+    /// Manage key rings and versions.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// List key versions (metadata only, never key material).
+    List {
+        /// Only this purpose.
+        #[arg(long)]
+        purpose: Option<String>,
+        /// Only this state (active, rotating, deprecated, revoked, destroyed).
+        #[arg(long)]
+        status: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create version 1 of a new purpose.
+    Generate {
+        /// The purpose to create.
+        #[arg(long)]
+        purpose: String,
+    },
+    /// Rotate a purpose: a new active version; the old one keeps decrypting.
+    Rotate {
+        /// The purpose to rotate.
+        #[arg(long)]
+        purpose: String,
+    },
+}

@@ -1,0 +1,32 @@
+//! `keyflow init`.
+
+use keyflow_kms::kek_provider::{self, InitOutcome};
+use keyflow_kms::keyflow_core::OsRng;
+
+use super::open_store;
+use crate::config::{Config, StoreLocation};
+use crate::error::CliError;
+
+pub async fn run(config: &Config, kdf_iterations: Option<u32>) -> Result<(), CliError> {
+    let password = config.kek_password()?;
+    let params = config.kdf_params(kdf_iterations)?;
+    let store = open_store(config).await?;
+    let (outcome, kek) =
+        kek_provider::init(&config.kek_path, &password, params, &*store, &OsRng).await?;
+    let StoreLocation::Sqlite(db) = &config.store;
+    match outcome {
+        InitOutcome::Created => println!(
+            "initialized: KEK {} in {}, keystore {}",
+            kek.id(),
+            config.kek_path.display(),
+            db.display()
+        ),
+        InitOutcome::AlreadyInitialized => println!(
+            "already initialized: KEK {} in {} unlocks and matches keystore {}",
+            kek.id(),
+            config.kek_path.display(),
+            db.display()
+        ),
+    }
+    Ok(())
+}

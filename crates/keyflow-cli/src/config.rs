@@ -1,0 +1,150 @@
+//! Resolves arguments and environment into one [`Config`] value.
+
+use std::path::{Path, PathBuf};
+
+use keyflow_core::kek::{KdfParams, DEFAULT_PBKDF2_ITERATIONS};
+use keyflow_kms::kek_provider::KekPassword;
+use keyflow_kms::ServiceConfig;
+use zeroize::Zeroizing;
+
+use crate::cli::GlobalArgs;
+use crate::error::CliError;
+
+/// Where the keystore lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// An SQLite file.
+    Sqlite(PathBuf),
+}
+
+/// The resolved configuration of one run.
+#[derive(Debug)]
+pub struct Config {
+    pub kek_path: PathBuf,
+    pub store: StoreLocation,
+    pub production: bool,
+    pub strict_mode: bool,
+}
+
+fn env_flag(name: &str) -> bool {
+    std::env::var(name)
+        .map(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "1" | "true" | "yes" | "on"
+            )
+        })
+        .unwrap_or(false)
+}
+
+fn is_production() -> bool {
+    ["KEYFLOW_ENV", "NODE_ENV"].iter().any(|k| {
+        std::env::var(k)
+            .map(|v| v.trim() == "production")
+            .unwrap_or(false)
+    })
+}
+
+fn parse_store(url: &str) -> Result<StoreLocation, CliError> {
+    if let Some(rest) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        let path = rest.split('?').next().unwrap_or(rest);
+        if path.is_empty() {
+            return Err(CliError::Config(
+                "KEYFLOW_DATABASE_URL: sqlite URL has no path".into(),
+            ));
+        }
+        return Ok(StoreLocation::Sqlite(PathBuf::from(path)));
+    }
+    let scheme = url.split(':').next().unwrap_or_default();
+    Err(CliError::Config(format!(
+        "KEYFLOW_DATABASE_URL: unsupported scheme '{scheme}' (this build supports sqlite:PATH)"
+    )))
+}
+
+impl Config {
+    pub fn resolve(g: &GlobalArgs) -> Result<Self, CliError> {
+        let kek_path = g
+            .kek_path
+            .clone()
+            .unwrap_or_else(|| g.data_dir.join("kek.json"));
+        let store = match g.database_url.as_deref().filter(|u| !u.trim().is_empty()) {
+            Some(url) => parse_store(url.trim())?,
+            None => StoreLocation::Sqlite(g.data_dir.join("keyflow.db")),
+        };
+        Ok(Self {
+            kek_path,
+            store,
+            production: is_production(),
+            strict_mode: env_flag("ENCRYPTION_STRICT_MODE"),
+        })
+    }
+
+    /// The KEK password from `KEK_PASSWORD`, or from the file named by
+    /// `KEYFLOW_KEK_PASSWORD_FILE` (one trailing newline removed).
+    pub fn kek_password(&self) -> Result<KekPassword, CliError> {
+        let raw = match std::env::var("KEK_PASSWORD") {
+            Ok(p) if !p.is_empty() => Zeroizing::new(p),
+            _ => match std::env::var_os("KEYFLOW_KEK_PASSWORD_FILE") {
+                Some(f) => read_password_file(Path::new(&f))?,
+                None => {
+                    return Err(CliError::Config(
+                        "KEK_PASSWORD is not set (nor KEYFLOW_KEK_PASSWORD_FILE)".into(),
+                    ))
+                }
+            },
+        };
+        Ok(KekPassword::new(raw.to_string(), self.production)?)
+    }
+
+    pub fn kdf_params(&self, iterations: Option<u32>) -> Result<KdfParams, CliError> {
+        let iterations = iterations.unwrap_or(DEFAULT_PBKDF2_ITERATIONS);
+        if self.production && iterations < DEFAULT_PBKDF2_ITERATIONS {
+            return Err(CliError::Config(format!(
+                "--kdf-iterations below {DEFAULT_PBKDF2_ITERATIONS} is refused in production"
+            )));
+        }
+        Ok(KdfParams { iterations })
+    }
+
+    pub fn service_config(&self) -> ServiceConfig {
+        ServiceConfig {
+            strict_mode: self.strict_mode,
+            ..ServiceConfig::default()
+        }
+    }
+}
+
+fn read_password_file(path: &Path) -> Result<Zeroizing<String>, CliError> {
+    let s = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+        CliError::Config(format!(
+            "cannot read KEYFLOW_KEK_PASSWORD_FILE {}: {e}",
+            path.display()
+        ))
+    })?);
+    let trimmed = s.strip_suffix('\n').unwrap_or(&s);
+    let trimmed = trimmed.strip_suffix('\r').unwrap_or(trimmed);
+    Ok(Zeroizing::new(trimmed.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_urls() {
+        assert_eq!(
+            parse_store("sqlite:///tmp/x.db").unwrap(),
+            StoreLocation::Sqlite("/tmp/x.db".into())
+        );
+        assert_eq!(
+            parse_store("sqlite:data/k.db?mode=rwc").unwrap(),
+            StoreLocation::Sqlite("data/k.db".into())
+        );
+        assert!(parse_store("sqlite:").is_err());
+        let e = parse_store("mysql://x").unwrap_err().to_string();
+        assert!(e.contains("mysql"), "{e}");
+    }
+}

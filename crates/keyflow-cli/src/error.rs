@@ -1,0 +1,33 @@
+//! The CLI's error type: one clear line on stderr, a non-zero exit code.
+
+use keyflow_kms::KmsError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Config(String),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Kms(#[from] KmsError),
+    #[error("{0}")]
+    Store(#[from] keyflow_kms::StoreError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl From<keyflow_core::Error> for CliError {
+    fn from(e: keyflow_core::Error) -> Self {
+        CliError::Kms(e.into())
+    }
+}
+
+impl CliError {
+    /// Exit codes: 1 for failures of the operation, 2 for bad usage or configuration.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Config(_) | CliError::Usage(_) => 2,
+            _ => 1,
+        }
+    }
+}
