@@ -77,6 +77,17 @@ impl Context {
         }
     }
 
+    /// Writes the canonical encoding into a fixed buffer (see [`SliceWriter`]).
+    pub(crate) fn encode_to(&self, w: &mut SliceWriter<'_>) {
+        w.put(&(self.0.len() as u32).to_be_bytes());
+        for (k, v) in &self.0 {
+            w.put(&(k.len() as u32).to_be_bytes());
+            w.put(k.as_bytes());
+            w.put(&(v.len() as u32).to_be_bytes());
+            w.put(v.as_bytes());
+        }
+    }
+
     /// Length of the canonical encoding.
     pub fn encoded_len(&self) -> usize {
         4 + self
@@ -84,6 +95,26 @@ impl Context {
             .iter()
             .map(|(k, v)| 8 + k.len() + v.len())
             .sum::<usize>()
+    }
+}
+
+/// Writes into a fixed slice; the caller sizes it from `encoded_len`, so an overflow
+/// cannot happen — if it did, the excess is dropped and the AAD would simply not match.
+pub(crate) struct SliceWriter<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
+}
+
+impl<'a> SliceWriter<'a> {
+    pub(crate) fn new(buf: &'a mut [u8]) -> Self {
+        Self { buf, pos: 0 }
+    }
+
+    pub(crate) fn put(&mut self, bytes: &[u8]) {
+        if let Some(dst) = self.buf.get_mut(self.pos..self.pos + bytes.len()) {
+            dst.copy_from_slice(bytes);
+        }
+        self.pos += bytes.len();
     }
 }
 

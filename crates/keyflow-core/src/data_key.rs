@@ -11,7 +11,8 @@ use zeroize::Zeroizing;
 
 use crate::context::Context;
 use crate::envelope::{
-    read::Envelope, write::encode_header, Algorithm, Header, PayloadKind, NONCE_LEN, TAG_LEN,
+    read::Envelope, write::encode_header_parts, Algorithm, PayloadKind, FIXED_HEADER_LEN, NONCE_LEN,
+    TAG_LEN,
 };
 use crate::ids::{KeyVersion, Purpose};
 use crate::rng::SecureRandom;
@@ -130,9 +131,28 @@ impl DataKey {
         context: &Context,
         rng: &dyn SecureRandom,
     ) -> Result<Vec<u8>> {
-        let mut nonce = [0u8; NONCE_LEN];
-        rng.fill(&mut nonce)?;
+        let nonce = rng.nonce()?;
         self.seal(Algorithm::Aes256Gcm, nonce, kind, plaintext, context)
+    }
+
+    /// Randomized encryption of many values with one context: one OS randomness call for
+    /// all nonces instead of one per value. One result per item, in order.
+    pub fn encrypt_batch(
+        &self,
+        items: &[(PayloadKind, &[u8])],
+        context: &Context,
+        rng: &dyn SecureRandom,
+    ) -> Result<Vec<Result<Vec<u8>>>> {
+        let mut nonces = vec![0u8; items.len() * NONCE_LEN];
+        rng.fill(&mut nonces)?;
+        Ok(items
+            .iter()
+            .zip(nonces.chunks_exact(NONCE_LEN))
+            .map(|((kind, data), nonce)| {
+                let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| Error::Crypto)?;
+                self.seal(Algorithm::Aes256Gcm, nonce, *kind, data, context)
+            })
+            .collect())
     }
 
     /// Deterministic encryption (AES-256-GCM-SIV): the same plaintext, key version and
@@ -189,20 +209,13 @@ impl DataKey {
         context: &Context,
     ) -> Result<Vec<u8>> {
         if plaintext.len() > MAX_PLAINTEXT_LEN {
-            return Err(Error::Invalid(
-                "plaintext (over 64 MiB; use file encryption)",
-            ));
+            return Err(Error::Invalid("plaintext (over 64 MiB; use file encryption)"));
         }
-        let header = Header {
-            algorithm,
-            purpose: self.purpose.clone(),
-            key_version: self.version,
-            nonce,
-        };
-        let hlen = header.encoded_len();
+        let purpose = self.purpose.as_str().as_bytes();
+        let hlen = FIXED_HEADER_LEN + purpose.len();
         let mut out = Vec::with_capacity(hlen + 1 + plaintext.len() + TAG_LEN);
-        encode_header(&header, &mut out);
-        let aad = aad(&out, context);
+        encode_header_parts(algorithm, purpose, self.version, &nonce, &mut out);
+        let aad = Aad::new(&out, context);
         out.push(kind.byte());
         out.extend_from_slice(plaintext);
         let body = out.get_mut(hlen..).ok_or(Error::Crypto)?;
@@ -210,7 +223,7 @@ impl DataKey {
             .key_for(algorithm)
             .seal_in_place_separate_tag(
                 aead::Nonce::assume_unique_for_key(nonce),
-                aead::Aad::from(&aad[..]),
+                aead::Aad::from(aad.as_slice()),
                 body,
             )
             .map_err(|_| Error::Crypto)?;
@@ -224,13 +237,13 @@ impl DataKey {
         if env.header.purpose != self.purpose || env.header.key_version != self.version {
             return Err(Error::DecryptionFailed);
         }
-        let aad = aad(env.header_bytes, context);
+        let aad = Aad::new(env.header_bytes, context);
         let mut buf = Zeroizing::new(env.ciphertext_and_tag.to_vec());
         let len = self
             .key_for(env.header.algorithm)
             .open_in_place(
                 aead::Nonce::assume_unique_for_key(env.header.nonce),
-                aead::Aad::from(&aad[..]),
+                aead::Aad::from(aad.as_slice()),
                 &mut buf[..],
             )
             .map_err(|_| Error::DecryptionFailed)?
@@ -266,12 +279,37 @@ impl DataKey {
     }
 }
 
-/// AAD = the header bytes (nonce included) ‖ the canonical context encoding.
-fn aad(header: &[u8], context: &Context) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(header.len() + context.encoded_len());
-    aad.extend_from_slice(header);
-    context.encode_into(&mut aad);
-    aad
+/// AAD = the header bytes (nonce included) ‖ the canonical context encoding. Built on
+/// the stack when it fits (the common case), so a small-field encryption allocates only
+/// its output.
+enum Aad {
+    Stack([u8; 256], usize),
+    Heap(Vec<u8>),
+}
+
+impl Aad {
+    fn new(header: &[u8], context: &Context) -> Self {
+        let len = header.len() + context.encoded_len();
+        if len <= 256 {
+            let mut buf = [0u8; 256];
+            let mut w = crate::context::SliceWriter::new(&mut buf);
+            w.put(header);
+            context.encode_to(&mut w);
+            Aad::Stack(buf, len)
+        } else {
+            let mut v = Vec::with_capacity(len);
+            v.extend_from_slice(header);
+            context.encode_into(&mut v);
+            Aad::Heap(v)
+        }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Aad::Stack(b, n) => b.get(..*n).unwrap_or_default(),
+            Aad::Heap(v) => v,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -311,6 +349,23 @@ mod tests {
             prop_assert_eq!(&a, &b);
             let pt = dk.decrypt(&parse(&a).unwrap(), &ctx).unwrap();
             prop_assert_eq!(pt.as_bytes(), &data[..]);
+        }
+    }
+
+    #[test]
+    fn batch_encryption_round_trips_with_distinct_nonces() {
+        let dk = key("userData", 1, 11);
+        let ctx = Context::from_pairs([("k", "v")]).unwrap();
+        let items: Vec<(PayloadKind, &[u8])> =
+            vec![(PayloadKind::Text, b"a"), (PayloadKind::Json, b"1"), (PayloadKind::Bytes, b"")];
+        let out = dk.encrypt_batch(&items, &ctx, &OsRng).unwrap();
+        let mut nonces = std::collections::HashSet::new();
+        for ((kind, data), env) in items.iter().zip(out) {
+            let env = env.unwrap();
+            let parsed = parse(&env).unwrap();
+            assert!(nonces.insert(parsed.header.nonce));
+            let pt = dk.decrypt(&parsed, &ctx).unwrap();
+            assert_eq!((pt.kind(), pt.as_bytes()), (*kind, *data));
         }
     }
 

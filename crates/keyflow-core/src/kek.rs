@@ -298,8 +298,7 @@ impl Kek {
         dek: &SecretKey,
         rng: &dyn SecureRandom,
     ) -> Result<Vec<u8>> {
-        let mut nonce = [0u8; NONCE_LEN];
-        rng.fill(&mut nonce)?;
+        let nonce = rng.nonce()?;
         let mut out = Vec::with_capacity(WRAPPED_DEK_LEN);
         out.extend_from_slice(&nonce);
         out.extend_from_slice(dek.expose());

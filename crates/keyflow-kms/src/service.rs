@@ -2,6 +2,7 @@
 //! deterministic encryption, batches, blind indexes, masking, summaries, and key
 //! management (generate, rotate, list).
 
+use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,13 +47,21 @@ impl Default for ServiceConfig {
     }
 }
 
-/// A decrypted value.
-#[derive(Debug)]
+/// A decrypted value. Its `Debug` shows the kind only, never the plaintext.
 pub enum Decrypted {
     /// A value encrypted as JSON (a string comes back a string, a number a number…).
     Json(Value),
     /// Bytes encrypted as bytes.
     Bytes(Zeroizing<Vec<u8>>),
+}
+
+impl std::fmt::Debug for Decrypted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Decrypted::Json(_) => f.write_str("Decrypted::Json(<redacted>)"),
+            Decrypted::Bytes(b) => write!(f, "Decrypted::Bytes(<{} bytes redacted>)", b.len()),
+        }
+    }
 }
 
 /// What a ciphertext says about itself, read without decrypting.
@@ -112,12 +121,14 @@ impl std::fmt::Debug for EncryptionService {
     }
 }
 
-fn encode_value(value: &Value) -> Result<(PayloadKind, Zeroizing<Vec<u8>>)> {
+/// The payload kind and bytes of a JSON value: a string is encrypted as its UTF-8 text
+/// (borrowed, no copy), anything else as its JSON serialization.
+fn encode_value(value: &Value) -> Result<(PayloadKind, Cow<'_, [u8]>)> {
     Ok(match value {
-        Value::String(s) => (PayloadKind::Text, Zeroizing::new(s.as_bytes().to_vec())),
+        Value::String(s) => (PayloadKind::Text, Cow::Borrowed(s.as_bytes())),
         other => (
             PayloadKind::Json,
-            Zeroizing::new(serde_json::to_vec(other).map_err(|_| KmsError::Invalid("JSON value"))?),
+            Cow::Owned(serde_json::to_vec(other).map_err(|_| KmsError::Invalid("JSON value"))?),
         ),
     })
 }
@@ -236,17 +247,22 @@ impl EncryptionService {
         context: &Context,
     ) -> Result<Vec<Result<String>>> {
         let key = self.active_key(purpose).await?;
-        let results: Vec<Result<String>> = items
+        let encoded: Vec<Result<(PayloadKind, Cow<'_, [u8]>)>> = items.iter().map(encode_value).collect();
+        let ok: Vec<(PayloadKind, &[u8])> = encoded
             .iter()
-            .map(|v| {
-                let (kind, bytes) = encode_value(v)?;
-                Ok(write::to_text(
-                    &key.key.encrypt(kind, &bytes, context, &*self.rng)?,
-                ))
+            .filter_map(|e| e.as_ref().ok().map(|(k, b)| (*k, &b[..])))
+            .collect();
+        let mut sealed = key.key.encrypt_batch(&ok, context, &*self.rng)?.into_iter();
+        let results: Vec<Result<String>> = encoded
+            .into_iter()
+            .map(|e| {
+                e?;
+                let env = sealed.next().ok_or(KmsError::Crypto)??;
+                Ok(write::to_text(&env))
             })
             .collect();
-        let ok = results.iter().filter(|r| r.is_ok()).count() as u64;
-        self.count_usage(&key, ok).await;
+        let n = results.iter().filter(|r| r.is_ok()).count() as u64;
+        self.count_usage(&key, n).await;
         Ok(results)
     }
 
