@@ -11,8 +11,8 @@ use zeroize::Zeroizing;
 
 use crate::context::Context;
 use crate::envelope::{
-    read::Envelope, write::encode_header_parts, Algorithm, PayloadKind, FIXED_HEADER_LEN, NONCE_LEN,
-    TAG_LEN,
+    read::Envelope, write::encode_header_parts, Algorithm, PayloadKind, FIXED_HEADER_LEN,
+    NONCE_LEN, TAG_LEN,
 };
 use crate::ids::{KeyVersion, Purpose};
 use crate::rng::SecureRandom;
@@ -209,7 +209,9 @@ impl DataKey {
         context: &Context,
     ) -> Result<Vec<u8>> {
         if plaintext.len() > MAX_PLAINTEXT_LEN {
-            return Err(Error::Invalid("plaintext (over 64 MiB; use file encryption)"));
+            return Err(Error::Invalid(
+                "plaintext (over 64 MiB; use file encryption)",
+            ));
         }
         let purpose = self.purpose.as_str().as_bytes();
         let hlen = FIXED_HEADER_LEN + purpose.len();
@@ -356,8 +358,11 @@ mod tests {
     fn batch_encryption_round_trips_with_distinct_nonces() {
         let dk = key("userData", 1, 11);
         let ctx = Context::from_pairs([("k", "v")]).unwrap();
-        let items: Vec<(PayloadKind, &[u8])> =
-            vec![(PayloadKind::Text, b"a"), (PayloadKind::Json, b"1"), (PayloadKind::Bytes, b"")];
+        let items: Vec<(PayloadKind, &[u8])> = vec![
+            (PayloadKind::Text, b"a"),
+            (PayloadKind::Json, b"1"),
+            (PayloadKind::Bytes, b""),
+        ];
         let out = dk.encrypt_batch(&items, &ctx, &OsRng).unwrap();
         let mut nonces = std::collections::HashSet::new();
         for ((kind, data), env) in items.iter().zip(out) {

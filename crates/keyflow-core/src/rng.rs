@@ -60,7 +60,10 @@ impl SecureRandom for OsRng {
                 p.pid = pid;
             }
             let mut n = [0u8; NONCE_BYTES];
-            let used = p.bytes.get_mut(p.pos..p.pos + NONCE_BYTES).ok_or(Error::Randomness)?;
+            let used = p
+                .bytes
+                .get_mut(p.pos..p.pos + NONCE_BYTES)
+                .ok_or(Error::Randomness)?;
             n.copy_from_slice(used);
             // Handed out once: wipe so the same bytes can never be served again.
             used.fill(0);

@@ -110,6 +110,7 @@ where
     concurrent_rotations(make().await).await;
     usage_counters(make().await).await;
     listing_filters(make().await).await;
+    tokens(make().await).await;
 }
 
 /// `init_meta` sets a value once; a second writer gets the first value back.
@@ -370,4 +371,52 @@ pub async fn listing_filters(store: Arc<dyn Keystore>) {
         .await
         .unwrap();
     assert!(none.is_empty());
+}
+
+/// Tokens: stored and listed exactly, revoked once, unknown ids refused.
+pub async fn tokens(store: Arc<dyn Keystore>) {
+    use keyflow_kms::access::{Role, TokenRecord};
+    let t = |id: &str, role: Role, purposes: &[&str], created: i64| TokenRecord {
+        id: id.into(),
+        secret_hash: [created as u8; 32],
+        role,
+        purposes: purposes.iter().map(|x| p(x)).collect(),
+        name: format!("token {id}"),
+        created_at: created,
+        expires_at: if role == Role::Auditor {
+            Some(created + 1000)
+        } else {
+            None
+        },
+        revoked_at: None,
+    };
+    assert!(store.list_tokens().await.unwrap().is_empty());
+    let a = t("00000000000000aa", Role::Admin, &[], 1);
+    let s = t(
+        "00000000000000bb",
+        Role::Service,
+        &["userData", "financialData"],
+        2,
+    );
+    let r = t("00000000000000cc", Role::Auditor, &[], 3);
+    for x in [&s, &a, &r] {
+        store.insert_token(x).await.unwrap();
+    }
+    assert!(
+        store.insert_token(&a).await.is_err(),
+        "token ids are unique"
+    );
+    assert_eq!(
+        store.list_tokens().await.unwrap(),
+        vec![a.clone(), s.clone(), r.clone()]
+    );
+    assert!(store.revoke_token(&s.id, 50).await.unwrap());
+    assert!(
+        !store.revoke_token(&s.id, 60).await.unwrap(),
+        "revoked once"
+    );
+    assert!(!store.revoke_token("ffffffffffffffff", 60).await.unwrap());
+    let listed = store.list_tokens().await.unwrap();
+    assert_eq!(listed[1].revoked_at, Some(50));
+    assert_eq!(listed[0].revoked_at, None);
 }

@@ -7,6 +7,7 @@
 use async_trait::async_trait;
 use keyflow_core::{KeyVersion, Purpose};
 
+use crate::access::TokenRecord;
 use crate::model::{KeyVersionRecord, VersionFilter};
 
 /// A keystore backend failure (connection, I/O, constraint the backend could not map).
@@ -86,4 +87,13 @@ pub trait Keystore: Send + Sync + 'static {
         version: KeyVersion,
         count: u64,
     ) -> Result<(), StoreError>;
+
+    /// Stores a new API token (its id is unique).
+    async fn insert_token(&self, token: &TokenRecord) -> Result<(), StoreError>;
+
+    /// Every API token, revoked ones included, ordered by creation time.
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
+
+    /// Marks a token revoked at `now`; `false` if no unrevoked token has that id.
+    async fn revoke_token(&self, id: &str, now: i64) -> Result<bool, StoreError>;
 }

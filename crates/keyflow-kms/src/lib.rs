@@ -19,6 +19,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod access;
 mod cache;
 pub mod clock;
 mod error;

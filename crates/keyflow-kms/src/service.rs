@@ -247,7 +247,8 @@ impl EncryptionService {
         context: &Context,
     ) -> Result<Vec<Result<String>>> {
         let key = self.active_key(purpose).await?;
-        let encoded: Vec<Result<(PayloadKind, Cow<'_, [u8]>)>> = items.iter().map(encode_value).collect();
+        let encoded: Vec<Result<(PayloadKind, Cow<'_, [u8]>)>> =
+            items.iter().map(encode_value).collect();
         let ok: Vec<(PayloadKind, &[u8])> = encoded
             .iter()
             .filter_map(|e| e.as_ref().ok().map(|(k, b)| (*k, &b[..])))
@@ -499,13 +500,27 @@ impl EncryptionService {
         let every = self.config.usage_flush_every.max(1);
         let before = key.usage.fetch_add(n, Ordering::AcqRel);
         // Flush when this call crossed a multiple of `every`: one write per batch.
-        if before / every != (before + n) / every {
-            let pending = key.usage.swap(0, Ordering::AcqRel);
-            let (p, v) = (key.key.purpose(), key.key.version());
-            if let Err(e) = self.store.add_usage(p, v, pending).await {
-                key.usage.fetch_add(pending, Ordering::AcqRel);
+        if before / every == (before + n) / every {
+            return;
+        }
+        let pending = key.usage.swap(0, Ordering::AcqRel);
+        let store = self.store.clone();
+        let counter = key.usage.clone();
+        let (p, v) = (key.key.purpose().clone(), key.key.version());
+        let write = async move {
+            if let Err(e) = store.add_usage(&p, v, pending).await {
+                // Given back, so the next flush retries it.
+                counter.fetch_add(pending, Ordering::AcqRel);
                 tracing::warn!(purpose = %p, version = %v, error = %e, "could not persist usage counter; will retry");
             }
+        };
+        // Off the request path when running inside a multi-threaded runtime (the
+        // server); inline otherwise, so a plain `block_on` caller still persists.
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                h.spawn(write);
+            }
+            _ => write.await,
         }
     }
 }

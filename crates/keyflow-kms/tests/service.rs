@@ -405,7 +405,14 @@ async fn debug_output_shows_no_key_material() {
     s.encrypt_value(&json!("x"), &purpose("userData"), &Context::new())
         .await
         .unwrap();
-    let ct = s.encrypt_value(&json!("4532123456789012"), &purpose("userData"), &Context::new()).await.unwrap();
+    let ct = s
+        .encrypt_value(
+            &json!("4532123456789012"),
+            &purpose("userData"),
+            &Context::new(),
+        )
+        .await
+        .unwrap();
     let plain = s.decrypt(&ct, &Context::new()).await.unwrap();
     assert_eq!(format!("{plain:?}"), "Decrypted::Json(<redacted>)");
     let raw = s.decrypt_raw(&ct, &Context::new()).await.unwrap();

@@ -19,6 +19,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use keyflow_kms::access::TokenRecord;
 use keyflow_kms::keystore::{CreateOutcome, Keystore, RotateOutcome, StoreError};
 use keyflow_kms::model::{KeyStatus, KeyVersionRecord, VersionFilter};
 use keyflow_kms::{KeyVersion, Purpose};
@@ -38,13 +39,27 @@ impl MigrationSource<'static> for Embedded {
     ) -> Pin<Box<dyn Future<Output = Result<Vec<Migration>, sqlx::error::BoxDynError>> + Send>>
     {
         Box::pin(async {
-            Ok(vec![Migration::new(
-                1,
-                Cow::Borrowed("key versions"),
-                MigrationType::Simple,
-                Cow::Borrowed(include_str!("../migrations/0001_key_versions.sql")),
-                false,
-            )])
+            let m = |version, description, sql| {
+                Migration::new(
+                    version,
+                    Cow::Borrowed(description),
+                    MigrationType::Simple,
+                    Cow::Borrowed(sql),
+                    false,
+                )
+            };
+            Ok(vec![
+                m(
+                    1,
+                    "key versions",
+                    include_str!("../migrations/0001_key_versions.sql"),
+                ),
+                m(
+                    2,
+                    "api tokens",
+                    include_str!("../migrations/0002_api_tokens.sql"),
+                ),
+            ])
         })
     }
 }
@@ -86,6 +101,31 @@ fn record(row: &SqliteRow) -> Result<KeyVersionRecord, StoreError> {
             .try_get("status_changed_at")
             .map_err(StoreError::backend)?,
         encryptions: u64::try_from(encryptions).map_err(|_| corrupt("encryptions"))?,
+    })
+}
+
+fn token(row: &SqliteRow) -> Result<TokenRecord, StoreError> {
+    let hash: Vec<u8> = row.try_get("secret_hash").map_err(StoreError::backend)?;
+    let role: String = row.try_get("role").map_err(StoreError::backend)?;
+    let purposes: String = row.try_get("purposes").map_err(StoreError::backend)?;
+    Ok(TokenRecord {
+        id: row.try_get("id").map_err(StoreError::backend)?,
+        secret_hash: hash
+            .try_into()
+            .map_err(|_| StoreError("corrupt api_tokens row: hash".into()))?,
+        role: role
+            .parse()
+            .map_err(|_| StoreError("corrupt api_tokens row: role".into()))?,
+        purposes: purposes
+            .split(',')
+            .filter(|p| !p.is_empty())
+            .map(Purpose::new)
+            .collect::<Result<_, _>>()
+            .map_err(|_| StoreError("corrupt api_tokens row: purposes".into()))?,
+        name: row.try_get("name").map_err(StoreError::backend)?,
+        created_at: row.try_get("created_at").map_err(StoreError::backend)?,
+        expires_at: row.try_get("expires_at").map_err(StoreError::backend)?,
+        revoked_at: row.try_get("revoked_at").map_err(StoreError::backend)?,
     })
 }
 
@@ -308,5 +348,48 @@ impl Keystore for SqliteKeystore {
             .await
             .map_err(StoreError::backend)?;
         Ok(())
+    }
+
+    async fn insert_token(&self, t: &TokenRecord) -> Result<(), StoreError> {
+        let purposes: Vec<&str> = t.purposes.iter().map(Purpose::as_str).collect();
+        sqlx::query(
+            "INSERT INTO api_tokens (id, secret_hash, role, purposes, name, created_at, expires_at, revoked_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .bind(&t.id)
+        .bind(&t.secret_hash[..])
+        .bind(t.role.as_str())
+        .bind(purposes.join(","))
+        .bind(&t.name)
+        .bind(t.created_at)
+        .bind(t.expires_at)
+        .bind(t.revoked_at)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::backend)?;
+        Ok(())
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, secret_hash, role, purposes, name, created_at, expires_at, revoked_at \
+             FROM api_tokens ORDER BY created_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::backend)?;
+        rows.iter().map(token).collect()
+    }
+
+    async fn revoke_token(&self, id: &str, now: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE api_tokens SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::backend)?;
+        Ok(done.rows_affected() == 1)
     }
 }

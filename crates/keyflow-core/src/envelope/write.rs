@@ -8,7 +8,13 @@ use crate::ids::KeyVersion;
 /// Appends the binary header to `out`. The header bytes are also the first part of
 /// the AAD.
 pub fn encode_header(h: &Header, out: &mut Vec<u8>) {
-    encode_header_parts(h.algorithm, h.purpose.as_str().as_bytes(), h.key_version, &h.nonce, out);
+    encode_header_parts(
+        h.algorithm,
+        h.purpose.as_str().as_bytes(),
+        h.key_version,
+        &h.nonce,
+        out,
+    );
 }
 
 /// `encode_header` from its parts; `purpose` must come from a valid [`crate::Purpose`]
