@@ -1,0 +1,150 @@
+//! Bearer-token authentication and role/purpose checks.
+//!
+//! Tokens are checked on every request against an in-memory snapshot of the token
+//! table (lock-free reads), refreshed from the keystore every second, and at once —
+//! at most every 250 ms — when an unknown token id is presented (so a token created
+//! with `keyflow tokens create` works immediately). A revocation made by another
+//! process therefore takes effect within a second.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use keyflow_kms::access::{self, Role, TokenRecord};
+use keyflow_kms::clock::Clock;
+use keyflow_kms::{Keystore, Purpose, StoreError};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+const MIN_REFRESH_GAP_MS: i64 = 250;
+
+/// The token table, as last read from the keystore.
+pub struct TokenCache {
+    snap: ArcSwap<HashMap<String, Arc<TokenRecord>>>,
+    store: Arc<dyn Keystore>,
+    clock: Arc<dyn Clock>,
+    last_refresh: AtomicI64,
+}
+
+impl TokenCache {
+    /// An empty cache over `store`; call [`TokenCache::refresh`] before serving.
+    pub fn new(store: Arc<dyn Keystore>, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            snap: ArcSwap::from_pointee(HashMap::new()),
+            store,
+            clock,
+            last_refresh: AtomicI64::new(i64::MIN),
+        }
+    }
+
+    /// Re-reads every token from the keystore.
+    pub async fn refresh(&self) -> Result<(), StoreError> {
+        self.last_refresh
+            .store(self.clock.now_millis(), Ordering::Relaxed);
+        let tokens = self.store.list_tokens().await?;
+        let map = tokens
+            .into_iter()
+            .map(|t| (t.id.clone(), Arc::new(t)))
+            .collect();
+        self.snap.store(Arc::new(map));
+        Ok(())
+    }
+
+    /// How many tokens exist (revoked included).
+    pub fn len(&self) -> usize {
+        self.snap.load().len()
+    }
+
+    /// True when no token exists.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Checks an `Authorization` header value.
+    pub async fn authenticate(&self, header: Option<&str>) -> Result<Principal, ApiError> {
+        let token = header
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or(ApiError::Unauthorized)?;
+        let (id, secret) = access::parse(token).ok_or(ApiError::Unauthorized)?;
+        let mut record = self.snap.load().get(id).cloned();
+        if record.is_none() {
+            let now = self.clock.now_millis();
+            let last = self.last_refresh.load(Ordering::Relaxed);
+            if now.saturating_sub(last) >= MIN_REFRESH_GAP_MS {
+                self.refresh()
+                    .await
+                    .map_err(|e| ApiError::Internal(e.to_string()))?;
+                record = self.snap.load().get(id).cloned();
+            }
+        }
+        let record = record.ok_or(ApiError::Unauthorized)?;
+        // Verify before looking at any other property, in constant time.
+        if !access::verify(&record, secret) || !record.is_live(self.clock.now_millis()) {
+            return Err(ApiError::Unauthorized);
+        }
+        Ok(Principal { token: record })
+    }
+}
+
+/// The authenticated caller of a request.
+#[derive(Clone, Debug)]
+pub struct Principal {
+    token: Arc<TokenRecord>,
+}
+
+impl Principal {
+    /// The token id (the actor in operation records).
+    pub fn id(&self) -> &str {
+        &self.token.id
+    }
+
+    /// The token's role.
+    pub fn role(&self) -> Role {
+        self.token.role
+    }
+
+    /// Requires one of `roles`.
+    pub fn require(&self, roles: &[Role]) -> Result<(), ApiError> {
+        if roles.contains(&self.token.role) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "the {} role may not perform this operation",
+                self.token.role
+            )))
+        }
+    }
+
+    /// Requires a data-operation role (admin or service) granted `purpose`.
+    pub fn require_purpose(&self, purpose: &Purpose) -> Result<(), ApiError> {
+        self.require(&[Role::Admin, Role::Service])?;
+        if self.token.allows_purpose(purpose) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "this token is not granted purpose '{purpose}'"
+            )))
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        state.tokens.authenticate(header).await
+    }
+}

@@ -1,0 +1,133 @@
+//! API errors: one enum, one `IntoResponse`. The status is chosen by matching variants,
+//! never by reading messages. 5xx bodies are generic; the cause goes to the log.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use keyflow_kms::KmsError;
+use serde_json::json;
+
+/// An error answered to the client as `{"error": code, "message": text}`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// 400: the body is not JSON.
+    #[error("the request body is not valid JSON")]
+    InvalidJson,
+    /// 400: a field is missing or has the wrong type or value.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// 401: no token, or an invalid, expired or revoked one.
+    #[error("a valid API token is required (Authorization: Bearer …)")]
+    Unauthorized,
+    /// 403: the token's role or purposes do not allow this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 404: no such purpose.
+    #[error("{0}")]
+    UnknownPurpose(String),
+    /// 404: no such route.
+    #[error("no such route")]
+    NotFound,
+    /// 409: the purpose already exists.
+    #[error("{0}")]
+    Conflict(String),
+    /// 413: the body is larger than the limit.
+    #[error("the request body is larger than the limit of {0} bytes")]
+    PayloadTooLarge(usize),
+    /// 422: the ciphertext does not parse or authenticate.
+    #[error("decryption failed")]
+    DecryptionFailed,
+    /// 422: the input is not a KeyFlow ciphertext.
+    #[error("not a KeyFlow ciphertext")]
+    InvalidCiphertext,
+    /// 422: the key version exists but may not be used (revoked, destroyed).
+    #[error("{0}")]
+    KeyUnavailable(String),
+    /// 503: overloaded or timed out.
+    #[error("the server is overloaded; retry later")]
+    Overloaded,
+    /// 503: a dependency (the keystore) is unavailable.
+    #[error("the service is temporarily unavailable")]
+    Unavailable,
+    /// 500: a real fault. The cause is logged, never sent.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The HTTP status and stable code.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::InvalidJson => (StatusCode::BAD_REQUEST, "invalid_json"),
+            ApiError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::UnknownPurpose(_) => (StatusCode::NOT_FOUND, "unknown_purpose"),
+            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "purpose_exists"),
+            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::DecryptionFailed => (StatusCode::UNPROCESSABLE_ENTITY, "decryption_failed"),
+            ApiError::InvalidCiphertext => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_ciphertext"),
+            ApiError::KeyUnavailable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "key_unavailable"),
+            ApiError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+        }
+    }
+
+    /// The JSON body for this error (used in batch results too).
+    pub fn body(&self) -> serde_json::Value {
+        let (_, code) = self.status_and_code();
+        json!({ "error": code, "message": self.to_string() })
+    }
+}
+
+impl From<KmsError> for ApiError {
+    fn from(e: KmsError) -> Self {
+        match e {
+            KmsError::DecryptionFailed => ApiError::DecryptionFailed,
+            KmsError::InvalidCiphertext => ApiError::InvalidCiphertext,
+            KmsError::Invalid(what) => ApiError::InvalidRequest(format!("invalid {what}")),
+            KmsError::UnknownPurpose(_) | KmsError::StrictModeNoKey(_) => {
+                ApiError::UnknownPurpose(e.to_string())
+            }
+            KmsError::PurposeExists(_) => ApiError::Conflict(e.to_string()),
+            KmsError::KeyNotUsable { .. } => ApiError::KeyUnavailable(e.to_string()),
+            KmsError::RotationConflict(_) => ApiError::Overloaded,
+            KmsError::Store(_) => ApiError::Internal(e.to_string()),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, _) = self.status_and_code();
+        if let ApiError::Internal(cause) = &self {
+            // The cause never contains plaintext or key material (KmsError guarantees it).
+            tracing::error!(error = %cause, "internal error");
+        }
+        (status, Json(self.body())).into_response()
+    }
+}
+
+/// Result alias for handlers.
+pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_details_never_reach_the_body() {
+        let e = ApiError::Internal("database at /secret/path exploded".into());
+        assert_eq!(e.body()["message"], "internal error");
+        assert_eq!(e.status_and_code().0, StatusCode::INTERNAL_SERVER_ERROR);
+        let e: ApiError = KmsError::DecryptionFailed.into();
+        assert_eq!(
+            e.status_and_code(),
+            (StatusCode::UNPROCESSABLE_ENTITY, "decryption_failed")
+        );
+    }
+}

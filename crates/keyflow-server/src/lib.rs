@@ -1,0 +1,128 @@
+//! # keyflow-server
+//!
+//! KeyFlow's HTTPS REST API (`/api/encryption/…`, PRODUCT.md §5) over an
+//! [`keyflow_kms::EncryptionService`]: bearer API tokens with roles, JSON errors with
+//! stable codes, TLS via rustls on aws-lc-rs, request limits, graceful shutdown,
+//! Prometheus metrics and an OpenAPI 3.1 document.
+//!
+//! [`app`] builds the whole `Router` (tests drive it with `tower::ServiceExt::oneshot`);
+//! [`serve::serve`] runs it on a listener.
+//!
+//! ## Layer order (outermost first) and why
+//!
+//! 1. request id — every response, even a refusal, carries `x-request-id` for support;
+//! 2. security headers — on every response, including the overload and timeout answers below;
+//! 3. load shedding, concurrency limit, timeout — refuse excess work (503) *before*
+//!    anything buffers a body or touches a key;
+//! 4. the rest of `keyflow-transport` — HTTPS enforcement, client-cert pinning, CORS,
+//!    header-encryption check, request integrity (which buffers and hashes the body);
+//! 5. body limit — the JSON extractor answers 413 beyond it;
+//! 6. routes — authentication and authorization happen in the handlers' extractors,
+//!    before the body is parsed.
+
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod metrics;
+pub mod openapi;
+pub mod routes;
+pub mod serve;
+pub mod state;
+pub mod tls;
+
+use std::time::Duration;
+
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::HeaderValue;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{BoxError, Router};
+use keyflow_kms::keyflow_core::{OsRng, SecureRandom};
+use keyflow_transport::TransportConfig;
+use tower::ServiceBuilder;
+
+pub use error::ApiError;
+pub use state::{AppState, Limits};
+
+/// Robustness settings of the HTTP stack.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Largest number of requests in progress; beyond it, 503 at once.
+    pub max_concurrency: usize,
+    /// Longest a request may take; beyond it, 503.
+    pub request_timeout: Duration,
+    /// The transport-security configuration.
+    pub transport: TransportConfig,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            max_concurrency: 1024,
+            request_timeout: Duration::from_secs(30),
+            transport: TransportConfig::default(),
+        }
+    }
+}
+
+async fn request_id(mut req: Request, next: Next) -> Response {
+    let id = OsRng
+        .nonce()
+        .map(|n| n.iter().map(|b| format!("{b:02x}")).collect::<String>())
+        .unwrap_or_else(|_| "-".into());
+    req.extensions_mut().insert(extract::RequestId(id.clone()));
+    let mut resp = next.run(req).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+async fn overloaded(e: BoxError) -> Response {
+    if e.is::<tower::timeout::error::Elapsed>() || e.is::<tower::load_shed::error::Overloaded>() {
+        ApiError::Overloaded.into_response()
+    } else {
+        ApiError::Internal(e.to_string()).into_response()
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+/// The whole application: routes and every layer, in the order documented above.
+pub fn app(state: AppState, settings: &HttpSettings) -> Router {
+    use routes::{data, keys, system};
+    let api = Router::new()
+        .route("/encrypt", post(data::encrypt))
+        .route("/decrypt", post(data::decrypt))
+        .route("/batch/encrypt", post(data::batch_encrypt))
+        .route("/batch/decrypt", post(data::batch_decrypt))
+        .route("/blind-index", post(data::blind_index))
+        .route("/mask", post(data::mask))
+        .route("/keys/generate", post(keys::generate))
+        .route("/keys/rotate", post(keys::rotate))
+        .route("/keys", get(keys::list))
+        .route("/health", get(system::health))
+        .route("/status", get(system::status))
+        .route("/openapi.json", get(system::openapi));
+    let body_limit = state.limits.json_body_bytes;
+    Router::new()
+        .nest("/api/encryption", api)
+        .route("/metrics", get(system::metrics))
+        .fallback(not_found)
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(keyflow_transport::layer(settings.transport.clone()))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(overloaded))
+                .load_shed()
+                .concurrency_limit(settings.max_concurrency)
+                .timeout(settings.request_timeout),
+        )
+        .layer(keyflow_transport::SecurityHeadersLayer::new())
+        .layer(middleware::from_fn(request_id))
+}

@@ -1,0 +1,164 @@
+//! Operation records and counters.
+//!
+//! Every handler ends by calling [`record`]: one structured `tracing` event (target
+//! `keyflow::ops`) with actor, operation, purpose, key version, item count, result and
+//! request id — never plaintext, ciphertext, tokens or keys — and a counter increment
+//! for `/metrics`. The audit trail will consume the same record.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use keyflow_kms::CacheStats;
+
+/// The operations the API performs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// `POST /encrypt`
+    Encrypt,
+    /// `POST /decrypt`
+    Decrypt,
+    /// `POST /batch/encrypt`
+    BatchEncrypt,
+    /// `POST /batch/decrypt`
+    BatchDecrypt,
+    /// `POST /blind-index`
+    BlindIndex,
+    /// `POST /mask`
+    Mask,
+    /// `POST /keys/generate`
+    KeysGenerate,
+    /// `POST /keys/rotate`
+    KeysRotate,
+    /// `GET /keys`
+    KeysList,
+    /// `GET /status`
+    Status,
+}
+
+const OPS: [Op; 10] = [
+    Op::Encrypt,
+    Op::Decrypt,
+    Op::BatchEncrypt,
+    Op::BatchDecrypt,
+    Op::BlindIndex,
+    Op::Mask,
+    Op::KeysGenerate,
+    Op::KeysRotate,
+    Op::KeysList,
+    Op::Status,
+];
+
+impl Op {
+    /// The operation's name in logs and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Encrypt => "encrypt",
+            Op::Decrypt => "decrypt",
+            Op::BatchEncrypt => "batch_encrypt",
+            Op::BatchDecrypt => "batch_decrypt",
+            Op::BlindIndex => "blind_index",
+            Op::Mask => "mask",
+            Op::KeysGenerate => "keys_generate",
+            Op::KeysRotate => "keys_rotate",
+            Op::KeysList => "keys_list",
+            Op::Status => "status",
+        }
+    }
+
+    fn index(self) -> usize {
+        OPS.iter().position(|o| *o == self).unwrap_or(0)
+    }
+}
+
+/// Counters per operation: successes, failures, items processed.
+#[derive(Default)]
+pub struct Metrics {
+    ok: [AtomicU64; 10],
+    failed: [AtomicU64; 10],
+    items: [AtomicU64; 10],
+}
+
+/// One operation's record.
+#[derive(Debug)]
+pub struct OpRecord<'a> {
+    /// What was done.
+    pub op: Op,
+    /// Token id of the caller.
+    pub actor: &'a str,
+    /// Purpose involved, if one.
+    pub purpose: Option<&'a str>,
+    /// Key version involved, if one.
+    pub key_version: Option<u32>,
+    /// Items (fields, batch entries) processed.
+    pub items: usize,
+    /// Outcome: `ok`, or the error code.
+    pub result: &'a str,
+    /// The request id (also in the `x-request-id` response header).
+    pub request_id: &'a str,
+}
+
+impl Metrics {
+    /// Logs and counts one operation.
+    pub fn record(&self, r: &OpRecord<'_>) {
+        let i = r.op.index();
+        let counter = if r.result == "ok" {
+            &self.ok
+        } else {
+            &self.failed
+        };
+        if let Some(c) = counter.get(i) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(c) = self.items.get(i) {
+            c.fetch_add(r.items as u64, Ordering::Relaxed);
+        }
+        tracing::info!(
+            target: "keyflow::ops",
+            actor = r.actor,
+            operation = r.op.name(),
+            purpose = r.purpose,
+            key_version = r.key_version,
+            items = r.items,
+            result = r.result,
+            request_id = r.request_id,
+        );
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self, cache: CacheStats, uptime_secs: u64) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP keyflow_operations_total API operations by result.\n# TYPE keyflow_operations_total counter\n");
+        for op in OPS {
+            let i = op.index();
+            for (result, c) in [("ok", &self.ok), ("error", &self.failed)] {
+                let n = c.get(i).map_or(0, |c| c.load(Ordering::Relaxed));
+                let _ = writeln!(
+                    out,
+                    "keyflow_operations_total{{operation=\"{}\",result=\"{result}\"}} {n}",
+                    op.name()
+                );
+            }
+        }
+        out.push_str("# HELP keyflow_operation_items_total Items processed by operation.\n# TYPE keyflow_operation_items_total counter\n");
+        for op in OPS {
+            let n = self
+                .items
+                .get(op.index())
+                .map_or(0, |c| c.load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "keyflow_operation_items_total{{operation=\"{}\"}} {n}",
+                op.name()
+            );
+        }
+        let _ = write!(
+            out,
+            "# HELP keyflow_key_cache_hits_total Key cache hits.\n# TYPE keyflow_key_cache_hits_total counter\nkeyflow_key_cache_hits_total {}\n\
+             # HELP keyflow_key_cache_misses_total Key cache misses.\n# TYPE keyflow_key_cache_misses_total counter\nkeyflow_key_cache_misses_total {}\n\
+             # HELP keyflow_key_cache_entries Key versions cached.\n# TYPE keyflow_key_cache_entries gauge\nkeyflow_key_cache_entries {}\n\
+             # HELP keyflow_uptime_seconds Seconds since start.\n# TYPE keyflow_uptime_seconds gauge\nkeyflow_uptime_seconds {uptime_secs}\n",
+            cache.hits, cache.misses, cache.entries
+        );
+        out
+    }
+}

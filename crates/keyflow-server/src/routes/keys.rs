@@ -1,0 +1,166 @@
+//! Key management: generate, rotate (admin), list metadata (admin, auditor).
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use keyflow_kms::access::Role;
+use keyflow_kms::clock::rfc3339;
+use keyflow_kms::keyflow_core::key_id;
+use keyflow_kms::{KeyStatus, KeyVersionRecord, VersionFilter};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use utoipa::{IntoParams, ToSchema};
+
+use super::purpose;
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, RequestId};
+use crate::metrics::{Op, OpRecord};
+use crate::state::AppState;
+
+/// `POST /keys/generate`
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GenerateRequest {
+    /// The new purpose.
+    pub purpose: String,
+    /// Only `aes-256` (the default) exists.
+    pub key_type: Option<String>,
+}
+
+/// `POST /keys/rotate`
+#[derive(Deserialize, ToSchema)]
+pub struct RotateRequest {
+    /// The purpose to rotate.
+    pub purpose: String,
+}
+
+/// `GET /keys` query.
+#[derive(Deserialize, IntoParams)]
+pub struct ListQuery {
+    /// Only this purpose.
+    pub purpose: Option<String>,
+    /// Only this state.
+    pub status: Option<String>,
+}
+
+/// Key metadata as the API shows it (never material).
+pub fn key_json(r: &KeyVersionRecord) -> Value {
+    json!({
+        "keyId": key_id(&r.purpose, r.version),
+        "purpose": r.purpose.as_str(),
+        "version": r.version.get(),
+        "status": r.status.as_str(),
+        "algorithm": r.algorithm,
+        "createdAt": rfc3339(r.created_at),
+        "statusChangedAt": rfc3339(r.status_changed_at),
+        "encryptions": r.encryptions,
+    })
+}
+
+/// Creates version 1 of a new purpose.
+#[utoipa::path(post, path = "/api/encryption/keys/generate", request_body = GenerateRequest,
+    responses((status = 201, description = "The new key's metadata"), (status = 400), (status = 401),
+              (status = 403, description = "Admin only"), (status = 409, description = "Purpose exists")),
+    security(("bearer" = [])))]
+pub async fn generate(
+    State(state): State<AppState>,
+    who: Principal,
+    rid: RequestId,
+    ApiJson(req): ApiJson<GenerateRequest>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    who.require(&[Role::Admin])?;
+    let p = purpose(&req.purpose)?;
+    if let Some(t) = req.key_type.as_deref() {
+        if !t.eq_ignore_ascii_case("aes-256") && !t.eq_ignore_ascii_case("aes256") {
+            return Err(ApiError::InvalidRequest(
+                "keyType: only aes-256 is supported".into(),
+            ));
+        }
+    }
+    let result = state.service.generate(&p).await.map_err(ApiError::from);
+    state.metrics.record(&OpRecord {
+        op: Op::KeysGenerate,
+        actor: who.id(),
+        purpose: Some(p.as_str()),
+        key_version: result.as_ref().ok().map(|r| r.version.get()),
+        items: 1,
+        result: result
+            .as_ref()
+            .map_or_else(|e| e.status_and_code().1, |_| "ok"),
+        request_id: &rid.0,
+    });
+    Ok((StatusCode::CREATED, Json(key_json(&result?))))
+}
+
+/// Rotates a purpose.
+#[utoipa::path(post, path = "/api/encryption/keys/rotate", request_body = RotateRequest,
+    responses((status = 200, description = "`{purpose, oldVersion, newVersion}`"), (status = 400), (status = 401),
+              (status = 403, description = "Admin only"), (status = 404, description = "Unknown purpose")),
+    security(("bearer" = [])))]
+pub async fn rotate(
+    State(state): State<AppState>,
+    who: Principal,
+    rid: RequestId,
+    ApiJson(req): ApiJson<RotateRequest>,
+) -> ApiResult<Json<Value>> {
+    who.require(&[Role::Admin])?;
+    let p = purpose(&req.purpose)?;
+    let result = state.service.rotate(&p).await.map_err(ApiError::from);
+    state.metrics.record(&OpRecord {
+        op: Op::KeysRotate,
+        actor: who.id(),
+        purpose: Some(p.as_str()),
+        key_version: result.as_ref().ok().map(|r| r.new_version.get()),
+        items: 1,
+        result: result
+            .as_ref()
+            .map_or_else(|e| e.status_and_code().1, |_| "ok"),
+        request_id: &rid.0,
+    });
+    let r = result?;
+    Ok(Json(json!({
+        "purpose": r.purpose.as_str(),
+        "oldVersion": r.old_version.get(),
+        "newVersion": r.new_version.get(),
+    })))
+}
+
+/// Lists key metadata.
+#[utoipa::path(get, path = "/api/encryption/keys", params(ListQuery),
+    responses((status = 200, description = "`{keys, total}`"), (status = 400), (status = 401),
+              (status = 403, description = "Admin or auditor only")),
+    security(("bearer" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    who: Principal,
+    rid: RequestId,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
+    who.require(&[Role::Admin, Role::Auditor])?;
+    let filter = VersionFilter {
+        purpose: q.purpose.as_deref().map(purpose).transpose()?,
+        status: q
+            .status
+            .as_deref()
+            .map(|s| {
+                s.parse::<KeyStatus>()
+                    .map_err(|e| ApiError::InvalidRequest(format!("status: {e}")))
+            })
+            .transpose()?,
+    };
+    let keys = state.service.list(&filter).await?;
+    state.metrics.record(&OpRecord {
+        op: Op::KeysList,
+        actor: who.id(),
+        purpose: filter.purpose.as_ref().map(|p| p.as_str()),
+        key_version: None,
+        items: keys.len(),
+        result: "ok",
+        request_id: &rid.0,
+    });
+    Ok(Json(json!({
+        "total": keys.len(),
+        "keys": keys.iter().map(key_json).collect::<Vec<_>>(),
+    })))
+}

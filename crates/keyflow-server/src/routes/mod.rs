@@ -1,0 +1,22 @@
+//! Routes, grouped by resource. `crate::app` assembles them.
+
+pub mod data;
+pub mod keys;
+pub mod system;
+
+use std::collections::BTreeMap;
+
+use keyflow_kms::{Context, Purpose};
+
+use crate::error::ApiError;
+
+/// Parses a `purpose` field.
+pub(crate) fn purpose(name: &str) -> Result<Purpose, ApiError> {
+    Purpose::new(name).map_err(|e| ApiError::InvalidRequest(format!("purpose: {e}")))
+}
+
+/// Builds a context from the request's `context` object (key order irrelevant).
+pub(crate) fn context(pairs: Option<BTreeMap<String, String>>) -> Result<Context, ApiError> {
+    Context::from_pairs(pairs.unwrap_or_default())
+        .map_err(|e| ApiError::InvalidRequest(format!("context: {e}")))
+}

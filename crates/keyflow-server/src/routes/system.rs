@@ -1,0 +1,162 @@
+//! Health, status, metrics and the OpenAPI document.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use keyflow_kms::access::Role;
+use keyflow_kms::clock::{Clock, SystemClock};
+use keyflow_kms::{KeyStatus, VersionFilter};
+use serde_json::{json, Value};
+
+use crate::auth::Principal;
+use crate::error::ApiResult;
+use crate::extract::RequestId;
+use crate::metrics::{Op, OpRecord};
+use crate::state::AppState;
+
+/// Rotation period assumed until per-purpose policies exist (PRODUCT.md §1 default).
+const ROTATION_DAYS: i64 = 90;
+/// Warn window before a rotation is due.
+const WARN_DAYS: i64 = 7;
+/// Default usage budget per version (2^30 encryptions).
+const USAGE_BUDGET: u64 = 1 << 30;
+const DAY_MS: i64 = 86_400_000;
+
+/// Liveness and readiness: the keystore answers and the KEK is unlocked.
+#[utoipa::path(get, path = "/api/encryption/health",
+    responses((status = 200, description = "Ready"), (status = 503, description = "Alive but not ready")))]
+pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
+    let store = state.service.keystore().clone();
+    let keystore_ok = matches!(
+        tokio::time::timeout(Duration::from_secs(2), store.get_meta("kek_id")).await,
+        Ok(Ok(Some(_)))
+    );
+    let status = if keystore_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({
+            "status": if keystore_ok { "ok" } else { "unavailable" },
+            "live": true,
+            "ready": keystore_ok,
+            "checks": {
+                "keystore": if keystore_ok { "ok" } else { "unreachable" },
+                // The service cannot exist without an unlocked KEK.
+                "kek": "unlocked",
+            },
+            "uptimeSeconds": state.started.elapsed().as_secs(),
+        })),
+    )
+}
+
+/// Key health metrics (the old shape) plus usage and cache figures.
+#[utoipa::path(get, path = "/api/encryption/status",
+    responses((status = 200, description = "`{total, active, expiringSoon, deprecated, revoked, cacheSize, byPurpose, healthStatus, usage, cache, alerts}`"),
+              (status = 401), (status = 403, description = "Admin or auditor only")),
+    security(("bearer" = [])))]
+pub async fn status(
+    State(state): State<AppState>,
+    who: Principal,
+    rid: RequestId,
+) -> ApiResult<Json<Value>> {
+    who.require(&[Role::Admin, Role::Auditor])?;
+    // Persist pending counts so the figures are current.
+    if let Err(e) = state.service.flush_usage().await {
+        tracing::warn!(error = %e, "usage flush before status failed");
+    }
+    let versions = state.service.list(&VersionFilter::default()).await?;
+    let now = SystemClock.now_millis();
+    let count = |s: KeyStatus| versions.iter().filter(|r| r.status == s).count();
+    let mut by_purpose: BTreeMap<String, Value> = BTreeMap::new();
+    let mut expiring = 0;
+    let mut usage = Vec::new();
+    for r in &versions {
+        let entry = by_purpose.entry(r.purpose.to_string()).or_insert_with(|| {
+            json!({ "versions": 0, "activeVersion": null, "activeAgeDays": null, "encryptions": 0 })
+        });
+        entry["versions"] = json!(entry["versions"].as_u64().unwrap_or(0) + 1);
+        entry["encryptions"] = json!(entry["encryptions"].as_u64().unwrap_or(0) + r.encryptions);
+        if r.status == KeyStatus::Active {
+            let age_days = (now - r.created_at).max(0) / DAY_MS;
+            entry["activeVersion"] = json!(r.version.get());
+            entry["activeAgeDays"] = json!(age_days);
+            if age_days >= ROTATION_DAYS - WARN_DAYS {
+                expiring += 1;
+            }
+            usage.push(json!({
+                "purpose": r.purpose.as_str(),
+                "version": r.version.get(),
+                "encryptions": r.encryptions,
+                "budget": USAGE_BUDGET,
+                "budgetUsed": r.encryptions as f64 / USAGE_BUDGET as f64,
+            }));
+        }
+    }
+    let deprecated = count(KeyStatus::Deprecated);
+    let mut alerts = Vec::new();
+    if expiring > 5 {
+        alerts.push(format!("{expiring} keys expire within {WARN_DAYS} days"));
+    }
+    let cache = state.service.cache_stats();
+    if cache.hits + cache.misses >= 100 && cache.hit_rate() < 0.8 {
+        alerts.push(format!("low key cache hit rate: {:.2}", cache.hit_rate()));
+    }
+    let health = if !alerts.is_empty() {
+        "critical"
+    } else if expiring > 0 || deprecated > 0 {
+        "warning"
+    } else {
+        "healthy"
+    };
+    state.metrics.record(&OpRecord {
+        op: Op::Status,
+        actor: who.id(),
+        purpose: None,
+        key_version: None,
+        items: versions.len(),
+        result: "ok",
+        request_id: &rid.0,
+    });
+    Ok(Json(json!({
+        "total": versions.len(),
+        "active": count(KeyStatus::Active),
+        "expiringSoon": expiring,
+        "deprecated": deprecated,
+        "revoked": count(KeyStatus::Revoked),
+        "cacheSize": cache.entries,
+        "byPurpose": by_purpose,
+        "healthStatus": health,
+        "usage": usage,
+        "cache": { "hits": cache.hits, "misses": cache.misses, "hitRate": cache.hit_rate(), "entries": cache.entries },
+        "alerts": alerts,
+        "policy": { "rotationDays": ROTATION_DAYS, "warnDays": WARN_DAYS, "usageBudget": USAGE_BUDGET },
+    })))
+}
+
+/// Prometheus metrics (admin or auditor token).
+#[utoipa::path(get, path = "/metrics",
+    responses((status = 200, description = "Prometheus text format"), (status = 401), (status = 403)),
+    security(("bearer" = [])))]
+pub async fn metrics(
+    State(state): State<AppState>,
+    who: Principal,
+) -> ApiResult<impl IntoResponse> {
+    who.require(&[Role::Admin, Role::Auditor])?;
+    let body = state.metrics.render(
+        state.service.cache_stats(),
+        state.started.elapsed().as_secs(),
+    );
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body))
+}
+
+/// The OpenAPI 3.1 document of every route.
+pub async fn openapi() -> impl IntoResponse {
+    Json(crate::openapi::document())
+}

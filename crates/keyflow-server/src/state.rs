@@ -1,0 +1,65 @@
+//! Shared server state.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use keyflow_kms::EncryptionService;
+
+use crate::auth::TokenCache;
+use crate::metrics::Metrics;
+
+/// Limits applied to requests.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest JSON body, bytes (default 1 MiB).
+    pub json_body_bytes: usize,
+    /// Most items in one batch.
+    pub batch_items: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            json_body_bytes: 1 << 20,
+            batch_items: 1000,
+        }
+    }
+}
+
+/// Everything handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+/// The contents of [`AppState`].
+pub struct Inner {
+    /// The encryption service.
+    pub service: Arc<EncryptionService>,
+    /// API tokens.
+    pub tokens: TokenCache,
+    /// Request limits.
+    pub limits: Limits,
+    /// Operation counters.
+    pub metrics: Metrics,
+    /// When the server started.
+    pub started: Instant,
+}
+
+impl AppState {
+    /// Builds the state.
+    pub fn new(service: Arc<EncryptionService>, tokens: TokenCache, limits: Limits) -> Self {
+        Self(Arc::new(Inner {
+            service,
+            tokens,
+            limits,
+            metrics: Metrics::default(),
+            started: Instant::now(),
+        }))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}

@@ -1,0 +1,137 @@
+//! HTTPS enforcement and the effective client address.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, Method};
+use tower::{Layer, Service};
+
+use crate::config::{parse_public_host, TransportConfig};
+use crate::connection::{resolve, ClientAddr, ConnectionInfo};
+use crate::error::{https_redirect, TransportError};
+use crate::util::{original_uri, respond, BoxFuture};
+
+/// Resolves the effective client (believing `X-Forwarded-*` only from trusted
+/// proxies), inserts [`ClientAddr`], and in production turns plain HTTP away:
+/// `GET`/`HEAD` get a `308` to `https://{public_host}{path_and_query}`, every other
+/// method (or any method when no valid `public_host` is configured) gets
+/// `400 https_required`. The redirect host never comes from the request.
+#[derive(Clone, Debug)]
+pub struct HttpsEnforcementLayer {
+    policy: Arc<HttpsPolicy>,
+}
+
+#[derive(Debug)]
+struct HttpsPolicy {
+    production: bool,
+    public_host: Option<String>,
+    trusted_proxies: Vec<IpAddr>,
+}
+
+impl HttpsEnforcementLayer {
+    /// Takes `production`, `public_host` and `trusted_proxies` from `config`. An
+    /// invalid `public_host` is dropped (plain HTTP is then refused, not redirected).
+    pub fn from_config(config: &TransportConfig) -> Self {
+        let public_host = config
+            .public_host
+            .as_deref()
+            .and_then(|h| match parse_public_host(h) {
+                Ok(h) => Some(h),
+                Err(reason) => {
+                    tracing::warn!(%reason, "ignoring invalid public_host");
+                    None
+                }
+            });
+        Self {
+            policy: Arc::new(HttpsPolicy {
+                production: config.production,
+                public_host,
+                trusted_proxies: config.trusted_proxies.clone(),
+            }),
+        }
+    }
+}
+
+impl<S> Layer<S> for HttpsEnforcementLayer {
+    type Service = HttpsEnforcement<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        HttpsEnforcement {
+            inner,
+            policy: self.policy.clone(),
+        }
+    }
+}
+
+/// The service made by [`HttpsEnforcementLayer`].
+#[derive(Clone, Debug)]
+pub struct HttpsEnforcement<S> {
+    inner: S,
+    policy: Arc<HttpsPolicy>,
+}
+
+/// Why plain HTTP was turned away.
+enum Refusal {
+    Redirect(HeaderValue),
+    Refuse,
+}
+
+impl HttpsPolicy {
+    fn check(&self, req: &mut Request) -> Result<(), Refusal> {
+        let resolved = resolve(
+            req.extensions().get::<ConnectionInfo>(),
+            req.headers(),
+            &self.trusted_proxies,
+        );
+        if let Some(client) = resolved.client {
+            req.extensions_mut().insert(ClientAddr(client));
+        }
+        if !self.production || resolved.https {
+            return Ok(());
+        }
+        if req.method() == Method::GET || req.method() == Method::HEAD {
+            if let Some(location) = self.location(req) {
+                return Err(Refusal::Redirect(location));
+            }
+        }
+        Err(Refusal::Refuse)
+    }
+
+    fn location(&self, req: &Request) -> Option<HeaderValue> {
+        let host = self.public_host.as_deref()?;
+        let path = original_uri(req)
+            .path_and_query()
+            .map_or("/", |p| p.as_str());
+        // `*` (OPTIONS) and anything not starting with `/` has no https URL.
+        if !path.starts_with('/') {
+            return None;
+        }
+        HeaderValue::try_from(format!("https://{host}{path}")).ok()
+    }
+}
+
+impl<S> Service<Request> for HttpsEnforcement<S>
+where
+    S: Service<Request, Response = Response> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = BoxFuture<S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request) -> Self::Future {
+        match self.policy.check(&mut req) {
+            Ok(()) => Box::pin(self.inner.call(req)),
+            Err(Refusal::Redirect(location)) => respond(https_redirect(location)),
+            Err(Refusal::Refuse) => respond(TransportError::HttpsRequired.into_response()),
+        }
+    }
+}
