@@ -77,6 +77,65 @@ pub enum Command {
     /// Manage key rings and versions.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage API tokens for the server.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
+    /// Run the HTTPS API server.
+    Serve {
+        /// Development mode: no configuration needed. Creates the KEK (with a generated
+        /// password kept in the data directory) and a self-signed certificate on first
+        /// start, and prints an admin token once. Refused in production.
+        #[arg(long)]
+        dev: bool,
+        /// Address to listen on.
+        #[arg(long, env = "KEYFLOW_LISTEN", default_value = "127.0.0.1:8443")]
+        listen: String,
+        /// TLS certificate chain (PEM).
+        #[arg(long, env = "KEYFLOW_TLS_CERT")]
+        tls_cert: Option<PathBuf>,
+        /// TLS private key (PEM).
+        #[arg(long, env = "KEYFLOW_TLS_KEY")]
+        tls_key: Option<PathBuf>,
+        /// Largest JSON request body, bytes.
+        #[arg(long, env = "KEYFLOW_MAX_BODY_BYTES", default_value_t = 1 << 20)]
+        max_body_bytes: usize,
+        /// Requests in progress beyond which the server answers 503.
+        #[arg(long, env = "KEYFLOW_MAX_CONCURRENCY", default_value_t = 1024)]
+        max_concurrency: usize,
+        /// Per-request timeout, seconds.
+        #[arg(long, env = "KEYFLOW_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+        request_timeout_secs: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// Create a token; prints it alone on stdout (the only time it is shown).
+    Create {
+        /// admin, service or auditor.
+        #[arg(long)]
+        role: String,
+        /// Purposes a service token may use (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        purposes: Vec<String>,
+        /// A label.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Lifetime, e.g. 90d, 12h, 30m, 3600s (default: no expiry).
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// List tokens (never their secrets).
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by id.
+    Revoke {
+        /// The token id (the 16 hex characters after `kft_`).
+        id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

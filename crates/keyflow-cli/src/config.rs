@@ -37,7 +37,7 @@ fn env_flag(name: &str) -> bool {
         .unwrap_or(false)
 }
 
-fn is_production() -> bool {
+pub fn is_production() -> bool {
     ["KEYFLOW_ENV", "NODE_ENV"].iter().any(|k| {
         std::env::var(k)
             .map(|v| v.trim() == "production")

@@ -19,13 +19,17 @@ fn main() {
     }));
     // `.env` in the working directory; variables already set take precedence.
     let _ = dotenvy::dotenv();
-    tracing_subscriber::fmt()
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KEYFLOW_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KEYFLOW_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+        .with_env_filter(filter);
+    // Structured JSON logs in production, readable lines otherwise.
+    if config::is_production() {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
 
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
@@ -42,9 +46,16 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Mask { kind, value } => return commands::data::mask(kind, value),
         _ => {}
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    // The server gets a multi-threaded runtime; one-shot commands a light one.
+    let rt = if matches!(cli.command, Command::Serve { .. }) {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    };
     rt.block_on(async {
         match &cli.command {
             Command::Init { kdf_iterations } => commands::init::run(&config, *kdf_iterations).await,
@@ -55,6 +66,27 @@ fn run(cli: Cli) -> Result<(), CliError> {
             } => commands::data::encrypt(&config, purpose, *deterministic, context).await,
             Command::Decrypt { context } => commands::data::decrypt(&config, context).await,
             Command::Keys(cmd) => commands::keys::run(&config, cmd).await,
+            Command::Tokens(cmd) => commands::tokens::run(&config, cmd).await,
+            Command::Serve {
+                dev,
+                listen,
+                tls_cert,
+                tls_key,
+                max_body_bytes,
+                max_concurrency,
+                request_timeout_secs,
+            } => {
+                let args = commands::serve::ServeArgs {
+                    dev: *dev,
+                    listen,
+                    tls_cert: tls_cert.as_deref(),
+                    tls_key: tls_key.as_deref(),
+                    max_body_bytes: *max_body_bytes,
+                    max_concurrency: *max_concurrency,
+                    request_timeout: std::time::Duration::from_secs(*request_timeout_secs),
+                };
+                commands::serve::run(&config, &cli.global.data_dir, args).await
+            }
             Command::Inspect | Command::Mask { .. } => Ok(()),
         }
     })

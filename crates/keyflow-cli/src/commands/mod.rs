@@ -3,6 +3,8 @@
 pub mod data;
 pub mod init;
 pub mod keys;
+pub mod serve;
+pub mod tokens;
 
 use std::sync::Arc;
 

@@ -1,0 +1,207 @@
+//! `keyflow serve [--dev]`.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use keyflow_kms::access::{self, Role};
+use keyflow_kms::clock::{Clock, SystemClock};
+use keyflow_kms::kek_provider::{self, KekPassword};
+use keyflow_kms::keyflow_core::kek::KdfParams;
+use keyflow_kms::keyflow_core::{OsRng, SecureRandom};
+use keyflow_kms::EncryptionService;
+use keyflow_server::auth::TokenCache;
+use keyflow_server::{AppState, HttpSettings, Limits};
+use keyflow_transport::TransportConfig;
+use zeroize::Zeroizing;
+
+use super::open_store;
+use crate::config::Config;
+use crate::error::CliError;
+
+/// Options of `keyflow serve`.
+pub struct ServeArgs<'a> {
+    pub dev: bool,
+    pub listen: &'a str,
+    pub tls_cert: Option<&'a Path>,
+    pub tls_key: Option<&'a Path>,
+    pub max_body_bytes: usize,
+    pub max_concurrency: usize,
+    pub request_timeout: Duration,
+}
+
+/// In dev mode the KEK password, unless KEK_PASSWORD is set, is generated once and kept
+/// (0600) in the data directory — convenient, and refused in production.
+fn dev_password(config: &Config, data_dir: &Path) -> Result<KekPassword, CliError> {
+    if let Ok(p) = config.kek_password() {
+        return Ok(p);
+    }
+    let path = data_dir.join("dev-kek-password");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        return Ok(KekPassword::new(existing.trim_end().to_owned(), false)?);
+    }
+    let mut raw = Zeroizing::new([0u8; 32]);
+    OsRng
+        .fill(&mut raw[..])
+        .map_err(|_| CliError::Config("the OS random generator failed".into()))?;
+    let password =
+        Zeroizing::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&raw[..]));
+    std::fs::create_dir_all(data_dir)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)?;
+    f.write_all(password.as_bytes())?;
+    f.sync_all()?;
+    Ok(KekPassword::new(password.to_string(), false)?)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown signal received; finishing in-flight requests");
+}
+
+pub async fn run(config: &Config, data_dir: &Path, args: ServeArgs<'_>) -> Result<(), CliError> {
+    if args.dev && config.production {
+        return Err(CliError::Config("--dev is refused in production".into()));
+    }
+    let mut transport = TransportConfig::from_env().map_err(|e| CliError::Config(e.to_string()))?;
+    if config.production {
+        // Key management must be signed in production.
+        transport.integrity_required_prefixes = vec!["/api/encryption/keys".into()];
+    }
+    let tls_files = match (args.tls_cert, args.tls_key) {
+        (Some(c), Some(k)) => Some((c.to_owned(), k.to_owned())),
+        (None, None) if args.dev => Some(
+            keyflow_server::tls::dev_certificate(&data_dir.join("tls"))
+                .map_err(|e| CliError::Config(e.to_string()))?,
+        ),
+        (None, None) => None,
+        _ => {
+            return Err(CliError::Config(
+                "set both KEYFLOW_TLS_CERT and KEYFLOW_TLS_KEY".into(),
+            ))
+        }
+    };
+    if tls_files.is_none() {
+        if config.production && transport.trusted_proxies.is_empty() {
+            return Err(CliError::Config(
+                "production needs KEYFLOW_TLS_CERT and KEYFLOW_TLS_KEY (or KEYFLOW_TRUSTED_PROXIES when TLS ends at a proxy)".into(),
+            ));
+        }
+        tracing::warn!("serving plain HTTP: no TLS certificate configured");
+    }
+    let tls = tls_files
+        .as_ref()
+        .map(|(c, k)| {
+            keyflow_server::tls::server_config(c, k, !transport.pinned_client_certs.is_empty())
+        })
+        .transpose()
+        .map_err(|e| CliError::Config(e.to_string()))?;
+
+    let store = open_store(config).await?;
+    let kek = if args.dev {
+        let password = dev_password(config, data_dir)?;
+        kek_provider::init(
+            &config.kek_path,
+            &password,
+            KdfParams::default(),
+            &*store,
+            &OsRng,
+        )
+        .await?
+        .1
+    } else {
+        kek_provider::unlock(&config.kek_path, &config.kek_password()?, &*store).await?
+    };
+    let service = Arc::new(EncryptionService::new(
+        store.clone(),
+        kek,
+        config.service_config(),
+    ));
+    let tokens = TokenCache::new(store.clone(), Arc::new(SystemClock));
+    tokens.refresh().await?;
+    if args.dev && tokens.is_empty() {
+        let new = access::generate(
+            Role::Admin,
+            vec![],
+            "dev admin".into(),
+            SystemClock.now_millis(),
+            None,
+            &OsRng,
+        )?;
+        store.insert_token(&new.record).await?;
+        tokens.refresh().await?;
+        println!("admin token (shown once; keep it): {}", new.token.as_str());
+    }
+    let limits = Limits {
+        json_body_bytes: args.max_body_bytes,
+        ..Limits::default()
+    };
+    let state = AppState::new(service.clone(), tokens, limits);
+    let settings = HttpSettings {
+        max_concurrency: args.max_concurrency,
+        request_timeout: args.request_timeout,
+        transport,
+    };
+    let app = keyflow_server::app(state.clone(), &settings);
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| CliError::Config(format!("cannot listen on {}: {e}", args.listen)))?;
+    let addr = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("KeyFlow listening on {scheme}://{addr}/api/encryption");
+    let _ = std::io::stdout().flush();
+
+    // Background upkeep: token table refresh (revocations by other processes take
+    // effect within a second) and periodic usage-counter flushes.
+    let upkeep_state = state.clone();
+    let upkeep = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut n: u64 = 0;
+        loop {
+            tick.tick().await;
+            n += 1;
+            if let Err(e) = upkeep_state.tokens.refresh().await {
+                tracing::warn!(error = %e, "token refresh failed");
+            }
+            if n % 10 == 0 {
+                if let Err(e) = upkeep_state.service.flush_usage().await {
+                    tracing::warn!(error = %e, "usage flush failed");
+                }
+            }
+        }
+    });
+    keyflow_server::serve::serve(
+        listener,
+        app,
+        tls,
+        shutdown_signal(),
+        Duration::from_secs(20),
+    )
+    .await?;
+    upkeep.abort();
+    service.flush_usage().await?;
+    tracing::info!("stopped");
+    Ok(())
+}
