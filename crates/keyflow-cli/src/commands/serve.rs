@@ -185,7 +185,7 @@ pub async fn run(config: &Config, data_dir: &Path, args: ServeArgs<'_>) -> Resul
             if let Err(e) = upkeep_state.tokens.refresh().await {
                 tracing::warn!(error = %e, "token refresh failed");
             }
-            if n % 10 == 0 {
+            if n.is_multiple_of(10) {
                 if let Err(e) = upkeep_state.service.flush_usage().await {
                     tracing::warn!(error = %e, "usage flush failed");
                 }
