@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail by panicking
 
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -432,10 +433,189 @@ fn a_killed_rotation_leaves_a_consistent_keystore() {
 
 #[test]
 fn data_files_are_private() {
-    use std::os::unix::fs::PermissionsExt;
     let s = Sandbox::new();
     s.init();
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&s.data()), 0o700);
     assert_eq!(mode(&s.data().join("kek.json")), 0o600);
+}
+
+#[test]
+fn tokens_are_created_listed_and_revoked() {
+    let s = Sandbox::new();
+    s.init();
+    let token = text(s.ok(
+        &[
+            "tokens",
+            "create",
+            "--role",
+            "service",
+            "--purposes",
+            "userData,financialData",
+            "--name",
+            "billing",
+            "--expires",
+            "30d",
+        ],
+        b"",
+    ));
+    assert!(
+        token.starts_with("kft_") && token.len() == 4 + 16 + 1 + 43,
+        "{token}"
+    );
+    let id = &token[4..20];
+    let list: Value = serde_json::from_slice(&s.ok(&["tokens", "list", "--json"], b"")).unwrap();
+    let t = &list.as_array().unwrap()[0];
+    assert_eq!(t["id"], id);
+    assert_eq!(t["role"], "service");
+    assert_eq!(
+        t["purposes"],
+        serde_json::json!(["userData", "financialData"])
+    );
+    assert_eq!(t["state"], "active");
+    assert!(t["expiresAt"].is_string());
+    let listing = String::from_utf8(s.ok(&["tokens", "list"], b"")).unwrap();
+    assert!(
+        !listing.contains(&token[21..]),
+        "the secret is never listed"
+    );
+    assert_eq!(
+        text(s.ok(&["tokens", "revoke", id], b"")),
+        format!("revoked token {id}")
+    );
+    assert_fails(&s.run(&["tokens", "revoke", id], b""), 2, "no active token");
+    let list: Value = serde_json::from_slice(&s.ok(&["tokens", "list", "--json"], b"")).unwrap();
+    assert_eq!(list[0]["state"], "revoked");
+    assert_fails(
+        &s.run(&["tokens", "create", "--role", "service"], b""),
+        2,
+        "at least one purpose",
+    );
+    assert_fails(
+        &s.run(&["tokens", "create", "--role", "root"], b""),
+        2,
+        "--role",
+    );
+    assert_fails(
+        &s.run(
+            &["tokens", "create", "--role", "admin", "--expires", "soon"],
+            b"",
+        ),
+        2,
+        "--expires",
+    );
+}
+
+#[test]
+fn production_serve_refuses_unsafe_setups() {
+    let s = Sandbox::new();
+    s.init();
+    let mut dev = s.cmd(&["serve", "--dev", "--listen", "127.0.0.1:0"]);
+    dev.env("KEYFLOW_ENV", "production")
+        .env("KEK_PASSWORD", "x".repeat(40))
+        .env("REQUEST_INTEGRITY_SECRET", "s".repeat(40));
+    assert_fails(&run(dev, b""), 2, "--dev is refused in production");
+    let mut no_cert = s.cmd(&["serve", "--listen", "127.0.0.1:0"]);
+    no_cert
+        .env("KEYFLOW_ENV", "production")
+        .env("KEK_PASSWORD", "x".repeat(40))
+        .env("REQUEST_INTEGRITY_SECRET", "s".repeat(40));
+    assert_fails(&run(no_cert, b""), 2, "KEYFLOW_TLS_CERT");
+    let mut weak = s.cmd(&["serve", "--listen", "127.0.0.1:0"]);
+    weak.env("NODE_ENV", "production")
+        .env("REQUEST_INTEGRITY_SECRET", "s".repeat(40))
+        .env("KEYFLOW_TRUSTED_PROXIES", "127.0.0.1");
+    assert_fails(&run(weak, b""), 1, "at least 32 characters");
+    let mut half = s.cmd(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        "/nonexistent.pem",
+    ]);
+    half.env("KEK_PASSWORD", PASSWORD);
+    assert_fails(&run(half, b""), 2, "KEYFLOW_TLS_KEY");
+}
+
+/// `serve --dev` with no configuration: prints the URL and an admin token once, serves
+/// HTTPS, stops gracefully on SIGTERM, and reuses its KEK, certificate and token table
+/// on the next start.
+#[test]
+fn dev_server_starts_with_no_configuration_and_stops_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    let s = Sandbox::new();
+    let start = || {
+        let mut c = s.cmd(&["serve", "--dev", "--listen", "127.0.0.1:0"]);
+        c.env_remove("KEK_PASSWORD")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut token = None;
+        let url = loop {
+            let line = lines.next().expect("server exited early").unwrap();
+            if let Some(t) = line.strip_prefix("admin token (shown once; keep it): ") {
+                token = Some(t.to_owned());
+            }
+            if let Some(u) = line.strip_prefix("KeyFlow listening on ") {
+                break u.to_owned();
+            }
+        };
+        (child, url, token)
+    };
+    let (mut child, url, token) = start();
+    assert!(
+        url.starts_with("https://127.0.0.1:") && url.ends_with("/api/encryption"),
+        "{url}"
+    );
+    let token = token.expect("first start prints an admin token");
+    let curl = |args: &[&str]| {
+        let out = Command::new("curl")
+            .args(["-sk", "--max-time", "10"])
+            .args(args)
+            .output();
+        out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    if let Ok(health) = curl(&[&format!("{url}/health")]) {
+        assert!(health.contains("\"ready\":true"), "{health}");
+        let enc = curl(&[
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+            "-d",
+            r#"{"data":42,"purpose":"userData"}"#,
+            &format!("{url}/encrypt"),
+        ])
+        .unwrap();
+        assert!(enc.contains("kf1:"), "{enc}");
+    } else {
+        eprintln!("curl not found: skipping the HTTP part of this test");
+    }
+    let cert = std::fs::read(s.data().join("tls/dev-cert.pem")).unwrap();
+    assert_eq!(
+        std::fs::metadata(s.data().join("dev-kek-password"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "graceful exit on SIGTERM: {status:?}");
+
+    let (mut child, _, token_again) = start();
+    assert!(
+        token_again.is_none(),
+        "the admin token is printed only on the first start"
+    );
+    assert_eq!(
+        std::fs::read(s.data().join("tls/dev-cert.pem")).unwrap(),
+        cert,
+        "certificate reused"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
 }

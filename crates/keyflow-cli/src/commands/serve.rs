@@ -84,6 +84,12 @@ pub async fn run(config: &Config, data_dir: &Path, args: ServeArgs<'_>) -> Resul
     if args.dev && config.production {
         return Err(CliError::Config("--dev is refused in production".into()));
     }
+    // Every refusal of bad configuration comes before any work or log line.
+    let password = if args.dev {
+        dev_password(config, data_dir)?
+    } else {
+        config.kek_password()?
+    };
     let mut transport = TransportConfig::from_env().map_err(|e| CliError::Config(e.to_string()))?;
     if config.production {
         // Key management must be signed in production.
@@ -120,7 +126,6 @@ pub async fn run(config: &Config, data_dir: &Path, args: ServeArgs<'_>) -> Resul
 
     let store = open_store(config).await?;
     let kek = if args.dev {
-        let password = dev_password(config, data_dir)?;
         kek_provider::init(
             &config.kek_path,
             &password,
@@ -131,7 +136,7 @@ pub async fn run(config: &Config, data_dir: &Path, args: ServeArgs<'_>) -> Resul
         .await?
         .1
     } else {
-        kek_provider::unlock(&config.kek_path, &config.kek_password()?, &*store).await?
+        kek_provider::unlock(&config.kek_path, &password, &*store).await?
     };
     let service = Arc::new(EncryptionService::new(
         store.clone(),
