@@ -67,9 +67,11 @@ impl TokenCache {
 
     /// Checks an `Authorization` header value.
     pub async fn authenticate(&self, header: Option<&str>) -> Result<Principal, ApiError> {
+        // The scheme is case-insensitive (RFC 9110 §11.1).
         let token = header
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::trim)
+            .and_then(|h| h.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim())
             .ok_or(ApiError::Unauthorized)?;
         let (id, secret) = access::parse(token).ok_or(ApiError::Unauthorized)?;
         let mut record = self.snap.load().get(id).cloned();

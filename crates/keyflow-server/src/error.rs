@@ -29,6 +29,9 @@ pub enum ApiError {
     /// 404: no such route.
     #[error("no such route")]
     NotFound,
+    /// 405: the route exists, the method does not.
+    #[error("this route does not accept this method")]
+    MethodNotAllowed,
     /// 409: the purpose already exists.
     #[error("{0}")]
     Conflict(String),
@@ -65,6 +68,7 @@ impl ApiError {
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::UnknownPurpose(_) => (StatusCode::NOT_FOUND, "unknown_purpose"),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "purpose_exists"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::DecryptionFailed => (StatusCode::UNPROCESSABLE_ENTITY, "decryption_failed"),

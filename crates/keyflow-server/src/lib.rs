@@ -41,6 +41,7 @@ use axum::routing::{get, post};
 use axum::{BoxError, Router};
 use keyflow_kms::keyflow_core::{OsRng, SecureRandom};
 use keyflow_transport::TransportConfig;
+use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::ServiceBuilder;
 
 pub use error::ApiError;
@@ -92,6 +93,10 @@ async fn not_found() -> ApiError {
     ApiError::NotFound
 }
 
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
 /// The whole application: routes and every layer, in the order documented above.
 pub fn app(state: AppState, settings: &HttpSettings) -> Router {
     use routes::{data, keys, system};
@@ -113,6 +118,7 @@ pub fn app(state: AppState, settings: &HttpSettings) -> Router {
         .nest("/api/encryption", api)
         .route("/metrics", get(system::metrics))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(keyflow_transport::layer(settings.transport.clone()))
@@ -120,7 +126,9 @@ pub fn app(state: AppState, settings: &HttpSettings) -> Router {
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(overloaded))
                 .load_shed()
-                .concurrency_limit(settings.max_concurrency)
+                // Global: `Router::layer` wraps each route separately, and a plain
+                // concurrency limit would get one semaphore per route.
+                .layer(GlobalConcurrencyLimitLayer::new(settings.max_concurrency))
                 .timeout(settings.request_timeout),
         )
         .layer(keyflow_transport::SecurityHeadersLayer::new())

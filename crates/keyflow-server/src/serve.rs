@@ -11,7 +11,7 @@ use aws_lc_rs::digest;
 use axum::http::Request;
 use axum::Router;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -33,6 +33,9 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let acceptor = tls.map(TlsAcceptor::from);
     let graceful = GracefulShutdown::new();
+    // Connections still in their TLS handshake hold no request: on shutdown they are
+    // dropped at once instead of being waited for.
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -51,19 +54,29 @@ pub async fn serve(
         let app = app.clone();
         let acceptor = acceptor.clone();
         let watcher = graceful.watcher();
+        let mut stopping = stopping.clone();
         tokio::spawn(async move {
-            let builder = auto::Builder::new(TokioExecutor::new());
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            // Request headers must arrive within the handshake timeout too, so slow-header
+            // clients cannot hold connections open forever.
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HANDSHAKE_TIMEOUT);
             match acceptor {
                 Some(acceptor) => {
-                    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
-                        .await
-                    {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => return,
+                    let handshake =
+                        tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                    let tls = tokio::select! {
+                        r = handshake => match r {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => return,
+                        },
+                        _ = stopping.wait_for(|s| *s) => return,
                     };
                     let client_cert_sha256 = tls
                         .get_ref()
@@ -99,6 +112,7 @@ pub async fn serve(
         });
     }
     drop(listener);
+    let _ = stopping_tx.send(true);
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections drained"),
         () = tokio::time::sleep(grace) => tracing::warn!("grace period over; closing remaining connections"),

@@ -327,13 +327,14 @@ pub async fn batch_decrypt(
             Err(e) => item_error(&e),
         });
     }
+    let all_ok = results.iter().all(|r| r["success"] == true);
     state.metrics.record(&OpRecord {
         op: Op::BatchDecrypt,
         actor: who.id(),
         purpose: None,
         key_version: None,
         items: req.items.len(),
-        result: "ok",
+        result: if all_ok { "ok" } else { "partial_failure" },
         request_id: &rid.0,
     });
     Ok(batch_response(results))
