@@ -143,14 +143,29 @@ impl DataKey {
         context: &Context,
         rng: &dyn SecureRandom,
     ) -> Result<Vec<Result<Vec<u8>>>> {
+        self.encrypt_batch_map(items, context, rng, <[u8]>::to_vec)
+    }
+
+    /// Like [`DataKey::encrypt_batch`], but hands each envelope to `f` from one reused
+    /// buffer (e.g. to produce the text form without an intermediate allocation).
+    pub fn encrypt_batch_map<T>(
+        &self,
+        items: &[(PayloadKind, &[u8])],
+        context: &Context,
+        rng: &dyn SecureRandom,
+        mut f: impl FnMut(&[u8]) -> T,
+    ) -> Result<Vec<Result<T>>> {
         let mut nonces = vec![0u8; items.len() * NONCE_LEN];
         rng.fill(&mut nonces)?;
+        let mut buf = Vec::new();
         Ok(items
             .iter()
             .zip(nonces.chunks_exact(NONCE_LEN))
             .map(|((kind, data), nonce)| {
                 let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| Error::Crypto)?;
-                self.seal(Algorithm::Aes256Gcm, nonce, *kind, data, context)
+                buf.clear();
+                self.seal_into(Algorithm::Aes256Gcm, nonce, *kind, data, context, &mut buf)?;
+                Ok(f(&buf))
             })
             .collect())
     }
@@ -208,6 +223,21 @@ impl DataKey {
         plaintext: &[u8],
         context: &Context,
     ) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.seal_into(algorithm, nonce, kind, plaintext, context, &mut out)?;
+        Ok(out)
+    }
+
+    /// Appends the envelope to `out` (expected empty).
+    fn seal_into(
+        &self,
+        algorithm: Algorithm,
+        nonce: [u8; NONCE_LEN],
+        kind: PayloadKind,
+        plaintext: &[u8],
+        context: &Context,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
         if plaintext.len() > MAX_PLAINTEXT_LEN {
             return Err(Error::Invalid(
                 "plaintext (over 64 MiB; use file encryption)",
@@ -215,9 +245,9 @@ impl DataKey {
         }
         let purpose = self.purpose.as_str().as_bytes();
         let hlen = FIXED_HEADER_LEN + purpose.len();
-        let mut out = Vec::with_capacity(hlen + 1 + plaintext.len() + TAG_LEN);
-        encode_header_parts(algorithm, purpose, self.version, &nonce, &mut out);
-        let aad = Aad::new(&out, context);
+        out.reserve(hlen + 1 + plaintext.len() + TAG_LEN);
+        encode_header_parts(algorithm, purpose, self.version, &nonce, out);
+        let aad = Aad::new(out, context);
         out.push(kind.byte());
         out.extend_from_slice(plaintext);
         let body = out.get_mut(hlen..).ok_or(Error::Crypto)?;
@@ -230,7 +260,7 @@ impl DataKey {
             )
             .map_err(|_| Error::Crypto)?;
         out.extend_from_slice(tag.as_ref());
-        Ok(out)
+        Ok(())
     }
 
     /// Decrypts a parsed envelope. Every failure — another purpose or version than this

@@ -253,13 +253,15 @@ impl EncryptionService {
             .iter()
             .filter_map(|e| e.as_ref().ok().map(|(k, b)| (*k, &b[..])))
             .collect();
-        let mut sealed = key.key.encrypt_batch(&ok, context, &*self.rng)?.into_iter();
+        let mut sealed = key
+            .key
+            .encrypt_batch_map(&ok, context, &*self.rng, write::to_text)?
+            .into_iter();
         let results: Vec<Result<String>> = encoded
             .into_iter()
             .map(|e| {
                 e?;
-                let env = sealed.next().ok_or(KmsError::Crypto)??;
-                Ok(write::to_text(&env))
+                Ok(sealed.next().ok_or(KmsError::Crypto)??)
             })
             .collect();
         let n = results.iter().filter(|r| r.is_ok()).count() as u64;
@@ -274,25 +276,48 @@ impl EncryptionService {
 
     /// Decrypts a text ciphertext to its raw plaintext bytes (whatever its kind).
     pub async fn decrypt_raw(&self, ciphertext: &str, context: &Context) -> Result<Plaintext> {
-        let bytes = read::from_text(ciphertext).map_err(|_| KmsError::DecryptionFailed)?;
-        let env = read::parse(&bytes).map_err(|_| KmsError::DecryptionFailed)?;
-        let key = self
-            .decrypt_key(&env.header.purpose, env.header.key_version)
-            .await?;
-        Ok(key.key.decrypt(&env, context)?)
+        self.decrypt_reusing(ciphertext, context, &mut None).await
     }
 
-    /// Decrypts each ciphertext of a batch; one result per item, in order.
+    /// Decrypts each ciphertext of a batch; one result per item, in order. Consecutive
+    /// items under the same key version share one key lookup.
     pub async fn decrypt_batch(
         &self,
         items: &[String],
         context: &Context,
     ) -> Vec<Result<Decrypted>> {
+        let mut last: Option<Arc<CachedKey>> = None;
         let mut out = Vec::with_capacity(items.len());
         for item in items {
-            out.push(self.decrypt(item, context).await);
+            out.push(
+                self.decrypt_reusing(item, context, &mut last)
+                    .await
+                    .and_then(decode),
+            );
         }
         out
+    }
+
+    async fn decrypt_reusing(
+        &self,
+        ciphertext: &str,
+        context: &Context,
+        last: &mut Option<Arc<CachedKey>>,
+    ) -> Result<Plaintext> {
+        let bytes = read::from_text(ciphertext).map_err(|_| KmsError::DecryptionFailed)?;
+        let env = read::parse(&bytes).map_err(|_| KmsError::DecryptionFailed)?;
+        let h = &env.header;
+        let key = match last {
+            Some(k) if *k.key.purpose() == h.purpose && k.key.version() == h.key_version => {
+                k.clone()
+            }
+            _ => {
+                let k = self.decrypt_key(&h.purpose, h.key_version).await?;
+                *last = Some(k.clone());
+                k
+            }
+        };
+        Ok(key.key.decrypt(&env, context)?)
     }
 
     /// Blind index of `value` for `field`, under the purpose's active version.

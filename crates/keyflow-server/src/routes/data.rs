@@ -303,30 +303,47 @@ pub async fn batch_decrypt(
     ])?;
     check_batch_size(&state, req.items.len())?;
     let ctx = context(req.context)?;
-    let mut results = Vec::with_capacity(req.items.len());
-    for item in &req.items {
-        let r = match item.as_str() {
-            None => Err(ApiError::InvalidRequest(
-                "item is not a ciphertext string".into(),
-            )),
-            Some(ct) => match authorize_ciphertext(&who, ct.trim()) {
-                Ok(_) => state
-                    .service
-                    .decrypt(ct.trim(), &ctx)
-                    .await
-                    .map_err(ApiError::from),
-                Err(e) => Err(e),
-            },
-        };
-        results.push(match r {
-            Ok(d) => {
-                let mut v = decrypted_json(d);
-                v["success"] = json!(true);
-                v
+    // Authorize every item by its own purpose, then decrypt the allowed ones together.
+    let checked: Vec<ApiResult<String>> = req
+        .items
+        .iter()
+        .map(|item| {
+            let ct = item
+                .as_str()
+                .ok_or_else(|| ApiError::InvalidRequest("item is not a ciphertext string".into()))?
+                .trim();
+            authorize_ciphertext(&who, ct)?;
+            Ok(ct.to_owned())
+        })
+        .collect();
+    let allowed: Vec<String> = checked
+        .iter()
+        .filter_map(|c| c.as_ref().ok().cloned())
+        .collect();
+    let mut decrypted = state
+        .service
+        .decrypt_batch(&allowed, &ctx)
+        .await
+        .into_iter();
+    let results: Vec<Value> = checked
+        .into_iter()
+        .map(|c| {
+            let r = c.and_then(|_| {
+                decrypted
+                    .next()
+                    .ok_or_else(|| ApiError::Internal("batch result missing".into()))?
+                    .map_err(ApiError::from)
+            });
+            match r {
+                Ok(d) => {
+                    let mut v = decrypted_json(d);
+                    v["success"] = json!(true);
+                    v
+                }
+                Err(e) => item_error(&e),
             }
-            Err(e) => item_error(&e),
-        });
-    }
+        })
+        .collect();
     let all_ok = results.iter().all(|r| r["success"] == true);
     state.metrics.record(&OpRecord {
         op: Op::BatchDecrypt,
