@@ -219,6 +219,20 @@ impl EncryptionService {
             .await
     }
 
+    /// Encrypts a JSON value, randomized or deterministic, and says which key version
+    /// was used (for operation records) without re-reading the ciphertext.
+    pub async fn encrypt_json(
+        &self,
+        value: &Value,
+        purpose: &Purpose,
+        context: &Context,
+        deterministic: bool,
+    ) -> Result<(String, KeyVersion)> {
+        let (kind, bytes) = encode_value(value)?;
+        self.seal_text(kind, &bytes, purpose, context, deterministic)
+            .await
+    }
+
     /// Encrypts bytes, randomized or deterministic.
     pub async fn encrypt_payload(
         &self,
@@ -228,6 +242,20 @@ impl EncryptionService {
         context: &Context,
         deterministic: bool,
     ) -> Result<String> {
+        Ok(self
+            .seal_text(kind, data, purpose, context, deterministic)
+            .await?
+            .0)
+    }
+
+    async fn seal_text(
+        &self,
+        kind: PayloadKind,
+        data: &[u8],
+        purpose: &Purpose,
+        context: &Context,
+        deterministic: bool,
+    ) -> Result<(String, KeyVersion)> {
         let key = self.active_key(purpose).await?;
         let env = if deterministic {
             key.key.encrypt_deterministic(kind, data, context)?
@@ -235,7 +263,7 @@ impl EncryptionService {
             key.key.encrypt(kind, data, context, &*self.rng)?
         };
         self.count_usage(&key, 1).await;
-        Ok(write::to_text(&env))
+        Ok((write::to_text(&env), key.key.version()))
     }
 
     /// Encrypts each value of a batch under one key resolution; one result per item, in

@@ -30,6 +30,8 @@ pub mod serve;
 pub mod state;
 pub mod tls;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use axum::error_handling::HandleErrorLayer;
@@ -40,7 +42,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{BoxError, Router};
 use keyflow_kms::keyflow_core::{OsRng, SecureRandom};
-use keyflow_transport::TransportConfig;
+use keyflow_transport::{
+    ClientCertPinningLayer, CorsLayer, HeaderEncryptionLayer, HttpsEnforcementLayer,
+    RequestIntegrityLayer, TransportConfig,
+};
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::ServiceBuilder;
 
@@ -68,14 +73,28 @@ impl Default for HttpSettings {
     }
 }
 
+/// Request ids: a random per-process prefix and a counter — unique, cheap, and
+/// revealing nothing but the order of requests within one process.
+fn next_request_id() -> String {
+    static PREFIX: OnceLock<u32> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| {
+        let mut b = [0u8; 4];
+        let _ = OsRng.fill(&mut b);
+        u32::from_be_bytes(b)
+    });
+    format!(
+        "{prefix:08x}{:016x}",
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
 async fn request_id(mut req: Request, next: Next) -> Response {
-    let id = OsRng
-        .nonce()
-        .map(|n| n.iter().map(|b| format!("{b:02x}")).collect::<String>())
-        .unwrap_or_else(|_| "-".into());
-    req.extensions_mut().insert(extract::RequestId(id.clone()));
+    let id = next_request_id();
+    let header = HeaderValue::from_str(&id).ok();
+    req.extensions_mut().insert(extract::RequestId(id));
     let mut resp = next.run(req).await;
-    if let Ok(v) = HeaderValue::from_str(&id) {
+    if let Some(v) = header {
         resp.headers_mut().insert("x-request-id", v);
     }
     resp
@@ -114,6 +133,11 @@ pub fn app(state: AppState, settings: &HttpSettings) -> Router {
         .route("/status", get(system::status))
         .route("/openapi.json", get(system::openapi));
     let body_limit = state.limits.json_body_bytes;
+    let t = &settings.transport;
+    if let Err(e) = t.validate() {
+        // Each layer fails closed on what is wrong; say so once, loudly.
+        tracing::error!(error = %e, "transport configuration is invalid");
+    }
     Router::new()
         .nest("/api/encryption", api)
         .route("/metrics", get(system::metrics))
@@ -121,7 +145,13 @@ pub fn app(state: AppState, settings: &HttpSettings) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(keyflow_transport::layer(settings.transport.clone()))
+        // The transport layers one by one (innermost first), so that the security
+        // headers — outermost, below — are applied once.
+        .layer(RequestIntegrityLayer::from_config(t))
+        .layer(HeaderEncryptionLayer::from_config(t))
+        .layer(CorsLayer::from_config(t))
+        .layer(ClientCertPinningLayer::from_config(t))
+        .layer(HttpsEnforcementLayer::from_config(t))
         .layer(
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(overloaded))

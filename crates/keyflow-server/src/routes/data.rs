@@ -137,20 +137,12 @@ pub async fn encrypt(
     who.require_purpose(&p)?;
     let data = required(req.data, "data")?;
     let ctx = context(req.context)?;
-    let result = if req.deterministic {
-        state
-            .service
-            .encrypt_value_deterministic(&data, &p, &ctx)
-            .await
-    } else {
-        state.service.encrypt_value(&data, &p, &ctx).await
-    }
-    .map_err(ApiError::from);
-    let version = result
-        .as_ref()
-        .ok()
-        .and_then(|ct| EncryptionService::summary(ct).ok())
-        .map(|s| s.key_version);
+    let result = state
+        .service
+        .encrypt_json(&data, &p, &ctx, req.deterministic)
+        .await
+        .map_err(ApiError::from);
+    let version = result.as_ref().ok().map(|(_, v)| v.get());
     state.metrics.record(&OpRecord {
         op: Op::Encrypt,
         actor: who.id(),
@@ -160,7 +152,7 @@ pub async fn encrypt(
         result: result.as_ref().map_or_else(error_code, |_| "ok"),
         request_id: &rid.0,
     });
-    let ct = result?;
+    let (ct, _) = result?;
     if req.return_object {
         let envelope = EncryptionService::summary(&ct)?;
         return Ok(Json(json!({ "encryptedData": ct, "envelope": envelope })));
