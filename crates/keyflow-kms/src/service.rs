@@ -190,9 +190,7 @@ impl EncryptionService {
         purpose: &Purpose,
         context: &Context,
     ) -> Result<String> {
-        let (kind, bytes) = encode_value(value)?;
-        self.encrypt_payload(kind, &bytes, purpose, context, false)
-            .await
+        Ok(self.encrypt_json(value, purpose, context, false).await?.0)
     }
 
     /// Encrypts bytes (randomized).
@@ -214,9 +212,7 @@ impl EncryptionService {
         purpose: &Purpose,
         context: &Context,
     ) -> Result<String> {
-        let (kind, bytes) = encode_value(value)?;
-        self.encrypt_payload(kind, &bytes, purpose, context, true)
-            .await
+        Ok(self.encrypt_json(value, purpose, context, true).await?.0)
     }
 
     /// Encrypts a JSON value, randomized or deterministic, and says which key version
