@@ -26,7 +26,14 @@ fn setup(rt: &tokio::runtime::Runtime, dir: &std::path::Path) -> EncryptionServi
         let (_, kek) = kek_provider::init(&dir.join("kek.json"), &pw, params, &*store, &OsRng)
             .await
             .unwrap();
-        EncryptionService::new(store, kek, ServiceConfig::default())
+        EncryptionService::new(
+            store,
+            kek,
+            ServiceConfig {
+                background_usage_flush: true,
+                ..ServiceConfig::default()
+            },
+        )
     })
 }
 

@@ -35,6 +35,9 @@ pub struct ServiceConfig {
     pub cache_ttl: Duration,
     /// Encryptions counted in memory before the count is written to the keystore.
     pub usage_flush_every: u64,
+    /// Write those batches from a spawned task instead of the encrypting call (servers;
+    /// needs a tokio runtime that keeps running, so one-shot tools leave it off).
+    pub background_usage_flush: bool,
 }
 
 impl Default for ServiceConfig {
@@ -43,6 +46,7 @@ impl Default for ServiceConfig {
             strict_mode: false,
             cache_ttl: Duration::from_secs(3600),
             usage_flush_every: 4096,
+            background_usage_flush: false,
         }
     }
 }
@@ -563,10 +567,10 @@ impl EncryptionService {
                 tracing::warn!(purpose = %p, version = %v, error = %e, "could not persist usage counter; will retry");
             }
         };
-        // Off the request path when running inside a multi-threaded runtime (the
-        // server); inline otherwise, so a plain `block_on` caller still persists.
+        // Off the request path in a server; inline otherwise, so a plain `block_on`
+        // caller still persists before it exits.
         match tokio::runtime::Handle::try_current() {
-            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            Ok(h) if self.config.background_usage_flush => {
                 h.spawn(write);
             }
             _ => write.await,

@@ -138,11 +138,11 @@ pub async fn run(config: &Config, data_dir: &Path, args: ServeArgs<'_>) -> Resul
     } else {
         kek_provider::unlock(&config.kek_path, &password, &*store).await?
     };
-    let service = Arc::new(EncryptionService::new(
-        store.clone(),
-        kek,
-        config.service_config(),
-    ));
+    let service_config = keyflow_kms::ServiceConfig {
+        background_usage_flush: true,
+        ..config.service_config()
+    };
+    let service = Arc::new(EncryptionService::new(store.clone(), kek, service_config));
     let tokens = TokenCache::new(store.clone(), Arc::new(SystemClock));
     tokens.refresh().await?;
     if args.dev && tokens.is_empty() {
