@@ -7,7 +7,7 @@
 use std::fmt;
 
 use aws_lc_rs::{aead, hkdf, hmac};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::context::Context;
 use crate::envelope::{
@@ -67,6 +67,31 @@ impl Plaintext {
     /// The plaintext bytes.
     pub fn as_bytes(&self) -> &[u8] {
         self.buf.get(1..).unwrap_or_default()
+    }
+
+    fn take_data(self) -> Vec<u8> {
+        let mut buf = self.buf;
+        let mut data = std::mem::take(&mut *buf);
+        if !data.is_empty() {
+            data.remove(0); // the payload-kind byte
+        }
+        data
+    }
+
+    /// The plaintext as a `String`, without a copy, when it is valid UTF-8 (otherwise
+    /// the bytes are wiped and decryption is reported failed). A `String` is not
+    /// zeroized on drop: the caller now owns that responsibility.
+    pub fn into_string(self) -> Result<String> {
+        String::from_utf8(self.take_data()).map_err(|e| {
+            let mut bytes = e.into_bytes();
+            bytes.zeroize();
+            Error::DecryptionFailed
+        })
+    }
+
+    /// The plaintext bytes, still zeroized on drop, without a copy.
+    pub fn into_bytes(self) -> Zeroizing<Vec<u8>> {
+        Zeroizing::new(self.take_data())
     }
 }
 
@@ -513,6 +538,23 @@ mod tests {
                 .unwrap(),
             a
         );
+    }
+
+    #[test]
+    fn plaintext_moves_out_without_copies() {
+        let dk = key("userData", 1, 12);
+        let env = dk
+            .encrypt(PayloadKind::Text, "zoë".as_bytes(), &Context::new(), &OsRng)
+            .unwrap();
+        let pt = dk.decrypt(&parse(&env).unwrap(), &Context::new()).unwrap();
+        assert_eq!(pt.into_string().unwrap(), "zoë");
+        let env = dk
+            .encrypt(PayloadKind::Bytes, &[0xff, 0xfe], &Context::new(), &OsRng)
+            .unwrap();
+        let pt = dk.decrypt(&parse(&env).unwrap(), &Context::new()).unwrap();
+        assert_eq!(&pt.into_bytes()[..], &[0xff, 0xfe]);
+        let pt = dk.decrypt(&parse(&env).unwrap(), &Context::new()).unwrap();
+        assert_eq!(pt.into_string(), Err(Error::DecryptionFailed), "not UTF-8");
     }
 
     #[test]

@@ -139,15 +139,11 @@ fn encode_value(value: &Value) -> Result<(PayloadKind, Cow<'_, [u8]>)> {
 
 fn decode(pt: Plaintext) -> Result<Decrypted> {
     Ok(match pt.kind() {
-        PayloadKind::Text => Decrypted::Json(Value::String(
-            std::str::from_utf8(pt.as_bytes())
-                .map_err(|_| KmsError::DecryptionFailed)?
-                .to_owned(),
-        )),
+        PayloadKind::Text => Decrypted::Json(Value::String(pt.into_string()?)),
         PayloadKind::Json => Decrypted::Json(
             serde_json::from_slice(pt.as_bytes()).map_err(|_| KmsError::DecryptionFailed)?,
         ),
-        _ => Decrypted::Bytes(Zeroizing::new(pt.as_bytes().to_vec())),
+        _ => Decrypted::Bytes(pt.into_bytes()),
     })
 }
 
@@ -304,7 +300,8 @@ impl EncryptionService {
 
     /// Decrypts a text ciphertext to its raw plaintext bytes (whatever its kind).
     pub async fn decrypt_raw(&self, ciphertext: &str, context: &Context) -> Result<Plaintext> {
-        self.decrypt_reusing(ciphertext, context, &mut None).await
+        self.decrypt_reusing(ciphertext, context, &mut None, &mut Vec::new())
+            .await
     }
 
     /// Decrypts each ciphertext of a batch; one result per item, in order. Consecutive
@@ -315,13 +312,13 @@ impl EncryptionService {
         context: &Context,
     ) -> Vec<Result<Decrypted>> {
         let mut last: Option<Arc<CachedKey>> = None;
+        let mut buf = Vec::new();
         let mut out = Vec::with_capacity(items.len());
         for item in items {
-            out.push(
-                self.decrypt_reusing(item, context, &mut last)
-                    .await
-                    .and_then(decode),
-            );
+            let r = self
+                .decrypt_reusing(item, context, &mut last, &mut buf)
+                .await;
+            out.push(r.and_then(decode));
         }
         out
     }
@@ -331,9 +328,10 @@ impl EncryptionService {
         ciphertext: &str,
         context: &Context,
         last: &mut Option<Arc<CachedKey>>,
+        buf: &mut Vec<u8>,
     ) -> Result<Plaintext> {
-        let bytes = read::from_text(ciphertext).map_err(|_| KmsError::DecryptionFailed)?;
-        let env = read::parse(&bytes).map_err(|_| KmsError::DecryptionFailed)?;
+        read::from_text_into(ciphertext, buf).map_err(|_| KmsError::DecryptionFailed)?;
+        let env = read::parse(buf).map_err(|_| KmsError::DecryptionFailed)?;
         let h = &env.header;
         let key = match last {
             Some(k) if *k.key.purpose() == h.purpose && k.key.version() == h.key_version => {

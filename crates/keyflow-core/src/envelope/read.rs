@@ -70,6 +70,18 @@ pub fn from_text(text: &str) -> Result<Vec<u8>> {
         .map_err(|_| Error::InvalidEnvelope)
 }
 
+/// Like [`from_text`], decoding into `out` (cleared first) so a caller decoding many
+/// envelopes can reuse one buffer.
+pub fn from_text_into(text: &str, out: &mut Vec<u8>) -> Result<()> {
+    out.clear();
+    let b64 = text
+        .strip_prefix(TEXT_PREFIX)
+        .ok_or(Error::InvalidEnvelope)?;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode_vec(b64, out)
+        .map_err(|_| Error::InvalidEnvelope)
+}
+
 /// True when `text` has the text form's prefix (a cheap "is this already encrypted?").
 pub fn looks_like_text_envelope(text: &str) -> bool {
     text.starts_with(TEXT_PREFIX)
