@@ -121,6 +121,12 @@ mod tests {
     }
 
     #[test]
+    fn hex_encoding() {
+        assert_eq!(crate::to_hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+        assert_eq!(crate::to_hex(&[]), "");
+    }
+
+    #[test]
     fn versions() {
         assert!(KeyVersion::new(0).is_err());
         assert_eq!(KeyVersion::FIRST.next().map(KeyVersion::get), Ok(2));

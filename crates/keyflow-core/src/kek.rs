@@ -128,7 +128,7 @@ impl KekFile {
         let mut id = [0u8; 16];
         rng.fill(&mut id)?;
         let material = SecretKey::generate(rng)?;
-        let kek = Kek::new(hex(&id), material)?;
+        let kek = Kek::new(crate::to_hex(&id), material)?;
         let file = Self::seal(&kek, password, params, rng)?;
         Ok((file, kek))
     }
@@ -256,10 +256,6 @@ impl KekFile {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn dek_aad(purpose: &Purpose, version: KeyVersion) -> Vec<u8> {
     let p = purpose.as_str().as_bytes();
     let mut aad = Vec::with_capacity(DEK_AAD_DOMAIN.len() + 1 + p.len() + 4);
@@ -282,7 +278,7 @@ impl Kek {
     pub fn generate(rng: &dyn SecureRandom) -> Result<Self> {
         let mut id = [0u8; 16];
         rng.fill(&mut id)?;
-        Self::new(hex(&id), SecretKey::generate(rng)?)
+        Self::new(crate::to_hex(&id), SecretKey::generate(rng)?)
     }
 
     /// The KEK's id.
@@ -421,6 +417,13 @@ mod tests {
         let s = format!("{kek:?}");
         assert!(s.starts_with("Kek { id: ") && s.ends_with(", .. }"), "{s}");
         // The file's Debug shows the wrapped (encrypted) key only, never the KEK.
-        let _ = format!("{file:?}");
+        let material = kek.material.expose();
+        let file_debug = format!("{file:?}");
+        assert!(
+            !file_debug.contains(&crate::to_hex(material)),
+            "{file_debug}"
+        );
+        assert!(!file_debug.contains(&B64.encode(material)), "{file_debug}");
+        assert!(!s.contains(&crate::to_hex(material)), "{s}");
     }
 }

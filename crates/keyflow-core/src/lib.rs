@@ -39,5 +39,16 @@ pub use data_key::{DataKey, Plaintext};
 pub use envelope::{Algorithm, Header, PayloadKind};
 pub use error::{Error, Result};
 pub use ids::{key_id, KeyVersion, Purpose};
+
+/// Lowercase hex of `bytes` (ids, fingerprints, blind indexes; never key material).
+pub fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    s
+}
 pub use rng::{OsRng, SecureRandom};
 pub use secret::SecretKey;

@@ -161,7 +161,7 @@ pub fn generate(
     let mut secret = Zeroizing::new([0u8; 32]);
     rng.fill(&mut secret[..])
         .map_err(|_| KmsError::Randomness)?;
-    let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    let id = keyflow_core::to_hex(&id);
     let secret_text = Zeroizing::new(URL_SAFE_NO_PAD.encode(&secret[..]));
     let token = Zeroizing::new(format!("{PREFIX}{id}_{}", secret_text.as_str()));
     Ok(NewToken {

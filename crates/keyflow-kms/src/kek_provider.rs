@@ -115,13 +115,7 @@ fn write_new_file_atomically(path: &Path, bytes: &[u8], rng: &dyn SecureRandom) 
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "kek".into());
-    let tmp = dir.join(format!(
-        ".{name}.tmp-{}",
-        suffix
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    ));
+    let tmp = dir.join(format!(".{name}.tmp-{}", keyflow_core::to_hex(&suffix)));
     let result = (|| {
         let mut f = fs::OpenOptions::new()
             .write(true)

@@ -111,6 +111,22 @@ impl fmt::Debug for KeyVersionRecord {
     }
 }
 
+impl KeyVersionRecord {
+    /// The metadata shown by the API and the CLI (never material).
+    pub fn metadata_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "keyId": keyflow_core::key_id(&self.purpose, self.version),
+            "purpose": self.purpose.as_str(),
+            "version": self.version.get(),
+            "status": self.status.as_str(),
+            "algorithm": self.algorithm,
+            "createdAt": crate::clock::rfc3339(self.created_at),
+            "statusChangedAt": crate::clock::rfc3339(self.status_changed_at),
+            "encryptions": self.encryptions,
+        })
+    }
+}
+
 /// A filter for listing versions.
 #[derive(Clone, Debug, Default)]
 pub struct VersionFilter {

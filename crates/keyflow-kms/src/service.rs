@@ -147,10 +147,6 @@ fn decode(pt: Plaintext) -> Result<Decrypted> {
     })
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 impl EncryptionService {
     /// A service over `store`, with the unlocked `kek`, the OS RNG and the system clock.
     pub fn new(store: Arc<dyn Keystore>, kek: Kek, config: ServiceConfig) -> Self {
@@ -357,7 +353,7 @@ impl EncryptionService {
         let key = self.active_key(purpose).await?;
         Ok(BlindIndex {
             key_version: key.key.version(),
-            hex: hex(&key.key.blind_index(field, value, bits)?),
+            hex: keyflow_core::to_hex(&key.key.blind_index(field, value, bits)?),
         })
     }
 

@@ -9,18 +9,11 @@ use crate::cli::KeysCommand;
 use crate::config::Config;
 use crate::error::CliError;
 
+/// The API's key metadata plus the KEK id, which operators need to see.
 fn to_json(r: &KeyVersionRecord) -> serde_json::Value {
-    json!({
-        "keyId": keyflow_kms::keyflow_core::key_id(&r.purpose, r.version),
-        "purpose": r.purpose.as_str(),
-        "version": r.version.get(),
-        "status": r.status.as_str(),
-        "algorithm": r.algorithm,
-        "createdAt": rfc3339(r.created_at),
-        "statusChangedAt": rfc3339(r.status_changed_at),
-        "encryptions": r.encryptions,
-        "kekId": r.kek_id,
-    })
+    let mut v = r.metadata_json();
+    v["kekId"] = json!(r.kek_id);
+    v
 }
 
 pub async fn run(config: &Config, cmd: &KeysCommand) -> Result<(), CliError> {

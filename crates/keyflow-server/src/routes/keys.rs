@@ -4,8 +4,6 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use keyflow_kms::access::Role;
-use keyflow_kms::clock::rfc3339;
-use keyflow_kms::keyflow_core::key_id;
 use keyflow_kms::{KeyStatus, KeyVersionRecord, VersionFilter};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -44,20 +42,6 @@ pub struct ListQuery {
     pub status: Option<String>,
 }
 
-/// Key metadata as the API shows it (never material).
-pub fn key_json(r: &KeyVersionRecord) -> Value {
-    json!({
-        "keyId": key_id(&r.purpose, r.version),
-        "purpose": r.purpose.as_str(),
-        "version": r.version.get(),
-        "status": r.status.as_str(),
-        "algorithm": r.algorithm,
-        "createdAt": rfc3339(r.created_at),
-        "statusChangedAt": rfc3339(r.status_changed_at),
-        "encryptions": r.encryptions,
-    })
-}
-
 /// Creates version 1 of a new purpose.
 #[utoipa::path(post, path = "/api/encryption/keys/generate", request_body = GenerateRequest,
     responses((status = 201, description = "The new key's metadata"), (status = 400), (status = 401),
@@ -90,7 +74,7 @@ pub async fn generate(
             .map_or_else(|e| e.status_and_code().1, |_| "ok"),
         request_id: &rid.0,
     });
-    Ok((StatusCode::CREATED, Json(key_json(&result?))))
+    Ok((StatusCode::CREATED, Json(result?.metadata_json())))
 }
 
 /// Rotates a purpose.
@@ -161,6 +145,6 @@ pub async fn list(
     });
     Ok(Json(json!({
         "total": keys.len(),
-        "keys": keys.iter().map(key_json).collect::<Vec<_>>(),
+        "keys": keys.iter().map(KeyVersionRecord::metadata_json).collect::<Vec<_>>(),
     })))
 }
