@@ -33,4 +33,6 @@ pub use error::{KmsError, Result};
 pub use keyflow_core::{self, Context, KeyVersion, Purpose};
 pub use keystore::{CreateOutcome, Keystore, RotateOutcome, StoreError};
 pub use model::{KeyStatus, KeyVersionRecord, VersionFilter};
-pub use service::{BlindIndex, Decrypted, EncryptionService, Rotation, ServiceConfig, Summary};
+pub use service::{
+    BlindIndex, Decrypted, EncryptionService, Rewrapped, Rotation, ServiceConfig, Summary,
+};

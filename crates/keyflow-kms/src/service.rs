@@ -106,6 +106,19 @@ pub struct BlindIndex {
     pub hex: String,
 }
 
+/// The result of [`EncryptionService::rewrap`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rewrapped {
+    /// The ciphertext under the active version (the input itself when unchanged).
+    pub ciphertext: String,
+    /// The version the input was under.
+    pub from_version: KeyVersion,
+    /// The version the output is under.
+    pub to_version: KeyVersion,
+    /// False when the input was already under the active version.
+    pub changed: bool,
+}
+
 /// The encryption service. Cheap to share behind an `Arc`; every method takes `&self`.
 pub struct EncryptionService {
     store: Arc<dyn Keystore>,
@@ -354,6 +367,108 @@ impl EncryptionService {
         Ok(BlindIndex {
             key_version: key.key.version(),
             hex: keyflow_core::to_hex(&key.key.blind_index(field, value, bits)?),
+        })
+    }
+
+    /// Blind indexes of `value` for `field` under every version of the purpose that may
+    /// still decrypt, newest first: a search matches rows indexed before a rotation too.
+    pub async fn blind_indexes(
+        &self,
+        purpose: &Purpose,
+        field: &str,
+        value: &[u8],
+        bits: u16,
+    ) -> Result<Vec<BlindIndex>> {
+        let filter = VersionFilter {
+            purpose: Some(purpose.clone()),
+            status: None,
+        };
+        let mut versions: Vec<KeyVersion> = self
+            .store
+            .list_versions(&filter)
+            .await?
+            .into_iter()
+            .filter(|r| r.status.can_decrypt())
+            .map(|r| r.version)
+            .collect();
+        if versions.is_empty() {
+            return Err(KmsError::UnknownPurpose(purpose.clone()));
+        }
+        versions.sort_unstable_by(|a, b| b.cmp(a));
+        let mut out = Vec::with_capacity(versions.len());
+        for v in versions {
+            let key = self.decrypt_key(purpose, v).await?;
+            out.push(BlindIndex {
+                key_version: v,
+                hex: keyflow_core::to_hex(&key.key.blind_index(field, value, bits)?),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Runs `f` with the purpose's active key and counts one use of it. For formats
+    /// built on the DEK subkeys (streaming files, field encryption) that need the key
+    /// for longer than one call: `f` derives what it needs and returns it.
+    pub async fn with_active_key<R>(
+        &self,
+        purpose: &Purpose,
+        f: impl FnOnce(&DataKey) -> R,
+    ) -> Result<R> {
+        let key = self.active_key(purpose).await?;
+        let out = f(&key.key);
+        self.count_usage(&key, 1).await;
+        Ok(out)
+    }
+
+    /// Runs `f` with version `version` of `purpose`, if that version may still decrypt
+    /// (an unknown version is reported as [`KmsError::DecryptionFailed`]).
+    pub async fn with_decrypt_key<R>(
+        &self,
+        purpose: &Purpose,
+        version: KeyVersion,
+        f: impl FnOnce(&DataKey) -> R,
+    ) -> Result<R> {
+        let key = self.decrypt_key(purpose, version).await?;
+        Ok(f(&key.key))
+    }
+
+    /// Re-encrypts a ciphertext under its purpose's active version, keeping its mode
+    /// (randomized or deterministic), payload kind and context; the plaintext stays in
+    /// this process and is wiped. A ciphertext already under the active version is
+    /// returned unchanged (`changed == false`), so rewrapping twice is a no-op.
+    pub async fn rewrap(&self, ciphertext: &str, context: &Context) -> Result<Rewrapped> {
+        let mut buf = Vec::new();
+        read::from_text_into(ciphertext, &mut buf).map_err(|_| KmsError::DecryptionFailed)?;
+        let env = read::parse(&buf).map_err(|_| KmsError::DecryptionFailed)?;
+        let h = &env.header;
+        let active = self.active_key(&h.purpose).await?;
+        let from = h.key_version;
+        let old = self.decrypt_key(&h.purpose, from).await?;
+        // Authenticate even when nothing changes: a forged input is never echoed back.
+        let pt = old.key.decrypt(&env, context)?;
+        if from == active.key.version() {
+            return Ok(Rewrapped {
+                ciphertext: ciphertext.to_owned(),
+                from_version: from,
+                to_version: from,
+                changed: false,
+            });
+        }
+        let sealed = if h.algorithm.is_deterministic() {
+            active
+                .key
+                .encrypt_deterministic(pt.kind(), pt.as_bytes(), context)?
+        } else {
+            active
+                .key
+                .encrypt(pt.kind(), pt.as_bytes(), context, &*self.rng)?
+        };
+        self.count_usage(&active, 1).await;
+        Ok(Rewrapped {
+            ciphertext: write::to_text(&sealed),
+            from_version: from,
+            to_version: active.key.version(),
+            changed: true,
         })
     }
 
