@@ -20,6 +20,8 @@ use keyflow_kms::keystore::{CreateOutcome, Keystore, RotateOutcome};
 use keyflow_kms::model::{KeyStatus, KeyVersionRecord, VersionFilter};
 use keyflow_kms::{KeyVersion, Purpose};
 
+pub mod lifecycle;
+
 fn p(name: &str) -> Purpose {
     Purpose::new(name).unwrap()
 }
@@ -44,6 +46,7 @@ fn rec(purpose: &str, version: u32, now: i64) -> KeyVersionRecord {
         created_at: now,
         status_changed_at: now,
         encryptions: 0,
+        revoked_reason: None,
     }
 }
 
@@ -111,6 +114,12 @@ where
     usage_counters(make().await).await;
     listing_filters(make().await).await;
     tokens(make().await).await;
+    lifecycle::policies(make().await).await;
+    lifecycle::status_changes(make().await).await;
+    lifecycle::insert_versions(make().await).await;
+    lifecycle::rewrap_all(make().await).await;
+    lifecycle::leases(make().await).await;
+    lifecycle::generation(make().await).await;
 }
 
 /// `init_meta` sets a value once; a second writer gets the first value back.

@@ -43,6 +43,26 @@ pub enum KmsError {
         /// Its state.
         status: KeyStatus,
     },
+    /// No such key version.
+    #[error("key {purpose}:v{version} does not exist")]
+    UnknownVersion {
+        /// Purpose of the key.
+        purpose: Purpose,
+        /// Version asked for.
+        version: KeyVersion,
+    },
+    /// A lifecycle change asked of a version in the wrong state; nothing was changed.
+    #[error("key {purpose}:v{version} is {status}; {hint}")]
+    WrongKeyState {
+        /// Purpose of the key.
+        purpose: Purpose,
+        /// Version of the key.
+        version: KeyVersion,
+        /// Its current state.
+        status: KeyStatus,
+        /// What would be allowed instead.
+        hint: &'static str,
+    },
     /// Rotation kept conflicting with concurrent rotations.
     #[error("rotation of '{0}' conflicted with concurrent rotations; try again")]
     RotationConflict(Purpose),

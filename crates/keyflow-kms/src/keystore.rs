@@ -8,7 +8,9 @@ use async_trait::async_trait;
 use keyflow_core::{KeyVersion, Purpose};
 
 use crate::access::TokenRecord;
-use crate::model::{KeyVersionRecord, VersionFilter};
+use crate::model::{
+    KeyVersionRecord, Policy, RewrappedKey, StatusChange, StatusOutcome, VersionFilter,
+};
 
 /// A keystore backend failure (connection, I/O, constraint the backend could not map).
 /// The message never contains key material: wrapped keys are bound as parameters and
@@ -40,6 +42,16 @@ pub enum RotateOutcome {
     Rotated,
     /// The expected previous active version was no longer active, or the new version
     /// number was taken: another writer rotated first. Nothing was written.
+    Conflict,
+}
+
+/// Result of an all-or-nothing write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// Everything was written.
+    Applied,
+    /// A precondition did not hold (a row existed, a constraint would break, another
+    /// writer changed the state first). Nothing was written.
     Conflict,
 }
 
@@ -96,4 +108,58 @@ pub trait Keystore: Send + Sync + 'static {
 
     /// Marks a token revoked at `now`; `false` if no unrevoked token has that id.
     async fn revoke_token(&self, id: &str, now: i64) -> Result<bool, StoreError>;
+
+    /// The purpose's rotation policy, if one was set.
+    async fn get_policy(&self, purpose: &Purpose) -> Result<Option<Policy>, StoreError>;
+
+    /// Sets (inserts or replaces) the purpose's rotation policy.
+    async fn set_policy(&self, purpose: &Purpose, policy: &Policy) -> Result<(), StoreError>;
+
+    /// Every policy that was set, ordered by purpose.
+    async fn list_policies(&self) -> Result<Vec<(Purpose, Policy)>, StoreError>;
+
+    /// Changes one version's state if it is in one of `change.from` (compare-and-set).
+    /// Moving to `destroyed` erases the wrapped key in the same statement; moving to
+    /// `revoked` stores the reason. `to == active` is refused with an error.
+    async fn set_status(&self, change: &StatusChange) -> Result<StatusOutcome, StoreError>;
+
+    /// Inserts versions as they are (restore), in one transaction: if any of them
+    /// exists already or the result would break an invariant (two active versions of
+    /// a purpose), nothing is written and the outcome is `Conflict`.
+    async fn insert_versions(
+        &self,
+        records: &[KeyVersionRecord],
+    ) -> Result<WriteOutcome, StoreError>;
+
+    /// KEK rotation, in one transaction: the metadata value `meta_key` goes from
+    /// `old_kek` to `new_kek`, and every listed version gets its new wrapped key and
+    /// `kek_id = new_kek`. `Conflict` (nothing written) if the metadata did not hold
+    /// `old_kek`, a listed version no longer had `old_kek`, or any version with
+    /// material would be left under another KEK than `new_kek`.
+    async fn rewrap_all(
+        &self,
+        meta_key: &str,
+        old_kek: &str,
+        new_kek: &str,
+        keys: &[RewrappedKey],
+    ) -> Result<WriteOutcome, StoreError>;
+
+    /// Takes or renews the lease `name` for `holder` until `now + ttl_ms`; `true` when
+    /// `holder` now holds it (it was free, expired, or already `holder`'s). Several
+    /// processes calling at once: exactly one wins.
+    async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: i64,
+        ttl_ms: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Gives the lease up if `holder` holds it.
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError>;
+
+    /// A counter that changes (in the same transaction) with every change of a key
+    /// version's existence, state or material: caches poll it to notice changes made
+    /// by other processes.
+    async fn generation(&self) -> Result<i64, StoreError>;
 }

@@ -25,14 +25,18 @@ pub mod clock;
 mod error;
 pub mod kek_provider;
 pub mod keystore;
+mod lifecycle;
 pub mod model;
+pub mod scheduler;
 mod service;
 
 pub use cache::CacheStats;
 pub use error::{KmsError, Result};
 pub use keyflow_core::{self, Context, KeyVersion, Purpose};
-pub use keystore::{CreateOutcome, Keystore, RotateOutcome, StoreError};
-pub use model::{KeyStatus, KeyVersionRecord, VersionFilter};
+pub use keystore::{CreateOutcome, Keystore, RotateOutcome, StoreError, WriteOutcome};
+pub use model::{
+    KeyStatus, KeyVersionRecord, Policy, RewrappedKey, StatusChange, StatusOutcome, VersionFilter,
+};
 pub use service::{
     BlindIndex, Decrypted, EncryptionService, Rewrapped, Rotation, ServiceConfig, Summary,
 };

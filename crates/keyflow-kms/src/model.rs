@@ -93,6 +93,8 @@ pub struct KeyVersionRecord {
     pub status_changed_at: i64,
     /// Encryptions made with this version (persisted in batches).
     pub encryptions: u64,
+    /// Why the version was revoked (set while `revoked`, and kept once `destroyed`).
+    pub revoked_reason: Option<String>,
 }
 
 impl fmt::Debug for KeyVersionRecord {
@@ -107,6 +109,7 @@ impl fmt::Debug for KeyVersionRecord {
             .field("created_at", &self.created_at)
             .field("status_changed_at", &self.status_changed_at)
             .field("encryptions", &self.encryptions)
+            .field("revoked_reason", &self.revoked_reason)
             .finish_non_exhaustive()
     }
 }
@@ -123,7 +126,120 @@ impl KeyVersionRecord {
             "createdAt": crate::clock::rfc3339(self.created_at),
             "statusChangedAt": crate::clock::rfc3339(self.status_changed_at),
             "encryptions": self.encryptions,
+            "revokedReason": self.revoked_reason,
         })
+    }
+}
+
+/// The rotation policy of one purpose (PRODUCT.md §1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Policy {
+    /// Days an active version lives before it is due for rotation.
+    pub rotation_days: u32,
+    /// Days a `rotating` version stays decryptable before it becomes `deprecated`.
+    pub grace_days: u32,
+    /// A version is rotated once it is within this many days of its rotation date.
+    pub warn_days: u32,
+    /// Encryptions per version before rotation is due, whatever its age.
+    pub max_encryptions: u64,
+}
+
+/// Milliseconds in a day.
+pub const DAY_MS: i64 = 86_400_000;
+
+impl Default for Policy {
+    /// 90-day rotation, 30-day grace, 7-day warning, 2^30 encryptions per version
+    /// (AES-GCM with random 96-bit nonces is safe for at most 2^32 messages per key,
+    /// NIST SP 800-38D §8.3; 2^30 leaves a wide margin).
+    fn default() -> Self {
+        Self {
+            rotation_days: 90,
+            grace_days: 30,
+            warn_days: 7,
+            max_encryptions: 1 << 30,
+        }
+    }
+}
+
+impl Policy {
+    /// Checks the values make sense together.
+    pub fn validate(&self) -> crate::Result<()> {
+        if self.rotation_days == 0 || self.rotation_days > 3650 {
+            return Err(crate::KmsError::Invalid("rotation days (1..=3650)"));
+        }
+        if self.grace_days > 3650 {
+            return Err(crate::KmsError::Invalid("grace days (0..=3650)"));
+        }
+        if self.warn_days >= self.rotation_days {
+            return Err(crate::KmsError::Invalid(
+                "warn days (must be below the rotation period)",
+            ));
+        }
+        if self.max_encryptions == 0 || self.max_encryptions > 1 << 32 {
+            return Err(crate::KmsError::Invalid(
+                "max encryptions (1..=2^32, the AES-GCM random-nonce bound)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// When an active version created at `created_at` becomes due (warn window start).
+    pub fn due_at(&self, created_at: i64) -> i64 {
+        created_at + (i64::from(self.rotation_days) - i64::from(self.warn_days)) * DAY_MS
+    }
+
+    /// When a version that became `rotating` at `since` passes its grace period.
+    pub fn grace_ends_at(&self, since: i64) -> i64 {
+        since + i64::from(self.grace_days) * DAY_MS
+    }
+}
+
+/// A change of one version's state, applied only from one of the `from` states.
+#[derive(Debug, Clone)]
+pub struct StatusChange {
+    /// Key ring.
+    pub purpose: Purpose,
+    /// Version.
+    pub version: KeyVersion,
+    /// States the version may be in for the change to apply.
+    pub from: Vec<KeyStatus>,
+    /// The new state (never `active`: only a rotation makes a version active).
+    pub to: KeyStatus,
+    /// Revocation reason (stored with `revoked`).
+    pub reason: Option<String>,
+    /// Time of the change, Unix milliseconds.
+    pub now: i64,
+}
+
+/// The result of a [`StatusChange`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusOutcome {
+    /// Applied.
+    Changed,
+    /// No such version.
+    NotFound,
+    /// The version is in this state, not one of `from`; nothing was written.
+    WrongState(KeyStatus),
+}
+
+/// One version's material wrapped under a new KEK (KEK rotation).
+#[derive(Clone)]
+pub struct RewrappedKey {
+    /// Key ring.
+    pub purpose: Purpose,
+    /// Version.
+    pub version: KeyVersion,
+    /// The DEK wrapped under the new KEK.
+    pub wrapped_key: Vec<u8>,
+}
+
+impl fmt::Debug for RewrappedKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RewrappedKey")
+            .field("purpose", &self.purpose)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
     }
 }
 
@@ -162,6 +278,7 @@ mod tests {
             created_at: 0,
             status_changed_at: 0,
             encryptions: 0,
+            revoked_reason: None,
         };
         let s = format!("{r:?}");
         assert!(!s.contains("171") && !s.contains("wrapped"), "{s}");

@@ -121,12 +121,12 @@ pub struct Rewrapped {
 
 /// The encryption service. Cheap to share behind an `Arc`; every method takes `&self`.
 pub struct EncryptionService {
-    store: Arc<dyn Keystore>,
-    kek: Kek,
-    rng: Arc<dyn SecureRandom>,
-    clock: Arc<dyn Clock>,
-    cache: KeyCache,
-    config: ServiceConfig,
+    pub(crate) store: Arc<dyn Keystore>,
+    pub(crate) kek: Kek,
+    pub(crate) rng: Arc<dyn SecureRandom>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) cache: KeyCache,
+    pub(crate) config: ServiceConfig,
 }
 
 impl std::fmt::Debug for EncryptionService {
@@ -558,7 +558,7 @@ impl EncryptionService {
 
     // ---- internals ------------------------------------------------------------------
 
-    fn new_version(
+    pub(crate) fn new_version(
         &self,
         purpose: &Purpose,
         version: KeyVersion,
@@ -577,11 +577,12 @@ impl EncryptionService {
             created_at: now,
             status_changed_at: now,
             encryptions: 0,
+            revoked_reason: None,
         };
         Ok((record, key))
     }
 
-    fn unwrap_record(&self, record: &KeyVersionRecord) -> Result<DataKey> {
+    pub(crate) fn unwrap_record(&self, record: &KeyVersionRecord) -> Result<DataKey> {
         let wrapped = record
             .wrapped_key
             .as_deref()

@@ -84,6 +84,7 @@ async fn vectors_through_the_service() {
                 created_at: 0,
                 status_changed_at: 0,
                 encryptions: 0,
+                revoked_reason: None,
             };
             if n == 1 {
                 assert_eq!(

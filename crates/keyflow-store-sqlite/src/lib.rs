@@ -20,14 +20,19 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use keyflow_kms::access::TokenRecord;
-use keyflow_kms::keystore::{CreateOutcome, Keystore, RotateOutcome, StoreError};
-use keyflow_kms::model::{KeyStatus, KeyVersionRecord, VersionFilter};
+use keyflow_kms::keystore::{CreateOutcome, Keystore, RotateOutcome, StoreError, WriteOutcome};
+use keyflow_kms::model::{
+    KeyStatus, KeyVersionRecord, Policy, RewrappedKey, StatusChange, StatusOutcome, VersionFilter,
+};
 use keyflow_kms::{KeyVersion, Purpose};
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{Row, SqlitePool};
+
+mod lifecycle;
+use lifecycle::bump;
 
 /// The migrations, embedded in the binary so the tool needs no files beside it.
 #[derive(Debug)]
@@ -59,6 +64,11 @@ impl MigrationSource<'static> for Embedded {
                     "api tokens",
                     include_str!("../migrations/0002_api_tokens.sql"),
                 ),
+                m(
+                    3,
+                    "lifecycle",
+                    include_str!("../migrations/0003_lifecycle.sql"),
+                ),
             ])
         })
     }
@@ -70,8 +80,12 @@ pub struct SqliteKeystore {
     pool: SqlitePool,
 }
 
-const COLUMNS: &str =
-    "purpose, version, status, algorithm, wrapped_key, kek_id, created_at, status_changed_at, encryptions";
+const COLUMNS: &str = "purpose, version, status, algorithm, wrapped_key, kek_id, created_at, \
+     status_changed_at, encryptions, revoked_reason";
+
+/// Bumps the change generation; called inside every transaction that changes a key.
+const BUMP_GENERATION: &str =
+    "UPDATE keyflow_meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'";
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
@@ -101,6 +115,7 @@ fn record(row: &SqliteRow) -> Result<KeyVersionRecord, StoreError> {
             .try_get("status_changed_at")
             .map_err(StoreError::backend)?,
         encryptions: u64::try_from(encryptions).map_err(|_| corrupt("encryptions"))?,
+        revoked_reason: row.try_get("revoked_reason").map_err(StoreError::backend)?,
     })
 }
 
@@ -146,7 +161,10 @@ impl SqliteKeystore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Freed content is overwritten with zeros, so destroyed key material does
+            // not linger in free pages (crypto-shredding must really erase).
+            .pragma("secure_delete", "ON");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
@@ -196,7 +214,7 @@ impl SqliteKeystore {
             ""
         };
         let sql = format!(
-            "INSERT INTO key_versions ({COLUMNS}) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9{guard}"
+            "INSERT INTO key_versions ({COLUMNS}) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10{guard}"
         );
         let done = sqlx::query(&sql)
             .bind(r.purpose.as_str())
@@ -208,6 +226,7 @@ impl SqliteKeystore {
             .bind(r.created_at)
             .bind(r.status_changed_at)
             .bind(i64::try_from(r.encryptions).unwrap_or(i64::MAX))
+            .bind(r.revoked_reason.as_deref())
             .execute(conn)
             .await?;
         Ok(done.rows_affected())
@@ -288,13 +307,21 @@ impl Keystore for SqliteKeystore {
         if first.version != KeyVersion::FIRST || first.status != KeyStatus::Active {
             return Err(StoreError("create_first takes version 1, active".into()));
         }
-        let mut conn = self.pool.acquire().await.map_err(StoreError::backend)?;
-        match self.insert(&mut conn, first, true).await {
-            Ok(1) => Ok(CreateOutcome::Created),
-            Ok(_) => Ok(CreateOutcome::AlreadyExists),
-            Err(e) if is_unique_violation(&e) => Ok(CreateOutcome::AlreadyExists),
-            Err(e) => Err(StoreError::backend(e)),
+        let mut tx = self.pool.begin().await.map_err(StoreError::backend)?;
+        // Writing first takes SQLite's write lock at once (no lock upgrade deadlock).
+        bump(&mut tx).await?;
+        let outcome = match self.insert(&mut tx, first, true).await {
+            Ok(1) => CreateOutcome::Created,
+            Ok(_) => CreateOutcome::AlreadyExists,
+            Err(e) if is_unique_violation(&e) => CreateOutcome::AlreadyExists,
+            Err(e) => return Err(StoreError::backend(e)),
+        };
+        if outcome == CreateOutcome::Created {
+            tx.commit().await.map_err(StoreError::backend)?;
+        } else {
+            tx.rollback().await.map_err(StoreError::backend)?;
         }
+        Ok(outcome)
     }
 
     async fn rotate(&self, next: &KeyVersionRecord, now: i64) -> Result<RotateOutcome, StoreError> {
@@ -330,6 +357,7 @@ impl Keystore for SqliteKeystore {
             }
             Err(e) => return Err(StoreError::backend(e)),
         }
+        bump(&mut tx).await?;
         tx.commit().await.map_err(StoreError::backend)?;
         Ok(RotateOutcome::Rotated)
     }
@@ -391,5 +419,56 @@ impl Keystore for SqliteKeystore {
         .await
         .map_err(StoreError::backend)?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn get_policy(&self, purpose: &Purpose) -> Result<Option<Policy>, StoreError> {
+        self.policy(purpose).await
+    }
+
+    async fn set_policy(&self, purpose: &Purpose, policy: &Policy) -> Result<(), StoreError> {
+        self.put_policy(purpose, policy).await
+    }
+
+    async fn list_policies(&self) -> Result<Vec<(Purpose, Policy)>, StoreError> {
+        self.policies().await
+    }
+
+    async fn set_status(&self, change: &StatusChange) -> Result<StatusOutcome, StoreError> {
+        self.change_status(change).await
+    }
+
+    async fn insert_versions(
+        &self,
+        records: &[KeyVersionRecord],
+    ) -> Result<WriteOutcome, StoreError> {
+        self.insert_all(records).await
+    }
+
+    async fn rewrap_all(
+        &self,
+        meta_key: &str,
+        old_kek: &str,
+        new_kek: &str,
+        keys: &[RewrappedKey],
+    ) -> Result<WriteOutcome, StoreError> {
+        self.rewrap(meta_key, old_kek, new_kek, keys).await
+    }
+
+    async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: i64,
+        ttl_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.lease(name, holder, now, ttl_ms).await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        self.unlease(name, holder).await
+    }
+
+    async fn generation(&self) -> Result<i64, StoreError> {
+        self.current_generation().await
     }
 }
