@@ -74,12 +74,29 @@ pub enum Command {
         /// The value to mask.
         value: String,
     },
-    /// Manage key rings and versions.
+    /// Manage key rings and versions; back them up and restore them.
     #[command(subcommand)]
-    Keys(KeysCommand),
+    Keys(KeysGroup),
+    /// Rotate the KEK or change its password.
+    #[command(subcommand)]
+    Kek(crate::commands::kek::KekCommand),
     /// Manage API tokens for the server.
     #[command(subcommand)]
     Tokens(TokensCommand),
+    /// Encrypt, decrypt or inspect files of any size (streaming; docs/file-format.md).
+    #[command(subcommand)]
+    File(crate::commands::file::FileCommand),
+    /// Re-encrypt a column of the application's table under the active key versions
+    /// (resumable; see docs/reencryption.md). The keystore is configured as for every
+    /// command; the application's database is --target-url.
+    Reencrypt(crate::commands::reencrypt::ReencryptArgs),
+    /// Encrypt the plaintext values of a column in place (ciphertexts are kept).
+    Migrate(crate::commands::reencrypt::MigrateArgs),
+    /// Encrypt or decrypt fields of JSON documents (stdin → stdout; docs/field-encryption.md).
+    #[command(subcommand)]
+    Fields(crate::commands::fields::FieldsCommand),
+    /// Report sensitive values in clear in JSON on stdin (exit 1 when any; a CI gate).
+    Scan(crate::commands::fields::ScanArgs),
     /// Run the HTTPS API server.
     Serve {
         /// Development mode: no configuration needed. Creates the KEK (with a generated
@@ -99,12 +116,25 @@ pub enum Command {
         /// Largest JSON request body, bytes.
         #[arg(long, env = "KEYFLOW_MAX_BODY_BYTES", default_value_t = 1 << 20)]
         max_body_bytes: usize,
+        /// Largest streamed body of /files/encrypt and /files/decrypt, bytes (10 GiB).
+        #[arg(long, env = "KEYFLOW_MAX_FILE_BYTES", default_value_t = 10 << 30)]
+        max_file_bytes: u64,
         /// Requests in progress beyond which the server answers 503.
         #[arg(long, env = "KEYFLOW_MAX_CONCURRENCY", default_value_t = 1024)]
         max_concurrency: usize,
         /// Per-request timeout, seconds.
         #[arg(long, env = "KEYFLOW_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
         request_timeout_secs: u64,
+        /// Scheduler pass interval, seconds (0: this instance never runs the scheduler).
+        #[arg(long, env = "KEYFLOW_SCHEDULER_INTERVAL_SECS", default_value_t = 3600)]
+        scheduler_interval_secs: u64,
+        /// Cached keys are used only while confirmed against the keystore within this
+        /// many seconds; past it the instance reports not-ready and stops using them.
+        #[arg(long, env = "KEYFLOW_CACHE_MAX_STALENESS_SECS", default_value_t = 10)]
+        cache_max_staleness_secs: u64,
+        /// How often the key cache is revalidated against the keystore, milliseconds.
+        #[arg(long, env = "KEYFLOW_REVALIDATE_MS", default_value_t = 250)]
+        revalidate_ms: u64,
     },
 }
 
@@ -138,6 +168,20 @@ pub enum TokensCommand {
     },
 }
 
+/// `keyflow keys …`: the key-ring commands, plus backup and restore (kept in their own
+/// module, `commands/backup.rs`).
+#[derive(Debug, Subcommand)]
+pub enum KeysGroup {
+    #[command(flatten)]
+    Ring(KeysCommand),
+    /// Write an encrypted backup of every key version (password: KEYFLOW_BACKUP_PASSWORD
+    /// or a prompt; at least 16 characters).
+    Backup(crate::commands::backup::BackupArgs),
+    /// Restore a backup into this keystore: empty, or merged (identical versions
+    /// skipped; any conflict refuses the whole restore). --dry-run writes nothing.
+    Restore(crate::commands::backup::RestoreArgs),
+}
+
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
     /// List key versions (metadata only, never key material).
@@ -163,5 +207,65 @@ pub enum KeysCommand {
         /// The purpose to rotate.
         #[arg(long)]
         purpose: String,
+    },
+    /// Show or set a purpose's rotation policy (omitted values are kept).
+    Policy {
+        /// The purpose.
+        #[arg(long)]
+        purpose: String,
+        /// Rotation period, days (default 90).
+        #[arg(long)]
+        rotation_days: Option<u32>,
+        /// Grace period after a rotation before the old version is deprecated, days (default 30).
+        #[arg(long)]
+        grace_days: Option<u32>,
+        /// Rotate this many days before the rotation date (default 7).
+        #[arg(long)]
+        warn_days: Option<u32>,
+        /// Encryptions per version before rotation is due (default 2^30).
+        #[arg(long)]
+        max_encryptions: Option<u64>,
+    },
+    /// Run one scheduler pass now: rotate what is due, deprecate what passed its grace period.
+    RotateDue {
+        /// Evaluate the policies as of this RFC 3339 instant (default now).
+        #[arg(long)]
+        at: Option<String>,
+        /// Only report what would be done.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Revoke a version: it no longer decrypts (reversible with `keys reinstate`).
+    Revoke {
+        /// The purpose.
+        #[arg(long)]
+        purpose: String,
+        /// The version (not the active one: rotate first).
+        #[arg(long)]
+        version: u32,
+        /// Why (kept with the version).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Reinstate a revoked version (as deprecated: decrypt-only).
+    Reinstate {
+        /// The purpose.
+        #[arg(long)]
+        purpose: String,
+        /// The version.
+        #[arg(long)]
+        version: u32,
+    },
+    /// Destroy a revoked version's material (crypto-shredding; irreversible).
+    Destroy {
+        /// The purpose.
+        #[arg(long)]
+        purpose: String,
+        /// The version.
+        #[arg(long)]
+        version: u32,
+        /// Confirm: the data encrypted under this version becomes unrecoverable.
+        #[arg(long)]
+        yes: bool,
     },
 }

@@ -15,6 +15,46 @@ use crate::error::CliError;
 pub enum StoreLocation {
     /// An SQLite file.
     Sqlite(PathBuf),
+    /// A PostgreSQL database (shared by several instances).
+    Postgres(DatabaseUrl),
+}
+
+impl StoreLocation {
+    /// For messages: the path, or the URL without its password.
+    pub fn describe(&self) -> String {
+        match self {
+            StoreLocation::Sqlite(path) => path.display().to_string(),
+            StoreLocation::Postgres(url) => url.redacted(),
+        }
+    }
+}
+
+/// A `postgres://` URL; may hold a password, so `Debug` prints it redacted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(pub String);
+
+impl DatabaseUrl {
+    /// The URL with any password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        let url = &self.0;
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return url.clone();
+        };
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        match rest[..authority_end].rsplit_once('@') {
+            Some((userinfo, host)) if userinfo.contains(':') => {
+                let user = userinfo.split(':').next().unwrap_or_default();
+                format!("{scheme}://{user}:***@{host}{}", &rest[authority_end..])
+            }
+            _ => url.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
 }
 
 /// The resolved configuration of one run.
@@ -58,9 +98,12 @@ fn parse_store(url: &str) -> Result<StoreLocation, CliError> {
         }
         return Ok(StoreLocation::Sqlite(PathBuf::from(path)));
     }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(StoreLocation::Postgres(DatabaseUrl(url.to_owned())));
+    }
     let scheme = url.split(':').next().unwrap_or_default();
     Err(CliError::Config(format!(
-        "KEYFLOW_DATABASE_URL: unsupported scheme '{scheme}' (this build supports sqlite:PATH)"
+        "KEYFLOW_DATABASE_URL: unsupported scheme '{scheme}' (use sqlite:PATH or postgres://…)"
     )))
 }
 
@@ -144,6 +187,20 @@ mod tests {
             StoreLocation::Sqlite("data/k.db".into())
         );
         assert!(parse_store("sqlite:").is_err());
+        for url in [
+            "postgres://kf:pw-123@db:5432/keys",
+            "postgresql://kf:pw-123@db/keys?sslmode=require",
+        ] {
+            let loc = parse_store(url).unwrap();
+            assert_eq!(loc, StoreLocation::Postgres(DatabaseUrl(url.into())));
+            assert!(!format!("{loc:?}").contains("pw-123"), "{loc:?}");
+            assert!(!loc.describe().contains("pw-123"), "{}", loc.describe());
+            assert!(loc.describe().contains("kf:***@db"), "{}", loc.describe());
+        }
+        assert_eq!(
+            parse_store("postgres://kf@db/keys").unwrap().describe(),
+            "postgres://kf@db/keys"
+        );
         let e = parse_store("mysql://x").unwrap_err().to_string();
         assert!(e.contains("mysql"), "{e}");
     }

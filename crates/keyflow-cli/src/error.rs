@@ -8,12 +8,21 @@ pub enum CliError {
     Config(String),
     #[error("{0}")]
     Usage(String),
+    /// The operation ran and (partly) failed; the message says what.
+    #[error("{0}")]
+    Failed(String),
     #[error("{0}")]
     Kms(#[from] KmsError),
     #[error("{0}")]
     Store(#[from] keyflow_kms::StoreError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Stream(#[from] keyflow_stream::StreamError),
+    #[error("{0}")]
+    Reencrypt(#[from] keyflow_reencrypt::Error),
+    #[error("{0} rows could not be processed and were left untouched (see the census)")]
+    RowsFailed(u64),
 }
 
 impl From<keyflow_core::Error> for CliError {
@@ -27,6 +36,7 @@ impl CliError {
     pub fn exit_code(&self) -> i32 {
         match self {
             CliError::Config(_) | CliError::Usage(_) => 2,
+            CliError::Reencrypt(e) if e.is_usage() => 2,
             _ => 1,
         }
     }

@@ -8,7 +8,7 @@ mod error;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, KeysGroup};
 use crate::config::Config;
 use crate::error::CliError;
 
@@ -44,6 +44,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
     match &cli.command {
         Command::Inspect => return commands::data::inspect(),
         Command::Mask { kind, value } => return commands::data::mask(kind, value),
+        Command::Scan(args) => return commands::fields::scan(args),
         _ => {}
     }
     // The server gets a multi-threaded runtime when it may use several cores; on one
@@ -68,16 +69,29 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 context,
             } => commands::data::encrypt(&config, purpose, *deterministic, context).await,
             Command::Decrypt { context } => commands::data::decrypt(&config, context).await,
-            Command::Keys(cmd) => commands::keys::run(&config, cmd).await,
+            Command::Keys(KeysGroup::Ring(cmd)) => commands::keys::run(&config, cmd).await,
+            Command::Keys(KeysGroup::Backup(args)) => commands::backup::backup(&config, args).await,
+            Command::Keys(KeysGroup::Restore(args)) => {
+                commands::backup::restore(&config, args).await
+            }
+            Command::Kek(cmd) => commands::kek::run(&config, cmd).await,
             Command::Tokens(cmd) => commands::tokens::run(&config, cmd).await,
+            Command::Fields(cmd) => commands::fields::run(&config, cmd).await,
+            Command::File(cmd) => commands::file::run(&config, cmd).await,
+            Command::Reencrypt(args) => commands::reencrypt::reencrypt(&config, args).await,
+            Command::Migrate(args) => commands::reencrypt::migrate(&config, args).await,
             Command::Serve {
                 dev,
                 listen,
                 tls_cert,
                 tls_key,
                 max_body_bytes,
+                max_file_bytes,
                 max_concurrency,
                 request_timeout_secs,
+                scheduler_interval_secs,
+                cache_max_staleness_secs,
+                revalidate_ms,
             } => {
                 let args = commands::serve::ServeArgs {
                     dev: *dev,
@@ -85,12 +99,17 @@ fn run(cli: Cli) -> Result<(), CliError> {
                     tls_cert: tls_cert.as_deref(),
                     tls_key: tls_key.as_deref(),
                     max_body_bytes: *max_body_bytes,
+                    max_file_bytes: *max_file_bytes,
                     max_concurrency: *max_concurrency,
                     request_timeout: std::time::Duration::from_secs(*request_timeout_secs),
+                    scheduler_every: (*scheduler_interval_secs > 0)
+                        .then(|| std::time::Duration::from_secs(*scheduler_interval_secs)),
+                    max_staleness: std::time::Duration::from_secs(*cache_max_staleness_secs),
+                    revalidate_every: std::time::Duration::from_millis(*revalidate_ms),
                 };
                 commands::serve::run(&config, &cli.global.data_dir, args).await
             }
-            Command::Inspect | Command::Mask { .. } => Ok(()),
+            Command::Inspect | Command::Mask { .. } | Command::Scan(_) => Ok(()),
         }
     })
 }

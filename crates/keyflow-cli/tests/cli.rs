@@ -1,92 +1,15 @@
 //! The `keyflow` binary as a user runs it: stdout, stderr and exit codes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail by panicking
 
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-const PASSWORD: &str = "correct horse battery staple";
+mod common;
 
-struct Sandbox {
-    dir: tempfile::TempDir,
-}
-
-impl Sandbox {
-    fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    /// A command with a clean environment: only what the test sets.
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_keyflow"));
-        c.args(args)
-            .current_dir(self.dir.path())
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("KEYFLOW_DATA_DIR", self.data())
-            .env("KEK_PASSWORD", PASSWORD);
-        c
-    }
-
-    fn run(&self, args: &[&str], stdin: &[u8]) -> Output {
-        run(self.cmd(args), stdin)
-    }
-
-    fn ok(&self, args: &[&str], stdin: &[u8]) -> Vec<u8> {
-        let out = self.run(args, stdin);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
-    }
-
-    fn init(&self) {
-        self.ok(&["init", "--kdf-iterations", "100000"], b"");
-    }
-}
-
-fn run(mut c: Command, stdin: &[u8]) -> Output {
-    let mut child = c
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // A command that refuses its arguments exits without reading stdin: the write then
-    // fails with a broken pipe, which is the command's business, not the test's.
-    if let Err(e) = child.stdin.take().unwrap().write_all(stdin) {
-        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
-    }
-    child.wait_with_output().unwrap()
-}
-
-/// Asserts a failure: the exit code, and exactly one line on stderr containing `needle`.
-fn assert_fails(out: &Output, code: i32, needle: &str) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(code), "stderr: {err}");
-    assert_eq!(err.lines().count(), 1, "one line on stderr: {err}");
-    assert!(err.starts_with("keyflow: error: "), "{err}");
-    assert!(err.contains(needle), "expected '{needle}' in: {err}");
-    assert!(
-        !err.contains(PASSWORD) && !err.contains("panicked"),
-        "{err}"
-    );
-}
-
-fn text(b: Vec<u8>) -> String {
-    String::from_utf8(b).unwrap().trim().to_owned()
-}
+use common::{assert_fails, run, text, Sandbox, PASSWORD};
 
 #[test]
 fn five_minute_tour() {
@@ -155,8 +78,11 @@ fn five_minute_tour() {
             .unwrap();
     assert_eq!(active.as_array().unwrap().len(), 1);
     let table = text(s.ok(&["keys", "list"], b""));
+    // Header, two versions, then the policy of each purpose shown.
     assert!(
-        table.lines().count() == 3 && table.contains("rotating"),
+        table.lines().take(3).last().unwrap().contains("active")
+            && table.contains("rotating")
+            && table.contains("rotate every 90 d, warn 7 d before, grace 30 d"),
         "{table}"
     );
 

@@ -24,11 +24,16 @@ const LABEL_GCM: &[u8] = b"keyflow/v1/aes-256-gcm";
 const LABEL_SIV: &[u8] = b"keyflow/v1/aes-256-gcm-siv";
 const LABEL_DET_NONCE: &[u8] = b"keyflow/v1/deterministic-nonce";
 const LABEL_BLIND: &[u8] = b"keyflow/v1/blind-index";
+const LABEL_FILE: &[u8] = b"keyflow/v1/file-stream";
+const FILE_KEY_INFO: &[u8] = b"keyflow/v1/file-stream/file-key";
 const BLIND_DOMAIN: &[u8] = b"keyflow blind index v1";
 
 /// Largest plaintext one envelope may carry (64 MiB); larger data goes through the
 /// streaming file format.
 pub const MAX_PLAINTEXT_LEN: usize = 64 << 20;
+
+/// Length of the random salt from which each streamed file's key is derived.
+pub const FILE_SALT_LEN: usize = 32;
 
 /// The subkeys of one DEK version, ready to use.
 ///
@@ -41,6 +46,8 @@ pub struct DataKey {
     siv: aead::LessSafeKey,
     det_nonce: hmac::Key,
     blind: hmac::Key,
+    // The streaming-file subkey, kept as an HKDF PRK (zeroized by aws-lc-rs on drop).
+    file: hkdf::Prk,
 }
 
 impl fmt::Debug for DataKey {
@@ -128,6 +135,7 @@ impl DataKey {
         let siv = aead_key(&aead::AES_256_GCM_SIV, &*derive(&prk, LABEL_SIV)?)?;
         let det_nonce = hmac::Key::new(hmac::HMAC_SHA256, &derive(&prk, LABEL_DET_NONCE)?[..]);
         let blind = hmac::Key::new(hmac::HMAC_SHA256, &derive(&prk, LABEL_BLIND)?[..]);
+        let file = hkdf::Prk::new_less_safe(hkdf::HKDF_SHA256, &derive(&prk, LABEL_FILE)?[..]);
         Ok(Self {
             purpose,
             version,
@@ -135,7 +143,21 @@ impl DataKey {
             siv,
             det_nonce,
             blind,
+            file,
         })
+    }
+
+    /// The AES-256-GCM key of one streamed file: HKDF-SHA256-Expand of this version's
+    /// file subkey (label `keyflow/v1/file-stream`) with info
+    /// `"keyflow/v1/file-stream/file-key" ‖ salt`. A fresh random salt per file gives
+    /// every file its own key (docs/file-format.md).
+    pub fn file_key(&self, salt: &[u8; FILE_SALT_LEN]) -> Result<FileKey> {
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        self.file
+            .expand(&[FILE_KEY_INFO, &salt[..]], hkdf::HKDF_SHA256)
+            .and_then(|okm| okm.fill(&mut bytes[..]))
+            .map_err(|_| Error::Crypto)?;
+        Ok(FileKey(aead_key(&aead::AES_256_GCM, &bytes)?))
     }
 
     /// The purpose this key belongs to.
@@ -333,6 +355,57 @@ impl DataKey {
             *last &= 0xFFu8 << spare;
         }
         Ok(out)
+    }
+}
+
+/// The AES-256-GCM key of one streamed file ([`DataKey::file_key`]). Lives inside an
+/// aws-lc key object (cleared on drop); `Debug` shows only the type name. Nonce
+/// uniqueness is the caller's duty: the streaming format derives each nonce from a
+/// per-file prefix, the segment counter and the last-segment flag.
+pub struct FileKey(aead::LessSafeKey);
+
+impl fmt::Debug for FileKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FileKey(..)")
+    }
+}
+
+impl FileKey {
+    /// Encrypts `in_out` in place and returns the 128-bit tag.
+    pub fn seal_in_place(
+        &self,
+        nonce: [u8; NONCE_LEN],
+        aad: &[u8],
+        in_out: &mut [u8],
+    ) -> Result<[u8; TAG_LEN]> {
+        let tag = self
+            .0
+            .seal_in_place_separate_tag(
+                aead::Nonce::assume_unique_for_key(nonce),
+                aead::Aad::from(aad),
+                in_out,
+            )
+            .map_err(|_| Error::Crypto)?;
+        let mut out = [0u8; TAG_LEN];
+        out.copy_from_slice(tag.as_ref());
+        Ok(out)
+    }
+
+    /// Authenticates and decrypts `ciphertext ‖ tag` in place; returns the plaintext
+    /// (the front of `in_out`). Any failure is [`Error::DecryptionFailed`].
+    pub fn open_in_place<'a>(
+        &self,
+        nonce: [u8; NONCE_LEN],
+        aad: &[u8],
+        in_out: &'a mut [u8],
+    ) -> Result<&'a mut [u8]> {
+        self.0
+            .open_in_place(
+                aead::Nonce::assume_unique_for_key(nonce),
+                aead::Aad::from(aad),
+                in_out,
+            )
+            .map_err(|_| Error::DecryptionFailed)
     }
 }
 
@@ -555,6 +628,24 @@ mod tests {
         assert_eq!(&pt.into_bytes()[..], &[0xff, 0xfe]);
         let pt = dk.decrypt(&parse(&env).unwrap(), &Context::new()).unwrap();
         assert_eq!(pt.into_string(), Err(Error::DecryptionFailed), "not UTF-8");
+    }
+
+    #[test]
+    fn file_keys_depend_on_salt_and_dek_and_round_trip() {
+        let dk = key("documents", 1, 13);
+        let (s1, s2) = ([1u8; FILE_SALT_LEN], [2u8; FILE_SALT_LEN]);
+        let nonce = [7u8; NONCE_LEN];
+        let mut buf = *b"segment";
+        let tag = dk.file_key(&s1).unwrap().seal_in_place(nonce, b"h", &mut buf).unwrap();
+        let mut ct = buf.to_vec();
+        ct.extend_from_slice(&tag);
+        let open = |k: &FileKey, aad: &[u8]| k.open_in_place(nonce, aad, &mut ct.clone()).map(|p| p.to_vec());
+        assert_eq!(open(&dk.file_key(&s1).unwrap(), b"h").unwrap(), b"segment");
+        assert_eq!(open(&dk.file_key(&s1).unwrap(), b"x"), Err(Error::DecryptionFailed));
+        assert!(open(&dk.file_key(&s2).unwrap(), b"h").is_err());
+        assert!(open(&key("documents", 1, 14).file_key(&s1).unwrap(), b"h").is_err());
+        // The file subkey is separate from the randomized-mode key.
+        assert_eq!(format!("{:?}", dk.file_key(&s1).unwrap()), "FileKey(..)");
     }
 
     #[test]

@@ -226,6 +226,23 @@ pub async fn rewrap_all(store: Arc<dyn Keystore>) {
         store.get_meta("kek_id").await.unwrap().as_deref(),
         Some("kek-2")
     );
+    // A process still holding the old KEK can no longer add versions under it.
+    let mut stale = rec("c", 1, 1);
+    stale.kek_id = "kek-1".into();
+    assert!(
+        store.create_first(&stale).await.is_err(),
+        "a version under a rotated-away KEK is refused"
+    );
+    let mut stale_next = rec("b", 2, 2);
+    stale_next.kek_id = "kek-1".into();
+    assert!(store.rotate(&stale_next, 2).await.is_err());
+    assert!(store.insert_versions(&[stale]).await.is_err());
+    let mut current = rec("c", 1, 1);
+    current.kek_id = "kek-2".into();
+    assert_eq!(
+        store.create_first(&current).await.unwrap(),
+        keyflow_kms::keystore::CreateOutcome::Created
+    );
     for (purpose, version) in [("a", 1), ("a", 2), ("b", 1)] {
         let r = store
             .get_version(&p(purpose), v(version))

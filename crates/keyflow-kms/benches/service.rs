@@ -139,6 +139,39 @@ fn bench(c: &mut Criterion) {
             })
         })
     });
+    // Rotation must cost the same whatever the ring's size: a fresh purpose with one
+    // version, and one with 1,000 versions.
+    let fresh = std::sync::atomic::AtomicU64::new(0);
+    g.bench_function("rotate_ring_of_1", |b| {
+        b.iter_custom(|n| {
+            rt.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..n {
+                    let i = fresh.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let p = Purpose::new(&format!("fresh{i}")).unwrap();
+                    s.generate(&p).await.unwrap();
+                    let t = Instant::now();
+                    black_box(s.rotate(&p).await.unwrap());
+                    total += t.elapsed();
+                }
+                total
+            })
+        })
+    });
+    let thousand = Purpose::new("thousandVersions").unwrap();
+    rt.block_on(async {
+        s.generate(&thousand).await.unwrap();
+        for _ in 1..1000 {
+            s.rotate(&thousand).await.unwrap();
+        }
+    });
+    g.bench_function("rotate_ring_of_1000", |b| {
+        b.iter_custom(|n| {
+            timed(&rt, n, || async {
+                black_box(s.rotate(&thousand).await.unwrap());
+            })
+        })
+    });
     g.finish();
     let versions = rt
         .block_on(s.list(&keyflow_kms::VersionFilter {

@@ -7,7 +7,17 @@
 //!
 //! Entries expire after the TTL (default one hour) and are then re-read from the
 //! keystore, which is how a state change made elsewhere (e.g. a revocation by another
-//! process) is picked up at the latest.
+//! process) is picked up at the latest. Servers do better: they poll the keystore's
+//! change generation (and listen for notifications where the backend has them) and
+//! drop the whole cache when it moves ([`crate::EncryptionService::revalidate`]); with
+//! a staleness bound set, entries also stop counting as fresh once the last successful
+//! validation is older than the bound, so an instance cut off from its database stops
+//! using keys it can no longer confirm.
+//!
+//! Loads race with invalidations: a key read from the keystore just before a
+//! revocation must not be cached just after it. Every invalidation bumps an epoch, a
+//! load records the epoch before reading, and its result is cached only if the epoch
+//! is unchanged (it is still returned to the one caller that loaded it).
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
@@ -71,16 +81,25 @@ impl CacheStats {
 pub(crate) struct KeyCache {
     snap: ArcSwap<Snapshot>,
     ttl: Duration,
+    max_staleness: Option<Duration>,
+    born: Instant,
+    /// Milliseconds after `born` of the last successful validation.
+    validated_ms: AtomicU64,
+    epoch: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
     usage: Mutex<HashMap<(Purpose, KeyVersion), Arc<AtomicU64>>>,
 }
 
 impl KeyCache {
-    pub fn new(ttl: Duration) -> Self {
+    pub fn new(ttl: Duration, max_staleness: Option<Duration>) -> Self {
         Self {
             snap: ArcSwap::from_pointee(Snapshot::default()),
             ttl,
+            max_staleness,
+            born: Instant::now(),
+            validated_ms: AtomicU64::new(0),
+            epoch: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             usage: Mutex::new(HashMap::new()),
@@ -88,7 +107,39 @@ impl KeyCache {
     }
 
     fn fresh(&self, k: &Arc<CachedKey>) -> bool {
-        k.loaded_at.elapsed() < self.ttl
+        let now = Instant::now();
+        now.duration_since(k.loaded_at) < self.ttl
+            && self
+                .max_staleness
+                .is_none_or(|bound| self.since_validated(now) < bound)
+    }
+
+    fn since_validated(&self, now: Instant) -> Duration {
+        let at = Duration::from_millis(self.validated_ms.load(Ordering::Acquire));
+        now.duration_since(self.born).saturating_sub(at)
+    }
+
+    /// Time since the last successful validation.
+    pub fn staleness(&self) -> Duration {
+        self.since_validated(Instant::now())
+    }
+
+    /// Records a successful validation now.
+    pub fn mark_validated(&self) {
+        let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.validated_ms.store(ms, Ordering::Release);
+    }
+
+    /// The current epoch; take it before reading a key from the keystore and pass it
+    /// to [`Self::insert_loaded`].
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Drops every entry (another process changed some key).
+    pub fn invalidate_all(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.snap.store(Arc::new(Snapshot::default()));
     }
 
     fn count(&self, found: Option<Arc<CachedKey>>) -> Option<Arc<CachedKey>> {
@@ -126,8 +177,20 @@ impl KeyCache {
         self.count(found)
     }
 
-    /// Builds an entry (sharing the version's usage counter) and caches it.
+    /// Builds an entry (sharing the version's usage counter) and caches it. For state
+    /// this process itself just wrote (generate, rotate).
     pub fn insert(&self, key: DataKey, status: KeyStatus) -> Arc<CachedKey> {
+        self.insert_loaded(key, status, None)
+    }
+
+    /// Builds an entry and caches it unless an invalidation happened since `epoch`
+    /// (then the entry is only returned).
+    pub fn insert_loaded(
+        &self,
+        key: DataKey,
+        status: KeyStatus,
+        epoch: Option<u64>,
+    ) -> Arc<CachedKey> {
         let usage = {
             let mut table = self.usage.lock().unwrap_or_else(|p| p.into_inner());
             table
@@ -142,6 +205,9 @@ impl KeyCache {
             loaded_at: Instant::now(),
         });
         self.snap.rcu(|old| {
+            if epoch.is_some_and(|e| e != self.epoch.load(Ordering::Acquire)) {
+                return Arc::clone(old);
+            }
             let mut s = Snapshot::clone(old);
             let p = PurposeKey(entry.key.purpose().clone());
             if entry.status == KeyStatus::Active {
@@ -157,13 +223,14 @@ impl KeyCache {
                 .entry(p)
                 .or_default()
                 .insert(entry.key.version(), entry.clone());
-            s
+            Arc::new(s)
         });
         entry
     }
 
     /// Drops every cached version of `purpose` (after a rotation or a state change).
     pub fn invalidate(&self, purpose: &Purpose) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
         self.snap.rcu(|old| {
             let mut s = Snapshot::clone(old);
             s.active.remove(purpose.as_str());
@@ -217,7 +284,7 @@ mod tests {
 
     #[test]
     fn hit_miss_ttl_and_invalidate() {
-        let c = KeyCache::new(Duration::from_secs(3600));
+        let c = KeyCache::new(Duration::from_secs(3600), None);
         assert!(c.active("userData").is_none());
         c.insert(dk("userData", 1), KeyStatus::Active);
         assert!(c.active("userData").is_some());
@@ -227,14 +294,14 @@ mod tests {
         c.invalidate(&Purpose::new("userData").unwrap());
         assert!(c.active("userData").is_none());
 
-        let expired = KeyCache::new(Duration::ZERO);
+        let expired = KeyCache::new(Duration::ZERO, None);
         expired.insert(dk("userData", 1), KeyStatus::Active);
         assert!(expired.active("userData").is_none());
     }
 
     #[test]
     fn usage_survives_reload_and_drains_once() {
-        let c = KeyCache::new(Duration::from_secs(3600));
+        let c = KeyCache::new(Duration::from_secs(3600), None);
         let a = c.insert(dk("userData", 1), KeyStatus::Active);
         a.usage.fetch_add(5, Ordering::Relaxed);
         let b = c.insert(dk("userData", 1), KeyStatus::Active);
@@ -246,8 +313,41 @@ mod tests {
     }
 
     #[test]
+    fn a_load_that_raced_an_invalidation_is_not_cached() {
+        let c = KeyCache::new(Duration::from_secs(3600), None);
+        let epoch = c.epoch();
+        c.invalidate(&Purpose::new("userData").unwrap()); // e.g. a revocation
+        let got = c.insert_loaded(dk("userData", 1), KeyStatus::Active, Some(epoch));
+        assert_eq!(
+            got.key.version(),
+            KeyVersion::FIRST,
+            "still handed to the loader"
+        );
+        assert!(c.active("userData").is_none(), "but not cached");
+        c.insert_loaded(dk("userData", 1), KeyStatus::Active, Some(c.epoch()));
+        assert!(c.active("userData").is_some());
+        c.invalidate_all();
+        assert!(c.active("userData").is_none());
+    }
+
+    #[test]
+    fn staleness_bound_stops_serving_unconfirmed_keys() {
+        let c = KeyCache::new(Duration::from_secs(3600), Some(Duration::from_millis(30)));
+        c.insert(dk("userData", 1), KeyStatus::Active);
+        assert!(c.active("userData").is_some());
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(
+            c.active("userData").is_none(),
+            "unconfirmed beyond the bound"
+        );
+        c.mark_validated();
+        assert!(c.active("userData").is_some(), "confirmed again");
+        assert!(c.staleness() < Duration::from_millis(30));
+    }
+
+    #[test]
     fn non_active_insert_clears_stale_active() {
-        let c = KeyCache::new(Duration::from_secs(3600));
+        let c = KeyCache::new(Duration::from_secs(3600), None);
         c.insert(dk("userData", 1), KeyStatus::Active);
         c.insert(dk("userData", 1), KeyStatus::Rotating);
         assert!(c.active("userData").is_none());

@@ -98,6 +98,26 @@ pub enum KmsError {
     /// A weak password in production.
     #[error("KEK_PASSWORD must be at least {0} characters in production")]
     WeakPassword(usize),
+    /// A backup password shorter than the minimum.
+    #[error("the backup password must be at least {0} characters")]
+    BackupPasswordTooShort(usize),
+    /// The bytes are not a readable KeyFlow backup (structure, version, length).
+    #[error("invalid backup file: {0} (nothing was changed)")]
+    BackupInvalid(&'static str),
+    /// The backup did not authenticate: wrong password, or a modified byte.
+    #[error(
+        "the backup could not be decrypted: wrong password or a damaged file (nothing was changed)"
+    )]
+    BackupDecryptionFailed,
+    /// A restore conflicts with the keystore; nothing was written.
+    #[error("restore refused, nothing was written: {0}")]
+    RestoreRefused(String),
+    /// A KEK rotation kept conflicting with concurrent key creation; nothing committed.
+    #[error("the KEK rotation kept conflicting with concurrent key changes; nothing was committed, try again")]
+    KekRotationConflict,
+    /// Another KEK rotation or password change holds the KEK lease.
+    #[error("another KEK rotation or password change is in progress (or one was interrupted less than {0} s ago); nothing was changed, try again later")]
+    KekBusy(u64),
     /// The keystore failed.
     #[error("keystore: {0}")]
     Store(#[from] StoreError),

@@ -7,7 +7,10 @@
 //!   the name exists), and the directory is fsynced;
 //! - a KEK that fails to unlock is an error — never regenerated, never rewritten;
 //! - the keystore records the id of its KEK; a different KEK is refused, and a keystore
-//!   whose KEK file is missing refuses `init` instead of creating a new KEK.
+//!   whose KEK file is missing refuses `init` instead of creating a new KEK;
+//! - the only change `unlock` ever makes is finishing a KEK rotation that committed in
+//!   the keystore but crashed before `<kek>.next` was renamed over `<kek>` (protocol in
+//!   [`crate::kek_rotation`]); a password change replaces the file atomically.
 
 use std::fs;
 use std::io::{ErrorKind, Read, Write};
@@ -45,7 +48,7 @@ impl KekPassword {
         Ok(Self(password))
     }
 
-    fn bytes(&self) -> &[u8] {
+    pub(crate) fn bytes(&self) -> &[u8] {
         self.0.as_bytes()
     }
 }
@@ -65,7 +68,10 @@ pub enum InitOutcome {
     AlreadyInitialized,
 }
 
-fn io<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(std::io::Error) -> KmsError + 'p {
+pub(crate) fn io<'p>(
+    action: &'static str,
+    path: &'p Path,
+) -> impl FnOnce(std::io::Error) -> KmsError + 'p {
     move |source| KmsError::Io {
         action,
         path: path.to_owned(),
@@ -74,7 +80,7 @@ fn io<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(std::io::Error) -
 }
 
 /// Reads and parses a KEK file. `Ok(None)` when it does not exist.
-fn read_kek_file(path: &Path) -> Result<Option<KekFile>> {
+pub(crate) fn read_kek_file(path: &Path) -> Result<Option<KekFile>> {
     let file = match fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
@@ -98,8 +104,88 @@ fn read_kek_file(path: &Path) -> Result<Option<KekFile>> {
         })
 }
 
+/// `<kek>.next`: a new KEK during a rotation, before it is promoted.
+pub fn next_path(path: &Path) -> PathBuf {
+    sibling(path, "next")
+}
+
+/// `<kek>.retired-<id>`: a KEK file preserved by a rotation (never deleted implicitly).
+pub fn retired_path(path: &Path, kek_id: &str) -> PathBuf {
+    sibling(path, &format!("retired-{kek_id}"))
+}
+
+pub(crate) fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_else(|| "kek".into());
+    name.push(".");
+    name.push(suffix);
+    path.with_file_name(name)
+}
+
+pub(crate) fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// fsyncs the directory holding `path`, so a rename or link in it survives power loss.
+pub(crate) fn sync_dir(path: &Path) -> Result<()> {
+    let dir = parent_dir(path);
+    let d = fs::File::open(&dir).map_err(io("cannot open directory", &dir))?;
+    d.sync_all().map_err(io("cannot sync directory", &dir))
+}
+
+/// Writes `bytes` to a new temporary file (0600, fsynced) beside `path`, returning its
+/// name; the caller links or renames it into place.
+fn write_temp(path: &Path, bytes: &[u8], rng: &dyn SecureRandom) -> Result<PathBuf> {
+    let dir = parent_dir(path);
+    let mut suffix = [0u8; 8];
+    rng.fill(&mut suffix).map_err(|_| KmsError::Randomness)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "kek".into());
+    let tmp = dir.join(format!(".{name}.tmp-{}", keyflow_core::to_hex(&suffix)));
+    let written = (|| {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io("cannot create temporary KEK file", &tmp))?;
+        f.write_all(bytes)
+            .map_err(io("cannot write temporary KEK file", &tmp))?;
+        f.sync_all()
+            .map_err(io("cannot sync temporary KEK file", &tmp))
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(tmp)
+}
+
+/// Replaces `path` with `bytes` atomically (temporary file, fsync, rename, directory
+/// fsync): a reader sees the old file or the new one, never a mix. Only for a password
+/// change, which must not leave a copy that the old password unlocks.
+fn replace_file_atomically(path: &Path, bytes: &[u8], rng: &dyn SecureRandom) -> Result<()> {
+    let tmp = write_temp(path, bytes, rng)?;
+    if let Err(e) = fs::rename(&tmp, path) {
+        let _ = fs::remove_file(&tmp);
+        return Err(io("cannot replace KEK file", path)(e));
+    }
+    sync_dir(path)
+}
+
 /// Writes `bytes` to `path` atomically and only if `path` does not exist.
-fn write_new_file_atomically(path: &Path, bytes: &[u8], rng: &dyn SecureRandom) -> Result<()> {
+pub(crate) fn write_new_file_atomically(
+    path: &Path,
+    bytes: &[u8],
+    rng: &dyn SecureRandom,
+) -> Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
         _ => PathBuf::from("."),
@@ -162,6 +248,60 @@ async fn bind_to_keystore(kek: &Kek, store: &dyn Keystore) -> Result<()> {
     Ok(())
 }
 
+/// Finishes a KEK rotation that committed in the keystore (which now records the id of
+/// `<kek>.next`) but stopped before `<kek>.next` was renamed over `<kek>`. The old file
+/// was preserved as `<kek>.retired-<id>` before the commit. Any other state is left as
+/// it is (an uncommitted `<kek>.next` is an orphan that `kek rotate` moves aside).
+pub(crate) async fn finish_promotion(
+    path: &Path,
+    password: &KekPassword,
+    store: &dyn Keystore,
+) -> Result<()> {
+    let Some(recorded) = store.get_meta(META_KEK_ID).await? else {
+        return Ok(());
+    };
+    let next = next_path(path);
+    // A concurrent process may promote first: its rename makes ours fail with NotFound,
+    // and the state is then re-read.
+    for _ in 0..3 {
+        let current = read_kek_file(path)?;
+        if current.as_ref().is_some_and(|f| f.kek_id() == recorded) {
+            return Ok(());
+        }
+        let Some(candidate) = read_kek_file(&next)? else {
+            return Ok(());
+        };
+        if candidate.kek_id() != recorded {
+            return Ok(());
+        }
+        // Only a file that unlocks with this password is promoted.
+        candidate
+            .unlock(password.bytes())
+            .map_err(|_| KmsError::KekUnlockFailed(next.clone()))?;
+        if let Some(old) = &current {
+            let retired = retired_path(path, old.kek_id());
+            if !retired.exists() {
+                // Normally made before the commit; kept defensively (never deleted).
+                match fs::hard_link(path, &retired) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(io("cannot preserve old KEK file as", &retired)(e)),
+                }
+            }
+        }
+        match fs::rename(&next, path) {
+            Ok(()) => {
+                sync_dir(path)?;
+                tracing::warn!(kek_id = %recorded, path = %path.display(), "finished an interrupted KEK rotation: promoted the new KEK file");
+                return Ok(());
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            Err(e) => return Err(io("cannot promote new KEK file", &next)(e)),
+        }
+    }
+    Ok(())
+}
+
 /// `keyflow init`: creates the KEK file if there is none, or checks that the existing
 /// one unlocks; then binds the keystore to the KEK. Creates no DEKs.
 pub async fn init(
@@ -171,6 +311,7 @@ pub async fn init(
     store: &dyn Keystore,
     rng: &dyn SecureRandom,
 ) -> Result<(InitOutcome, Kek)> {
+    finish_promotion(path, password, store).await?;
     if read_kek_file(path)?.is_some() {
         let kek = unlock(path, password, store).await?;
         return Ok((InitOutcome::AlreadyInitialized, kek));
@@ -186,14 +327,47 @@ pub async fn init(
     Ok((InitOutcome::Created, kek))
 }
 
-/// Unlocks the KEK file for every other command. Never creates or modifies the file.
+/// Unlocks the KEK file for every other command. Never creates the file; modifies it
+/// only to finish an interrupted KEK rotation that already committed.
 pub async fn unlock(path: &Path, password: &KekPassword, store: &dyn Keystore) -> Result<Kek> {
+    finish_promotion(path, password, store).await?;
     let file = read_kek_file(path)?.ok_or_else(|| KmsError::KekMissing(path.to_owned()))?;
     let kek = file
         .unlock(password.bytes())
         .map_err(|_| KmsError::KekUnlockFailed(path.to_owned()))?;
     bind_to_keystore(&kek, store).await?;
     Ok(kek)
+}
+
+/// `keyflow kek change-password`: re-seals the KEK file under `new_password` (fresh
+/// salt and nonce, `params` cost) and replaces the file atomically. The KEK and every
+/// DEK stay as they are; the old password no longer unlocks anything. Holds the KEK
+/// lease, so it never interleaves with a KEK rotation.
+pub async fn change_password(
+    path: &Path,
+    old_password: &KekPassword,
+    new_password: &KekPassword,
+    params: KdfParams,
+    store: &dyn Keystore,
+    rng: &dyn SecureRandom,
+) -> Result<Kek> {
+    let lease = crate::kek_rotation::KekLease::acquire(store, rng).await?;
+    let result = async {
+        let kek = unlock(path, old_password, store).await?;
+        let bytes = KekFile::seal(&kek, new_password.bytes(), params, rng)?.to_bytes()?;
+        // Check the new file before it replaces the only copy of the KEK.
+        let check = KekFile::parse(&bytes)?.unlock(new_password.bytes())?;
+        if !check.same_material(&kek) || check.id() != kek.id() {
+            return Err(KmsError::Crypto);
+        }
+        lease.renew(store).await?;
+        replace_file_atomically(path, &bytes, rng)?;
+        tracing::info!(kek_id = %kek.id(), "KEK password changed");
+        Ok(kek)
+    }
+    .await;
+    lease.release(store).await;
+    result
 }
 
 #[cfg(test)]

@@ -162,4 +162,12 @@ pub trait Keystore: Send + Sync + 'static {
     /// version's existence, state or material: caches poll it to notice changes made
     /// by other processes.
     async fn generation(&self) -> Result<i64, StoreError>;
+
+    /// A signal raised whenever another process may have changed a key (PostgreSQL
+    /// LISTEN/NOTIFY), so caches revalidate at once instead of at their next poll.
+    /// `None` for backends without push notifications; polling [`Self::generation`]
+    /// covers them.
+    fn change_notifier(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        None
+    }
 }

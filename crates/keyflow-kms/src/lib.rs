@@ -20,10 +20,12 @@
 //! ```
 
 pub mod access;
+pub mod backup;
 mod cache;
 pub mod clock;
 mod error;
 pub mod kek_provider;
+pub mod kek_rotation;
 pub mod keystore;
 mod lifecycle;
 pub mod model;

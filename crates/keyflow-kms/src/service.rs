@@ -38,6 +38,10 @@ pub struct ServiceConfig {
     /// Write those batches from a spawned task instead of the encrypting call (servers;
     /// needs a tokio runtime that keeps running, so one-shot tools leave it off).
     pub background_usage_flush: bool,
+    /// Servers: cached keys count as fresh only while the last successful
+    /// [`EncryptionService::revalidate`] is younger than this (`None`: no bound; for
+    /// one-shot tools that never revalidate).
+    pub max_staleness: Option<Duration>,
 }
 
 impl Default for ServiceConfig {
@@ -47,6 +51,7 @@ impl Default for ServiceConfig {
             cache_ttl: Duration::from_secs(3600),
             usage_flush_every: 4096,
             background_usage_flush: false,
+            max_staleness: None,
         }
     }
 }
@@ -127,6 +132,8 @@ pub struct EncryptionService {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) cache: KeyCache,
     pub(crate) config: ServiceConfig,
+    /// The keystore generation seen by the last `revalidate` (`i64::MIN`: none yet).
+    seen_generation: std::sync::atomic::AtomicI64,
 }
 
 impl std::fmt::Debug for EncryptionService {
@@ -168,8 +175,9 @@ impl EncryptionService {
             kek,
             rng: Arc::new(OsRng),
             clock: Arc::new(SystemClock),
-            cache: KeyCache::new(config.cache_ttl),
+            cache: KeyCache::new(config.cache_ttl, config.max_staleness),
             config,
+            seen_generation: std::sync::atomic::AtomicI64::new(i64::MIN),
         }
     }
 
@@ -556,6 +564,33 @@ impl EncryptionService {
         self.cache.stats()
     }
 
+    /// Checks the keystore's change generation and drops the whole key cache if
+    /// another process changed a key since the last check; returns whether it did.
+    /// Servers call this a few times per second (and on change notifications); a
+    /// success also renews the cache's staleness bound.
+    pub async fn revalidate(&self) -> Result<bool> {
+        let generation = self.store.generation().await?;
+        let before = self.seen_generation.swap(generation, Ordering::AcqRel);
+        // The first check knows no earlier generation: anything cached before it may
+        // predate a change, so it counts as a change too.
+        let changed = before != generation;
+        if changed {
+            self.cache.invalidate_all();
+        }
+        self.cache.mark_validated();
+        Ok(changed)
+    }
+
+    /// Time since the last successful [`Self::revalidate`] (or since start).
+    pub fn cache_staleness(&self) -> Duration {
+        self.cache.staleness()
+    }
+
+    /// The configured staleness bound.
+    pub fn max_staleness(&self) -> Option<Duration> {
+        self.config.max_staleness
+    }
+
     // ---- internals ------------------------------------------------------------------
 
     pub(crate) fn new_version(
@@ -613,6 +648,7 @@ impl EncryptionService {
         if let Some(k) = self.cache.active(purpose.as_str()) {
             return Ok(k);
         }
+        let epoch = self.cache.epoch();
         let record = match self.store.active_version(purpose).await? {
             Some(r) => r,
             None if self.config.strict_mode => {
@@ -632,13 +668,16 @@ impl EncryptionService {
             }
         };
         let key = self.unwrap_record(&record)?;
-        Ok(self.cache.insert(key, KeyStatus::Active))
+        Ok(self
+            .cache
+            .insert_loaded(key, KeyStatus::Active, Some(epoch)))
     }
 
     async fn decrypt_key(&self, purpose: &Purpose, version: KeyVersion) -> Result<Arc<CachedKey>> {
         if let Some(k) = self.cache.version(purpose.as_str(), version) {
             return Ok(k);
         }
+        let epoch = self.cache.epoch();
         // An unknown purpose or version is indistinguishable from a forged ciphertext.
         let record = self
             .store
@@ -653,7 +692,7 @@ impl EncryptionService {
             });
         }
         let key = self.unwrap_record(&record)?;
-        Ok(self.cache.insert(key, record.status))
+        Ok(self.cache.insert_loaded(key, record.status, Some(epoch)))
     }
 
     async fn count_usage(&self, key: &CachedKey, n: u64) {

@@ -35,6 +35,18 @@ pub enum ApiError {
     /// 409: the purpose already exists.
     #[error("{0}")]
     Conflict(String),
+    /// 404: no such key version.
+    #[error("{0}")]
+    UnknownKey(String),
+    /// 409: the key version is in the wrong state for this change.
+    #[error("{0}")]
+    InvalidKeyState(String),
+    /// 422: the backup is not readable: wrong password, damaged or not a backup.
+    #[error("{0}")]
+    InvalidBackup(String),
+    /// 409: the restore conflicts with the keystore; nothing was written.
+    #[error("{0}")]
+    RestoreConflict(String),
     /// 413: the body is larger than the limit.
     #[error("the request body is larger than the limit of {0} bytes")]
     PayloadTooLarge(usize),
@@ -44,6 +56,14 @@ pub enum ApiError {
     /// 422: the input is not a KeyFlow ciphertext.
     #[error("not a KeyFlow ciphertext")]
     InvalidCiphertext,
+    /// 422: a field of a document does not decrypt (the path, never the value).
+    #[error("decryption failed at {0}")]
+    FieldDecryptionFailed(String),
+    /// 422: sensitive authentication data (CVV, PIN, track data) with policy `reject`.
+    #[error(
+        "sensitive authentication data may not be stored, not even encrypted (PCI DSS 3.3.1): {0}"
+    )]
+    SensitiveAuthenticationData(String),
     /// 422: the key version exists but may not be used (revoked, destroyed).
     #[error("{0}")]
     KeyUnavailable(String),
@@ -68,11 +88,22 @@ impl ApiError {
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::UnknownPurpose(_) => (StatusCode::NOT_FOUND, "unknown_purpose"),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::UnknownKey(_) => (StatusCode::NOT_FOUND, "unknown_key"),
+            ApiError::InvalidKeyState(_) => (StatusCode::CONFLICT, "invalid_key_state"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "purpose_exists"),
+            ApiError::InvalidBackup(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_backup"),
+            ApiError::RestoreConflict(_) => (StatusCode::CONFLICT, "restore_conflict"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::DecryptionFailed => (StatusCode::UNPROCESSABLE_ENTITY, "decryption_failed"),
             ApiError::InvalidCiphertext => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_ciphertext"),
+            ApiError::FieldDecryptionFailed(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "decryption_failed")
+            }
+            ApiError::SensitiveAuthenticationData(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "sensitive_authentication_data",
+            ),
             ApiError::KeyUnavailable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "key_unavailable"),
             ApiError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
@@ -98,8 +129,20 @@ impl From<KmsError> for ApiError {
             }
             KmsError::PurposeExists(_) => ApiError::Conflict(e.to_string()),
             KmsError::KeyNotUsable { .. } => ApiError::KeyUnavailable(e.to_string()),
+            KmsError::UnknownVersion { .. } => ApiError::UnknownKey(e.to_string()),
+            KmsError::WrongKeyState { .. } => ApiError::InvalidKeyState(e.to_string()),
             KmsError::RotationConflict(_) => ApiError::Overloaded,
-            KmsError::Store(_) => ApiError::Internal(e.to_string()),
+            KmsError::BackupPasswordTooShort(_) => ApiError::InvalidRequest(e.to_string()),
+            KmsError::BackupInvalid(_) | KmsError::BackupDecryptionFailed => {
+                ApiError::InvalidBackup(e.to_string())
+            }
+            KmsError::RestoreRefused(_) => ApiError::RestoreConflict(e.to_string()),
+            KmsError::Store(_) => {
+                // A keystore outage is a dependency's unavailability, not a fault of
+                // this request: 503, so clients and load balancers retry elsewhere.
+                tracing::error!(error = %e, "keystore unavailable");
+                ApiError::Unavailable
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }

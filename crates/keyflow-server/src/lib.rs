@@ -29,6 +29,7 @@ pub mod routes;
 pub mod serve;
 pub mod state;
 pub mod tls;
+pub mod upkeep;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -153,17 +154,36 @@ async fn method_not_allowed() -> ApiError {
 
 /// The whole application: routes and every layer, in the order documented above.
 pub fn app(state: AppState, settings: &HttpSettings) -> Router {
-    use routes::{data, keys, system};
+    use routes::{backup, data, fields, files, keys, lifecycle, system};
     let api = Router::new()
         .route("/encrypt", post(data::encrypt))
         .route("/decrypt", post(data::decrypt))
         .route("/batch/encrypt", post(data::batch_encrypt))
         .route("/batch/decrypt", post(data::batch_decrypt))
         .route("/blind-index", post(data::blind_index))
+        .route("/encrypt-fields", post(fields::encrypt))
+        .route("/decrypt-fields", post(fields::decrypt))
         .route("/mask", post(data::mask))
+        // Streamed bodies: their own limit (Limits::file_body_bytes), checked by the
+        // handlers; the JSON body limit below applies only to buffered extractors.
+        .route("/files/encrypt", post(files::encrypt_stream))
+        .route("/files/decrypt", post(files::decrypt_stream))
+        .route("/encrypt-file", post(files::encrypt_file_json))
+        .route("/decrypt-file", post(files::decrypt_file_json))
         .route("/keys/generate", post(keys::generate))
         .route("/keys/rotate", post(keys::rotate))
         .route("/keys", get(keys::list))
+        .route("/keys/backup", post(backup::backup))
+        .route("/keys/restore", post(backup::restore))
+        .route("/keys/revoke", post(lifecycle::revoke))
+        .route("/keys/reinstate", post(lifecycle::reinstate))
+        .route("/keys/destroy", post(lifecycle::destroy))
+        .route(
+            "/keys/policy",
+            get(lifecycle::get_policy).post(lifecycle::set_policy),
+        )
+        .route("/keys/rotate-due", post(lifecycle::rotate_due))
+        .route("/rewrap", post(lifecycle::rewrap))
         .route("/health", get(system::health))
         .route("/status", get(system::status))
         .route("/openapi.json", get(system::openapi));

@@ -33,9 +33,29 @@ pub enum Op {
     KeysList,
     /// `GET /status`
     Status,
+    /// `POST /keys/backup`
+    KeysBackup,
+    /// `POST /keys/restore`
+    KeysRestore,
+    /// `POST /keys/revoke`, `/keys/reinstate`, `/keys/destroy`
+    KeysLifecycle,
+    /// `GET|POST /keys/policy`
+    KeysPolicy,
+    /// `POST /keys/rotate-due`
+    KeysRotateDue,
+    /// `POST /rewrap`
+    Rewrap,
+    /// `POST /files/encrypt`, `/encrypt-file`
+    FileEncrypt,
+    /// `POST /files/decrypt`, `/decrypt-file`
+    FileDecrypt,
+    /// `POST /encrypt-fields`
+    EncryptFields,
+    /// `POST /decrypt-fields`
+    DecryptFields,
 }
 
-const OPS: [Op; 10] = [
+const OPS: [Op; OP_COUNT] = [
     Op::Encrypt,
     Op::Decrypt,
     Op::BatchEncrypt,
@@ -46,7 +66,18 @@ const OPS: [Op; 10] = [
     Op::KeysRotate,
     Op::KeysList,
     Op::Status,
+    Op::KeysBackup,
+    Op::KeysRestore,
+    Op::KeysLifecycle,
+    Op::KeysPolicy,
+    Op::KeysRotateDue,
+    Op::Rewrap,
+    Op::FileEncrypt,
+    Op::FileDecrypt,
+    Op::EncryptFields,
+    Op::DecryptFields,
 ];
+const OP_COUNT: usize = 20;
 
 impl Op {
     /// The operation's name in logs and metrics.
@@ -62,6 +93,16 @@ impl Op {
             Op::KeysRotate => "keys_rotate",
             Op::KeysList => "keys_list",
             Op::Status => "status",
+            Op::KeysBackup => "keys_backup",
+            Op::KeysRestore => "keys_restore",
+            Op::KeysLifecycle => "keys_lifecycle",
+            Op::KeysPolicy => "keys_policy",
+            Op::KeysRotateDue => "keys_rotate_due",
+            Op::Rewrap => "rewrap",
+            Op::FileEncrypt => "file_encrypt",
+            Op::FileDecrypt => "file_decrypt",
+            Op::EncryptFields => "encrypt_fields",
+            Op::DecryptFields => "decrypt_fields",
         }
     }
 
@@ -73,9 +114,9 @@ impl Op {
 /// Counters per operation: successes, failures, items processed.
 #[derive(Default)]
 pub struct Metrics {
-    ok: [AtomicU64; 10],
-    failed: [AtomicU64; 10],
-    items: [AtomicU64; 10],
+    ok: [AtomicU64; OP_COUNT],
+    failed: [AtomicU64; OP_COUNT],
+    items: [AtomicU64; OP_COUNT],
 }
 
 /// One operation's record.

@@ -3,15 +3,18 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use crate::routes::{data, keys, system};
+use crate::routes::{backup, data, fields, files, keys, lifecycle, system};
 
 /// Every error response: `{"error": "<stable_code>", "message": "<human text>"}`.
 #[derive(ToSchema)]
 #[allow(dead_code)] // documentation only
 pub struct ErrorBody {
     /// Stable code: invalid_json, invalid_request, unauthorized, forbidden,
-    /// unknown_purpose, not_found, purpose_exists, payload_too_large,
-    /// decryption_failed, invalid_ciphertext, key_unavailable, overloaded,
+    /// unknown_purpose, unknown_key, not_found, purpose_exists, invalid_key_state,
+    /// payload_too_large,
+    /// decryption_failed, invalid_ciphertext, key_unavailable, invalid_backup,
+    /// restore_conflict,
+    /// sensitive_authentication_data, overloaded,
     /// unavailable, internal_error, or one of the transport layer's codes.
     pub error: String,
     /// Human-readable text; never contains plaintext, tokens or key material.
@@ -35,13 +38,23 @@ impl Modify for BearerAuth {
     info(title = "KeyFlow", description = "Encryption and key management API. Errors: ErrorBody. Roles: admin, service (granted purposes), auditor."),
     paths(
         data::encrypt, data::decrypt, data::batch_encrypt, data::batch_decrypt, data::blind_index, data::mask,
+        fields::encrypt, fields::decrypt,
+        files::encrypt_stream, files::decrypt_stream, files::encrypt_file_json, files::decrypt_file_json,
         keys::generate, keys::rotate, keys::list,
+        backup::backup, backup::restore,
+        lifecycle::revoke, lifecycle::reinstate, lifecycle::destroy, lifecycle::get_policy,
+        lifecycle::set_policy, lifecycle::rotate_due, lifecycle::rewrap,
         system::health, system::status, system::metrics,
     ),
     components(schemas(
         ErrorBody, data::EncryptRequest, data::DecryptRequest, data::BatchEncryptRequest,
         data::BatchDecryptRequest, data::BlindIndexRequest, data::MaskRequest,
+        fields::EncryptFieldsRequest, fields::DecryptFieldsRequest, fields::FieldEntry,
+        files::EncryptFileRequest, files::DecryptFileRequest,
         keys::GenerateRequest, keys::RotateRequest,
+        backup::BackupRequest, backup::RestoreRequest,
+        lifecycle::VersionRequest, lifecycle::PolicyRequest, lifecycle::RotateDueRequest,
+        lifecycle::RewrapRequest,
     )),
     modifiers(&BearerAuth)
 )]
@@ -65,10 +78,24 @@ mod tests {
             "/api/encryption/batch/encrypt",
             "/api/encryption/batch/decrypt",
             "/api/encryption/blind-index",
+            "/api/encryption/encrypt-fields",
+            "/api/encryption/decrypt-fields",
             "/api/encryption/mask",
+            "/api/encryption/files/encrypt",
+            "/api/encryption/files/decrypt",
+            "/api/encryption/encrypt-file",
+            "/api/encryption/decrypt-file",
             "/api/encryption/keys/generate",
             "/api/encryption/keys/rotate",
             "/api/encryption/keys",
+            "/api/encryption/keys/backup",
+            "/api/encryption/keys/restore",
+            "/api/encryption/keys/revoke",
+            "/api/encryption/keys/reinstate",
+            "/api/encryption/keys/destroy",
+            "/api/encryption/keys/policy",
+            "/api/encryption/keys/rotate-due",
+            "/api/encryption/rewrap",
             "/api/encryption/health",
             "/api/encryption/status",
             "/metrics",

@@ -15,6 +15,9 @@ pub struct Limits {
     pub json_body_bytes: usize,
     /// Most items in one batch.
     pub batch_items: usize,
+    /// Largest streamed body of `/files/encrypt` and `/files/decrypt`, bytes (default
+    /// 10 GiB; the JSON limit does not apply to them).
+    pub file_body_bytes: u64,
 }
 
 impl Default for Limits {
@@ -22,6 +25,7 @@ impl Default for Limits {
         Self {
             json_body_bytes: 1 << 20,
             batch_items: 1000,
+            file_body_bytes: 10 << 30,
         }
     }
 }

@@ -774,6 +774,7 @@ async fn body_and_batch_limits() {
     let h = Harness::with_limits(Limits {
         json_body_bytes: 1024,
         batch_items: 2,
+        ..Limits::default()
     })
     .await;
     let server = h.start_tls().await;

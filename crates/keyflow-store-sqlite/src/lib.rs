@@ -32,7 +32,7 @@ use sqlx::sqlite::{
 use sqlx::{Row, SqlitePool};
 
 mod lifecycle;
-use lifecycle::bump;
+use lifecycle::{bump, check_kek};
 
 /// The migrations, embedded in the binary so the tool needs no files beside it.
 #[derive(Debug)]
@@ -310,6 +310,7 @@ impl Keystore for SqliteKeystore {
         let mut tx = self.pool.begin().await.map_err(StoreError::backend)?;
         // Writing first takes SQLite's write lock at once (no lock upgrade deadlock).
         bump(&mut tx).await?;
+        check_kek(&mut tx, std::slice::from_ref(first)).await?;
         let outcome = match self.insert(&mut tx, first, true).await {
             Ok(1) => CreateOutcome::Created,
             Ok(_) => CreateOutcome::AlreadyExists,
@@ -345,6 +346,7 @@ impl Keystore for SqliteKeystore {
             tx.rollback().await.map_err(StoreError::backend)?;
             return Ok(RotateOutcome::Conflict);
         }
+        check_kek(&mut tx, std::slice::from_ref(next)).await?;
         match self.insert(&mut tx, next, false).await {
             Ok(1) => {}
             Ok(_) => {

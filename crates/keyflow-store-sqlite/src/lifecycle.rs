@@ -20,6 +20,28 @@ pub(crate) async fn bump(tx: &mut Transaction<'_, Sqlite>) -> Result<(), StoreEr
     Ok(())
 }
 
+/// Refuses (inside `tx`) versions wrapped under another KEK than the one the keystore
+/// records: a process still running with a KEK that was rotated away must not add
+/// versions nobody can unwrap any more.
+pub(crate) async fn check_kek(
+    tx: &mut Transaction<'_, Sqlite>,
+    records: &[KeyVersionRecord],
+) -> Result<(), StoreError> {
+    let recorded: Option<String> =
+        sqlx::query_scalar("SELECT value FROM keyflow_meta WHERE key = 'kek_id'")
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(StoreError::backend)?;
+    match recorded {
+        Some(kek) if records.iter().any(|r| r.wrapped_key.is_some() && r.kek_id != kek) => {
+            Err(StoreError(format!(
+                "refused: the keystore's KEK is now {kek}; this process holds an older KEK (restart it with the current KEK file)"
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn policy_from(row: &sqlx::sqlite::SqliteRow) -> Result<(Purpose, Policy), StoreError> {
     let get = |c: &str| -> Result<i64, StoreError> { row.try_get(c).map_err(StoreError::backend) };
     let bad = || StoreError("corrupt key_policies row".into());
@@ -148,6 +170,7 @@ impl SqliteKeystore {
     ) -> Result<WriteOutcome, StoreError> {
         let mut tx = self.pool.begin().await.map_err(StoreError::backend)?;
         bump(&mut tx).await?;
+        check_kek(&mut tx, records).await?;
         for r in records {
             match self.insert(&mut tx, r, false).await {
                 Ok(1) => {}

@@ -4,7 +4,7 @@ use keyflow_kms::kek_provider::{self, InitOutcome};
 use keyflow_kms::keyflow_core::OsRng;
 
 use super::open_store;
-use crate::config::{Config, StoreLocation};
+use crate::config::Config;
 use crate::error::CliError;
 
 pub async fn run(config: &Config, kdf_iterations: Option<u32>) -> Result<(), CliError> {
@@ -13,19 +13,19 @@ pub async fn run(config: &Config, kdf_iterations: Option<u32>) -> Result<(), Cli
     let store = open_store(config).await?;
     let (outcome, kek) =
         kek_provider::init(&config.kek_path, &password, params, &*store, &OsRng).await?;
-    let StoreLocation::Sqlite(db) = &config.store;
+    let db = config.store.describe();
     match outcome {
         InitOutcome::Created => println!(
             "initialized: KEK {} in {}, keystore {}",
             kek.id(),
             config.kek_path.display(),
-            db.display()
+            db
         ),
         InitOutcome::AlreadyInitialized => println!(
             "already initialized: KEK {} in {} unlocks and matches keystore {}",
             kek.id(),
             config.kek_path.display(),
-            db.display()
+            db
         ),
     }
     Ok(())

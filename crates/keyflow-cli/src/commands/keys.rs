@@ -1,7 +1,10 @@
-//! `keyflow keys list | generate | rotate`.
+//! `keyflow keys list | generate | rotate`; the lifecycle subcommands are in
+//! `lifecycle.rs`.
 
 use keyflow_kms::clock::rfc3339;
-use keyflow_kms::{KeyStatus, KeyVersionRecord, VersionFilter};
+use std::collections::HashMap;
+
+use keyflow_kms::{KeyStatus, KeyVersionRecord, Policy, Purpose, VersionFilter};
 use serde_json::json;
 
 use super::{open_service, open_store, parse_purpose};
@@ -35,22 +38,58 @@ pub async fn run(config: &Config, cmd: &KeysCommand) -> Result<(), CliError> {
             };
             let store = open_store(config).await?;
             let versions = store.list_versions(&filter).await?;
+            let set: HashMap<Purpose, Policy> = store.list_policies().await?.into_iter().collect();
+            let policy = |p: &Purpose| set.get(p).copied().unwrap_or_default();
             if *json {
-                let list: Vec<_> = versions.iter().map(to_json).collect();
+                let list: Vec<_> = versions
+                    .iter()
+                    .map(|r| {
+                        let mut v = to_json(r);
+                        let p = policy(&r.purpose);
+                        v["policy"] = json!(p);
+                        if r.status == KeyStatus::Active {
+                            v["rotationDueAt"] = json!(rfc3339(p.due_at(r.created_at)));
+                        }
+                        v
+                    })
+                    .collect();
                 println!("{}", serde_json::Value::Array(list));
             } else {
                 println!(
-                    "{:<24} {:>7}  {:<10}  {:<24}  {:>12}",
-                    "PURPOSE", "VERSION", "STATUS", "CREATED", "ENCRYPTIONS"
+                    "{:<24} {:>7}  {:<10}  {:<24}  {:>12}  {:<24}",
+                    "PURPOSE", "VERSION", "STATUS", "CREATED", "ENCRYPTIONS", "ROTATION DUE"
                 );
                 for r in &versions {
+                    let due = if r.status == KeyStatus::Active {
+                        rfc3339(policy(&r.purpose).due_at(r.created_at))
+                    } else {
+                        String::new()
+                    };
                     println!(
-                        "{:<24} {:>7}  {:<10}  {:<24}  {:>12}",
+                        "{:<24} {:>7}  {:<10}  {:<24}  {:>12}  {:<24}",
                         r.purpose.as_str(),
                         r.version.get(),
                         r.status.as_str(),
                         rfc3339(r.created_at),
-                        r.encryptions
+                        r.encryptions,
+                        due
+                    );
+                }
+                let mut purposes: Vec<&Purpose> = versions.iter().map(|r| &r.purpose).collect();
+                purposes.dedup();
+                if !purposes.is_empty() {
+                    println!("\nPOLICIES");
+                }
+                for p in purposes {
+                    let pol = policy(p);
+                    println!(
+                        "{:<24} rotate every {} d, warn {} d before, grace {} d, at most {} encryptions per version{}",
+                        p.as_str(),
+                        pol.rotation_days,
+                        pol.warn_days,
+                        pol.grace_days,
+                        pol.max_encryptions,
+                        if set.contains_key(p) { "" } else { " (default)" }
                     );
                 }
             }
@@ -60,6 +99,46 @@ pub async fn run(config: &Config, cmd: &KeysCommand) -> Result<(), CliError> {
             let service = open_service(config).await?;
             let r = service.generate(&purpose).await?;
             println!("{}", to_json(&r));
+        }
+        KeysCommand::Policy {
+            purpose,
+            rotation_days,
+            grace_days,
+            warn_days,
+            max_encryptions,
+        } => {
+            super::lifecycle::policy(
+                config,
+                purpose,
+                [*rotation_days, *grace_days, *warn_days],
+                *max_encryptions,
+            )
+            .await?;
+        }
+        KeysCommand::RotateDue { at, dry_run } => {
+            super::lifecycle::rotate_due(config, at.as_deref(), *dry_run).await?;
+        }
+        KeysCommand::Revoke {
+            purpose,
+            version,
+            reason,
+        } => {
+            super::lifecycle::change(config, "revoke", purpose, *version, Some(reason)).await?;
+        }
+        KeysCommand::Reinstate { purpose, version } => {
+            super::lifecycle::change(config, "reinstate", purpose, *version, None).await?;
+        }
+        KeysCommand::Destroy {
+            purpose,
+            version,
+            yes,
+        } => {
+            if !*yes {
+                return Err(CliError::Usage(
+                    "destroying key material is irreversible: add --yes to confirm".into(),
+                ));
+            }
+            super::lifecycle::change(config, "destroy", purpose, *version, None).await?;
         }
         KeysCommand::Rotate { purpose } => {
             let purpose = parse_purpose(purpose)?;

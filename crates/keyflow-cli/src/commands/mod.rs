@@ -1,14 +1,21 @@
 //! One module per command group; each takes the resolved config and does its job.
 
+pub mod backup;
 pub mod data;
+pub mod fields;
+pub mod file;
 pub mod init;
+pub mod kek;
 pub mod keys;
+pub mod lifecycle;
+pub mod reencrypt;
 pub mod serve;
 pub mod tokens;
 
 use std::sync::Arc;
 
 use keyflow_kms::{kek_provider, Context, EncryptionService, Keystore};
+use keyflow_store_postgres::{PoolSettings, PostgresKeystore};
 use keyflow_store_sqlite::SqliteKeystore;
 
 use crate::config::{Config, StoreLocation};
@@ -18,6 +25,9 @@ use crate::error::CliError;
 pub async fn open_store(config: &Config) -> Result<Arc<dyn Keystore>, CliError> {
     match &config.store {
         StoreLocation::Sqlite(path) => Ok(Arc::new(SqliteKeystore::open(path).await?)),
+        StoreLocation::Postgres(url) => Ok(Arc::new(
+            PostgresKeystore::connect(&url.0, &PoolSettings::default()).await?,
+        )),
     }
 }
 

@@ -29,8 +29,12 @@ pub struct ServeArgs<'a> {
     pub tls_cert: Option<&'a Path>,
     pub tls_key: Option<&'a Path>,
     pub max_body_bytes: usize,
+    pub max_file_bytes: u64,
     pub max_concurrency: usize,
     pub request_timeout: Duration,
+    pub scheduler_every: Option<Duration>,
+    pub max_staleness: Duration,
+    pub revalidate_every: Duration,
 }
 
 /// In dev mode the KEK password, unless KEK_PASSWORD is set, is generated once and kept
@@ -58,6 +62,14 @@ fn dev_password(config: &Config, data_dir: &Path) -> Result<KekPassword, CliErro
     f.write_all(password.as_bytes())?;
     f.sync_all()?;
     Ok(KekPassword::new(password.to_string(), false)?)
+}
+
+/// This instance's name in the scheduler lease: host, listen address and pid.
+fn instance_id(addr: &std::net::SocketAddr) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "host".into());
+    format!("{host}/{addr}/{}", std::process::id())
 }
 
 async fn shutdown_signal() {
@@ -138,8 +150,14 @@ pub async fn run(config: &Config, data_dir: &Path, args: ServeArgs<'_>) -> Resul
     } else {
         kek_provider::unlock(&config.kek_path, &password, &*store).await?
     };
+    if args.max_staleness <= args.revalidate_every {
+        return Err(CliError::Config(
+            "KEYFLOW_CACHE_MAX_STALENESS_SECS must exceed the revalidation interval".into(),
+        ));
+    }
     let service_config = keyflow_kms::ServiceConfig {
         background_usage_flush: true,
+        max_staleness: Some(args.max_staleness),
         ..config.service_config()
     };
     let service = Arc::new(EncryptionService::new(store.clone(), kek, service_config));
@@ -160,6 +178,7 @@ pub async fn run(config: &Config, data_dir: &Path, args: ServeArgs<'_>) -> Resul
     }
     let limits = Limits {
         json_body_bytes: args.max_body_bytes,
+        file_body_bytes: args.max_file_bytes,
         ..Limits::default()
     };
     let state = AppState::new(service.clone(), tokens, limits);
@@ -178,25 +197,16 @@ pub async fn run(config: &Config, data_dir: &Path, args: ServeArgs<'_>) -> Resul
     println!("KeyFlow listening on {scheme}://{addr}/api/encryption");
     let _ = std::io::stdout().flush();
 
-    // Background upkeep: token table refresh (revocations by other processes take
-    // effect within a second) and periodic usage-counter flushes.
-    let upkeep_state = state.clone();
-    let upkeep = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let mut n: u64 = 0;
-        loop {
-            tick.tick().await;
-            n += 1;
-            if let Err(e) = upkeep_state.tokens.refresh().await {
-                tracing::warn!(error = %e, "token refresh failed");
-            }
-            if n.is_multiple_of(10) {
-                if let Err(e) = upkeep_state.service.flush_usage().await {
-                    tracing::warn!(error = %e, "usage flush failed");
-                }
-            }
-        }
-    });
+    // Background upkeep: key-cache revalidation, token refresh, usage flushes and
+    // the scheduler (see keyflow_server::upkeep).
+    let upkeep = keyflow_server::upkeep::spawn(
+        state.clone(),
+        keyflow_server::upkeep::UpkeepConfig {
+            revalidate_every: args.revalidate_every,
+            scheduler_every: args.scheduler_every,
+            holder: instance_id(&addr),
+        },
+    );
     keyflow_server::serve::serve(
         listener,
         app,
@@ -205,7 +215,7 @@ pub async fn run(config: &Config, data_dir: &Path, args: ServeArgs<'_>) -> Resul
         Duration::from_secs(20),
     )
     .await?;
-    upkeep.abort();
+    upkeep.stop();
     service.flush_usage().await?;
     tracing::info!("stopped");
     Ok(())

@@ -82,10 +82,21 @@ pub struct BlindIndexRequest {
     pub data: Option<Value>,
     /// Key ring to use.
     pub purpose: String,
-    /// The field the value belongs to; indexes of different fields differ.
-    pub field: String,
+    /// The field the value belongs to, used as given; indexes of different fields
+    /// differ. Give `field` or `path`.
+    pub field: Option<String>,
+    /// Instead of `field`: a document field as `/encrypt-fields` indexes it (a selector
+    /// such as `phoneNumber` or `cards[*].cardNumber`, normalized the same way).
+    pub path: Option<String>,
     /// Bits to keep (8..=256, default 32).
     pub bits: Option<u16>,
+    /// Instead of `bits`: the expected number of distinct values; the bits are chosen
+    /// so that about two distinct values share each index value.
+    pub expected_distinct: Option<u64>,
+    /// Also return the index under every key version that may still decrypt, newest
+    /// first (`indexes`), so a search matches rows indexed before a rotation.
+    #[serde(default)]
+    pub all_versions: bool,
 }
 
 /// `POST /mask`
@@ -357,9 +368,10 @@ pub async fn batch_decrypt(
     Ok(batch_response(results))
 }
 
-/// Computes a blind index under the purpose's active version.
+/// Computes a blind index under the purpose's active version (with `allVersions`, also
+/// under every live version).
 #[utoipa::path(post, path = "/api/encryption/blind-index", request_body = BlindIndexRequest,
-    responses((status = 200, description = "`{index, keyVersion, bits}`"), (status = 400), (status = 401), (status = 403)),
+    responses((status = 200, description = "`{index, keyVersion, bits}`; with allVersions also `indexes: [{index, keyVersion}]`, newest first"), (status = 400), (status = 401), (status = 403)),
     security(("bearer" = [])))]
 pub async fn blind_index(
     State(state): State<AppState>,
@@ -374,10 +386,63 @@ pub async fn blind_index(
         Value::String(s) => s.clone().into_bytes(),
         other => other.to_string().into_bytes(),
     };
-    let bits = req.bits.unwrap_or(32);
+    let field = match (req.field, req.path) {
+        (Some(f), None) => f,
+        (None, Some(path)) => keyflow_fields::blind::label_of(&path)
+            .map_err(|e| ApiError::InvalidRequest(e.to_string()))?,
+        _ => {
+            return Err(ApiError::InvalidRequest(
+                "give exactly one of 'field' (used as given) and 'path' (a document field)".into(),
+            ))
+        }
+    };
+    let bits = match (req.bits, req.expected_distinct) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::InvalidRequest(
+                "give 'bits' or 'expectedDistinct', not both".into(),
+            ))
+        }
+        (Some(b), None) => b,
+        (None, Some(n)) => keyflow_fields::blind::bits_for_distinct_values(n),
+        (None, None) => 32,
+    };
+    if req.all_versions {
+        let result = state
+            .service
+            .blind_indexes(&p, &field, &bytes, bits)
+            .await
+            .map_err(ApiError::from);
+        state.metrics.record(&OpRecord {
+            op: Op::BlindIndex,
+            actor: who.id(),
+            purpose: Some(p.as_str()),
+            key_version: result
+                .as_ref()
+                .ok()
+                .and_then(|l| l.first())
+                .map(|b| b.key_version.get()),
+            items: result.as_ref().map_or(0, Vec::len),
+            result: result.as_ref().map_or_else(error_code, |_| "ok"),
+            request_id: &rid.0,
+        });
+        let all = result?;
+        let newest = all
+            .first()
+            .ok_or_else(|| ApiError::Internal("no live key version".into()))?;
+        let indexes: Vec<Value> = all
+            .iter()
+            .map(|b| json!({ "index": b.hex, "keyVersion": b.key_version.get() }))
+            .collect();
+        return Ok(Json(json!({
+            "index": newest.hex,
+            "keyVersion": newest.key_version.get(),
+            "bits": bits,
+            "indexes": indexes,
+        })));
+    }
     let result = state
         .service
-        .blind_index(&p, &req.field, &bytes, bits)
+        .blind_index(&p, &field, &bytes, bits)
         .await
         .map_err(ApiError::from);
     state.metrics.record(&OpRecord {

@@ -1,7 +1,11 @@
 //! Routes, grouped by resource. `crate::app` assembles them.
 
+pub mod backup;
 pub mod data;
+pub mod fields;
+pub mod files;
 pub mod keys;
+pub mod lifecycle;
 pub mod system;
 
 use std::collections::BTreeMap;

@@ -18,13 +18,7 @@ use crate::extract::RequestId;
 use crate::metrics::{Op, OpRecord};
 use crate::state::AppState;
 
-/// Rotation period assumed until per-purpose policies exist (PRODUCT.md §1 default).
-const ROTATION_DAYS: i64 = 90;
-/// Warn window before a rotation is due.
-const WARN_DAYS: i64 = 7;
-/// Default usage budget per version (2^30 encryptions).
-const USAGE_BUDGET: u64 = 1 << 30;
-const DAY_MS: i64 = 86_400_000;
+const DAY_MS: i64 = keyflow_kms::model::DAY_MS;
 
 /// Liveness and readiness: the keystore answers and the KEK is unlocked.
 #[utoipa::path(get, path = "/api/encryption/health",
@@ -35,7 +29,15 @@ pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
         tokio::time::timeout(Duration::from_secs(2), store.get_meta("kek_id")).await,
         Ok(Ok(Some(_)))
     );
-    let status = if keystore_ok {
+    // With a staleness bound (servers), cached keys are only used while recently
+    // confirmed against the keystore; past the bound this instance is not ready.
+    let staleness = state.service.cache_staleness();
+    let cache_ok = state
+        .service
+        .max_staleness()
+        .is_none_or(|bound| staleness < bound);
+    let ready = keystore_ok && cache_ok;
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -43,13 +45,15 @@ pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
     (
         status,
         Json(json!({
-            "status": if keystore_ok { "ok" } else { "unavailable" },
+            "status": if ready { "ok" } else { "unavailable" },
             "live": true,
-            "ready": keystore_ok,
+            "ready": ready,
             "checks": {
                 "keystore": if keystore_ok { "ok" } else { "unreachable" },
                 // The service cannot exist without an unlocked KEK.
                 "kek": "unlocked",
+                "keyCache": if cache_ok { "confirmed" } else { "unconfirmed" },
+                "keyCacheAgeMs": u64::try_from(staleness.as_millis()).unwrap_or(u64::MAX),
             },
             "uptimeSeconds": state.started.elapsed().as_secs(),
         })),
@@ -72,6 +76,14 @@ pub async fn status(
         tracing::warn!(error = %e, "usage flush before status failed");
     }
     let versions = state.service.list(&VersionFilter::default()).await?;
+    let policies: std::collections::HashMap<_, _> = state
+        .service
+        .keystore()
+        .list_policies()
+        .await
+        .map_err(keyflow_kms::KmsError::from)?
+        .into_iter()
+        .collect();
     let now = SystemClock.now_millis();
     let count = |s: KeyStatus| versions.iter().filter(|r| r.status == s).count();
     let mut by_purpose: BTreeMap<String, Value> = BTreeMap::new();
@@ -84,25 +96,29 @@ pub async fn status(
         entry["versions"] = json!(entry["versions"].as_u64().unwrap_or(0) + 1);
         entry["encryptions"] = json!(entry["encryptions"].as_u64().unwrap_or(0) + r.encryptions);
         if r.status == KeyStatus::Active {
+            let policy = policies.get(&r.purpose).copied().unwrap_or_default();
             let age_days = (now - r.created_at).max(0) / DAY_MS;
             entry["activeVersion"] = json!(r.version.get());
             entry["activeAgeDays"] = json!(age_days);
-            if age_days >= ROTATION_DAYS - WARN_DAYS {
+            entry["policy"] = json!(policy);
+            if now >= policy.due_at(r.created_at) {
                 expiring += 1;
             }
             usage.push(json!({
                 "purpose": r.purpose.as_str(),
                 "version": r.version.get(),
                 "encryptions": r.encryptions,
-                "budget": USAGE_BUDGET,
-                "budgetUsed": r.encryptions as f64 / USAGE_BUDGET as f64,
+                "budget": policy.max_encryptions,
+                "budgetUsed": r.encryptions as f64 / policy.max_encryptions as f64,
             }));
         }
     }
     let deprecated = count(KeyStatus::Deprecated);
     let mut alerts = Vec::new();
     if expiring > 5 {
-        alerts.push(format!("{expiring} keys expire within {WARN_DAYS} days"));
+        alerts.push(format!(
+            "{expiring} keys are inside their rotation warning window"
+        ));
     }
     let cache = state.service.cache_stats();
     if cache.hits + cache.misses >= 100 && cache.hit_rate() < 0.8 {
@@ -136,7 +152,7 @@ pub async fn status(
         "usage": usage,
         "cache": { "hits": cache.hits, "misses": cache.misses, "hitRate": cache.hit_rate(), "entries": cache.entries },
         "alerts": alerts,
-        "policy": { "rotationDays": ROTATION_DAYS, "warnDays": WARN_DAYS, "usageBudget": USAGE_BUDGET },
+        "defaultPolicy": keyflow_kms::Policy::default(),
     })))
 }
 

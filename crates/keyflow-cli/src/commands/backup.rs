@@ -1,0 +1,230 @@
+//! `keyflow keys backup | restore`: encrypted backups of every key version.
+//!
+//! The password comes from `KEYFLOW_BACKUP_PASSWORD` or, when unset, a prompt on the
+//! terminal (no echo; asked twice for a backup). It is never a flag.
+
+use std::fs;
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use keyflow_kms::backup::format::{MAX_FILE_LEN, MIN_ITERATIONS};
+use keyflow_kms::backup::{BackupPassword, RestoreAction};
+use keyflow_kms::keyflow_core::{OsRng, SecureRandom};
+use keyflow_kms::VersionFilter;
+use zeroize::Zeroizing;
+
+use super::open_service;
+use crate::config::Config;
+use crate::error::CliError;
+
+/// Environment variable holding the backup password.
+pub const PASSWORD_ENV: &str = "KEYFLOW_BACKUP_PASSWORD";
+
+/// `keyflow keys backup`.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// File to write (mode 0600; refused if it exists, unless --force).
+    #[arg(short = 'o', long)]
+    pub output: PathBuf,
+    /// Replace an existing file.
+    #[arg(long)]
+    pub force: bool,
+    /// PBKDF2-HMAC-SHA256 iterations (default 600000; at least 100000, and not below
+    /// the default in production).
+    #[arg(long)]
+    pub kdf_iterations: Option<u32>,
+}
+
+/// `keyflow keys restore`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The backup file.
+    pub file: PathBuf,
+    /// Only report what would be inserted, skipped or refused; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A password from `env` or, if unset, from the terminal (twice when `confirm`).
+pub fn password_from_env_or_prompt(
+    env: &str,
+    what: &str,
+    confirm: bool,
+) -> Result<Zeroizing<String>, CliError> {
+    if let Ok(p) = std::env::var(env) {
+        if !p.is_empty() {
+            return Ok(Zeroizing::new(p));
+        }
+    }
+    let no_tty = |e: std::io::Error| {
+        CliError::Config(format!(
+            "{env} is not set and no terminal is available to ask for the {what} ({e})"
+        ))
+    };
+    let first = Zeroizing::new(rpassword::prompt_password(format!("{what}: ")).map_err(no_tty)?);
+    if confirm {
+        let again = Zeroizing::new(
+            rpassword::prompt_password(format!("{what} (again): ")).map_err(no_tty)?,
+        );
+        if *first != *again {
+            return Err(CliError::Usage(format!("the two {what}s differ")));
+        }
+    }
+    Ok(first)
+}
+
+fn backup_password(confirm: bool) -> Result<BackupPassword, CliError> {
+    let raw = password_from_env_or_prompt(PASSWORD_ENV, "backup password", confirm)?;
+    BackupPassword::new(raw.to_string()).map_err(|e| CliError::Usage(e.to_string()))
+}
+
+pub async fn backup(config: &Config, args: &BackupArgs) -> Result<(), CliError> {
+    let iterations = config.kdf_params(args.kdf_iterations)?.iterations;
+    if iterations < MIN_ITERATIONS {
+        return Err(CliError::Usage(format!(
+            "--kdf-iterations must be at least {MIN_ITERATIONS}"
+        )));
+    }
+    if !args.force && fs::symlink_metadata(&args.output).is_ok() {
+        return Err(CliError::Usage(format!(
+            "{} exists; refusing to overwrite it (use --force)",
+            args.output.display()
+        )));
+    }
+    let password = backup_password(true)?;
+    let service = open_service(config).await?;
+    let versions = service.list(&VersionFilter::default()).await?.len();
+    let bytes = service
+        .backup_with_iterations(&password, iterations)
+        .await?;
+    write_atomically(&args.output, &bytes, args.force, &OsRng)?;
+    println!(
+        "backup written: {} ({versions} key versions, {} bytes, PBKDF2 {iterations} iterations)",
+        args.output.display(),
+        bytes.len()
+    );
+    Ok(())
+}
+
+pub async fn restore(config: &Config, args: &RestoreArgs) -> Result<(), CliError> {
+    let bytes = read_bounded(&args.file)?;
+    let password = backup_password(false)?;
+    let service = open_service(config).await?;
+    let report = service.restore(&bytes, &password, args.dry_run).await?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).map_err(|e| CliError::Config(e.to_string()))?
+        );
+        return Ok(());
+    }
+    for item in &report.versions {
+        let action = match (item.action, report.dry_run) {
+            (RestoreAction::Insert, true) => "would insert",
+            (RestoreAction::Insert, false) => "inserted",
+            (RestoreAction::Skip, _) => "skipped",
+            (RestoreAction::Refuse, _) => "refused",
+        };
+        match item.reason {
+            Some(r) => println!("{:<32} {:<10} {action}: {r}", item.key_id, item.status),
+            None => println!("{:<32} {:<10} {action}", item.key_id, item.status),
+        }
+    }
+    if report.dry_run {
+        println!(
+            "dry run: {} would be inserted, {} skipped, {} refused{}; nothing was written",
+            report.inserted,
+            report.skipped,
+            report.refused,
+            if report.refused > 0 {
+                " (a real restore would be refused as a whole)"
+            } else {
+                ""
+            }
+        );
+    } else {
+        println!(
+            "restored: {} inserted, {} skipped (of {})",
+            report.inserted, report.skipped, report.total
+        );
+    }
+    Ok(())
+}
+
+fn read_bounded(path: &Path) -> Result<Vec<u8>, CliError> {
+    let f = fs::File::open(path)
+        .map_err(|e| CliError::Usage(format!("cannot open {}: {e}", path.display())))?;
+    let mut bytes = Vec::new();
+    f.take(MAX_FILE_LEN as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| CliError::Usage(format!("cannot read {}: {e}", path.display())))?;
+    Ok(bytes)
+}
+
+fn io_err(action: &str, path: &Path, e: std::io::Error) -> CliError {
+    CliError::Io(std::io::Error::new(
+        e.kind(),
+        format!("{action} {}: {e}", path.display()),
+    ))
+}
+
+/// Writes `bytes` to `path` through a temporary file (0600, fsynced) in the same
+/// directory: linked into place (fails if the name exists) or, with `replace`, renamed
+/// over it; then the directory is fsynced. A crash leaves the old file or the new one.
+fn write_atomically(
+    path: &Path,
+    bytes: &[u8],
+    replace: bool,
+    rng: &dyn SecureRandom,
+) -> Result<(), CliError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let mut suffix = [0u8; 8];
+    rng.fill(&mut suffix)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "backup".into());
+    let tmp = dir.join(format!(
+        ".{name}.tmp-{}",
+        keyflow_kms::keyflow_core::to_hex(&suffix)
+    ));
+    let result = (|| {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| io_err("cannot create", &tmp, e))?;
+        f.write_all(bytes)
+            .and_then(|()| f.sync_all())
+            .map_err(|e| io_err("cannot write", &tmp, e))?;
+        if replace {
+            fs::rename(&tmp, path).map_err(|e| io_err("cannot move backup to", path, e))?;
+        } else {
+            fs::hard_link(&tmp, path).map_err(|e| {
+                if e.kind() == ErrorKind::AlreadyExists {
+                    CliError::Usage(format!(
+                        "{} exists; refusing to overwrite it (use --force)",
+                        path.display()
+                    ))
+                } else {
+                    io_err("cannot move backup to", path, e)
+                }
+            })?;
+        }
+        fs::File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io_err("cannot sync directory", &dir, e))
+    })();
+    // Gone after a rename; after a link (or a failure) the temporary name is removed.
+    let _ = fs::remove_file(&tmp);
+    result
+}

@@ -1,0 +1,86 @@
+//! `keyflow kek rotate | change-password`.
+
+use clap::Subcommand;
+use keyflow_kms::kek_provider::{self, KekPassword};
+use keyflow_kms::kek_rotation;
+use keyflow_kms::keyflow_core::OsRng;
+
+use super::backup::password_from_env_or_prompt;
+use super::open_store;
+use crate::config::Config;
+use crate::error::CliError;
+
+/// Environment variable holding the new KEK password for `kek change-password`.
+pub const NEW_PASSWORD_ENV: &str = "KEYFLOW_NEW_KEK_PASSWORD";
+
+#[derive(Debug, Subcommand)]
+pub enum KekCommand {
+    /// Generate a new KEK and rewrap every data key under it (one keystore
+    /// transaction); the old KEK file is kept as KEK_PATH.retired-<id>. Crash-safe.
+    Rotate {
+        /// PBKDF2-HMAC-SHA256 iterations for the new KEK file (default 600000).
+        #[arg(long)]
+        kdf_iterations: Option<u32>,
+    },
+    /// Re-seal the KEK file under a new password (KEYFLOW_NEW_KEK_PASSWORD or a
+    /// prompt); data keys are untouched and the old password stops working.
+    ChangePassword {
+        /// PBKDF2-HMAC-SHA256 iterations for the re-sealed file (default 600000).
+        #[arg(long)]
+        kdf_iterations: Option<u32>,
+    },
+}
+
+pub async fn run(config: &Config, cmd: &KekCommand) -> Result<(), CliError> {
+    match cmd {
+        KekCommand::Rotate { kdf_iterations } => {
+            let password = config.kek_password()?;
+            let params = config.kdf_params(*kdf_iterations)?;
+            let store = open_store(config).await?;
+            let done =
+                kek_rotation::rotate_kek(&config.kek_path, &password, params, &*store, &OsRng)
+                    .await?;
+            if let Some(orphan) = &done.orphan_moved {
+                println!(
+                    "moved aside an uncommitted KEK file from an interrupted rotation: {}",
+                    orphan.display()
+                );
+            }
+            println!(
+                "KEK rotated: {} -> {}; {} data key versions rewrapped; old KEK file kept as {}",
+                done.old_kek_id,
+                done.new_kek_id,
+                done.rewrapped,
+                done.retired.display()
+            );
+        }
+        KekCommand::ChangePassword { kdf_iterations } => {
+            let old = config.kek_password()?;
+            let params = config.kdf_params(*kdf_iterations)?;
+            let raw = password_from_env_or_prompt(NEW_PASSWORD_ENV, "new KEK password", true)?;
+            let new =
+                KekPassword::new(raw.to_string(), config.production).map_err(|e| match e {
+                    keyflow_kms::KmsError::WeakPassword(n) => CliError::Config(format!(
+                        "the new KEK password must be at least {n} characters in production"
+                    )),
+                    _ => CliError::Usage("the new KEK password is empty".into()),
+                })?;
+            let store = open_store(config).await?;
+            let kek = kek_provider::change_password(
+                &config.kek_path,
+                &old,
+                &new,
+                params,
+                &*store,
+                &OsRng,
+            )
+            .await?;
+            println!(
+                "KEK password changed for KEK {} in {}; set KEK_PASSWORD to the new password (the old one no longer unlocks it)",
+                kek.id(),
+                config.kek_path.display()
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,99 @@
+//! `keyflow keys policy | rotate-due | revoke | reinstate | destroy`.
+
+use keyflow_kms::clock::{parse_rfc3339, Clock, SystemClock};
+use keyflow_kms::{KeyVersion, Policy};
+use serde_json::json;
+
+use super::{open_service, parse_purpose};
+use crate::config::Config;
+use crate::error::CliError;
+
+fn version(n: u32) -> Result<KeyVersion, CliError> {
+    KeyVersion::new(n).map_err(|e| CliError::Usage(format!("--version: {e}")))
+}
+
+/// `keys policy`: prints the policy after applying the given changes.
+pub async fn policy(
+    config: &Config,
+    purpose: &str,
+    changes: [Option<u32>; 3],
+    max_encryptions: Option<u64>,
+) -> Result<(), CliError> {
+    let purpose = parse_purpose(purpose)?;
+    let service = open_service(config).await?;
+    let mut p: Policy = service.policy(&purpose).await?;
+    let [rotation, grace, warn] = changes;
+    let changed = changes.iter().any(Option::is_some) || max_encryptions.is_some();
+    p.rotation_days = rotation.unwrap_or(p.rotation_days);
+    p.grace_days = grace.unwrap_or(p.grace_days);
+    p.warn_days = warn.unwrap_or(p.warn_days);
+    p.max_encryptions = max_encryptions.unwrap_or(p.max_encryptions);
+    if changed {
+        p.validate()
+            .map_err(|e| CliError::Usage(format!("policy: {e}")))?;
+        service.set_policy(&purpose, &p).await?;
+    }
+    println!("{}", json!({ "purpose": purpose.as_str(), "policy": p }));
+    Ok(())
+}
+
+/// `keys rotate-due`: one scheduler pass; exit 1 if any action failed.
+pub async fn rotate_due(config: &Config, at: Option<&str>, dry_run: bool) -> Result<(), CliError> {
+    let now = SystemClock.now_millis();
+    let at = match at {
+        None => now,
+        Some(s) => parse_rfc3339(s)
+            .ok_or_else(|| CliError::Usage("--at: expected an RFC 3339 instant".into()))?,
+    };
+    let service = open_service(config).await?;
+    let holder = format!("cli/{}", std::process::id());
+    let report = service.scheduler_pass(at, dry_run, &holder, 60_000).await?;
+    if report.ran && !dry_run {
+        service
+            .keystore()
+            .release_lease(keyflow_kms::scheduler::SCHEDULER_LEASE, &holder)
+            .await?;
+    }
+    service.flush_usage().await?;
+    println!(
+        "{}",
+        serde_json::to_string(&report).map_err(|e| CliError::Config(e.to_string()))?
+    );
+    if !report.ran {
+        return Err(CliError::Failed(
+            "another process holds the scheduler lease; nothing was done".into(),
+        ));
+    }
+    match report.failures() {
+        0 => Ok(()),
+        n => Err(CliError::Failed(format!(
+            "{n} scheduler action(s) failed; they are retried by the next pass"
+        ))),
+    }
+}
+
+/// `keys revoke | reinstate | destroy`.
+pub async fn change(
+    config: &Config,
+    action: &str,
+    purpose: &str,
+    v: u32,
+    reason: Option<&str>,
+) -> Result<(), CliError> {
+    let purpose = parse_purpose(purpose)?;
+    let v = version(v)?;
+    let service = open_service(config).await?;
+    let r = match action {
+        "revoke" => {
+            service
+                .revoke(&purpose, v, reason.unwrap_or_default())
+                .await?
+        }
+        "reinstate" => service.reinstate(&purpose, v).await?,
+        _ => service.destroy(&purpose, v).await?,
+    };
+    let mut out = r.metadata_json();
+    out["kekId"] = json!(r.kek_id);
+    println!("{out}");
+    Ok(())
+}

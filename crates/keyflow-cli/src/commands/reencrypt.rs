@@ -1,0 +1,270 @@
+//! `keyflow reencrypt` and `keyflow migrate`: the re-encryption engine
+//! (`keyflow-reencrypt`) over an application's table, with a progress bar and a census.
+//!
+//! The application's database is `--target-url` (alias `--db`, env `KEYFLOW_TARGET_URL`):
+//! `--database-url` is already the global keystore flag, and clap cannot give one long
+//! name two meanings. The environment variable keeps a PostgreSQL password out of `ps`.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use keyflow_kms::{EncryptionService, KeyStatus, VersionFilter};
+use keyflow_reencrypt::{
+    backend, engine, ContextSpec, EncryptPlaintext, Operation, Progress, Report, Rewrap,
+    RunOptions, TableSpec, ValueTransform,
+};
+use serde_json::json;
+
+use super::{open_service, parse_context, parse_purpose};
+use crate::config::Config;
+use crate::error::CliError;
+
+/// Arguments shared by `reencrypt` and `migrate`.
+#[derive(Debug, Args)]
+pub struct TargetArgs {
+    /// The application's database (not the keystore): sqlite:PATH or postgres://…
+    #[arg(
+        long = "target-url",
+        visible_alias = "db",
+        env = "KEYFLOW_TARGET_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub target_url: String,
+    /// The table ([A-Za-z_][A-Za-z0-9_]*, case-sensitive).
+    #[arg(long)]
+    pub table: String,
+    /// The column holding the values.
+    #[arg(long)]
+    pub column: String,
+    /// A unique key column used to page through the table and guard each update.
+    #[arg(long, default_value = "id")]
+    pub id_column: String,
+    /// Rows per batch (one read and one transaction each).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch: u32,
+    /// Decide everything and write nothing; print the census of what would happen.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Discard a saved checkpoint and start again from the first row.
+    #[arg(long)]
+    pub restart: bool,
+    /// Context pair bound into every value (repeatable), as given at encryption.
+    #[arg(long = "context", value_name = "K=V")]
+    pub context: Vec<String>,
+    /// Also bind `KEY=<row id>` into each value's context.
+    #[arg(long, value_name = "KEY")]
+    pub context_id_key: Option<String>,
+    /// Print the census as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `keyflow reencrypt`.
+#[derive(Debug, Args)]
+pub struct ReencryptArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+/// `keyflow migrate`.
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Key ring to encrypt under.
+    #[arg(long)]
+    pub purpose: String,
+    /// Deterministic encryption (equal plaintexts give equal ciphertexts).
+    #[arg(long)]
+    pub deterministic: bool,
+}
+
+/// An indicatif bar on stderr with rows/s; hidden when stderr is not a terminal.
+struct Bar(ProgressBar);
+
+impl Bar {
+    fn new() -> Self {
+        let target = if std::io::stderr().is_terminal() {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        };
+        let bar = ProgressBar::with_draw_target(None, target);
+        if let Ok(style) = ProgressStyle::with_template(
+            "{elapsed_precise} [{wide_bar}] {human_pos}/{human_len} rows  {per_sec}  eta {eta}",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar.enable_steady_tick(Duration::from_millis(200));
+        Self(bar)
+    }
+}
+
+impl Progress for Bar {
+    fn start(&self, total: u64, done: u64) {
+        self.0.set_length(total.max(done));
+        self.0.set_position(done);
+        self.0.reset_eta();
+    }
+    fn advance(&self, rows: u64) {
+        self.0.inc(rows);
+    }
+    fn finish(&self) {
+        self.0.finish_and_clear();
+    }
+}
+
+fn context_spec(args: &TargetArgs) -> Result<ContextSpec, CliError> {
+    Ok(ContextSpec {
+        fixed: parse_context(&args.context)?,
+        id_key: args.context_id_key.clone(),
+    })
+}
+
+fn options(args: &TargetArgs, operation: Operation) -> RunOptions {
+    RunOptions {
+        operation,
+        batch: args.batch as usize,
+        dry_run: args.dry_run,
+        restart: args.restart,
+    }
+}
+
+/// Validates names and connects before the keystore is opened: a typo fails fast.
+async fn connect(args: &TargetArgs) -> Result<Box<dyn keyflow_reencrypt::Backend>, CliError> {
+    let spec = TableSpec::new(&args.table, &args.column, &args.id_column)?;
+    Ok(backend::connect(&args.target_url, &spec).await?)
+}
+
+async fn execute(
+    service: &EncryptionService,
+    db: &dyn keyflow_reencrypt::Backend,
+    transform: &mut dyn ValueTransform,
+    args: &TargetArgs,
+    operation: Operation,
+) -> Result<Report, CliError> {
+    let bar = Bar::new();
+    let result = engine::run(db, transform, &options(args, operation), &bar).await;
+    bar.finish();
+    // Usage counts are persisted even when the run stopped on an error.
+    let flushed = service.flush_usage().await;
+    let report = result?;
+    flushed?;
+    Ok(report)
+}
+
+/// Prints the census; fails (exit 1) when rows could not be processed.
+async fn print_report(
+    service: &EncryptionService,
+    report: &Report,
+    args: &TargetArgs,
+    verb: &str,
+) -> Result<(), CliError> {
+    let active: Vec<String> = service
+        .list(&VersionFilter {
+            purpose: None,
+            status: Some(KeyStatus::Active),
+        })
+        .await?
+        .iter()
+        .map(|r| keyflow_kms::keyflow_core::key_id(&r.purpose, r.version))
+        .collect();
+    let c = &report.census;
+    let stale: u64 = c
+        .by_key_version
+        .iter()
+        .filter(|(k, _)| !active.contains(k))
+        .map(|(_, n)| n)
+        .sum();
+    if args.json {
+        let out = json!({
+            "table": args.table,
+            "column": args.column,
+            "dryRun": report.dry_run,
+            "resumedAfter": report.resumed_after,
+            "census": c,
+            "rowsNotUnderActiveVersion": stale,
+        });
+        println!("{out}");
+    } else {
+        let mode = if report.dry_run {
+            " (dry run: nothing written)"
+        } else {
+            ""
+        };
+        println!("{}.{}{mode}", args.table, args.column);
+        if let Some(id) = &report.resumed_after {
+            println!("  resumed after id {id}");
+        }
+        println!("  rows examined       {:>10}", c.rows);
+        println!("  {verb:<19} {:>10}", c.rewritten);
+        println!("  unchanged           {:>10}", c.unchanged);
+        println!("  skipped             {:>10}", c.skipped_total());
+        for (why, n) in &c.skipped {
+            println!("    {n:>8}  {why}");
+        }
+        println!("  failed              {:>10}", c.failed_total());
+        for (why, n) in &c.failed {
+            println!("    {n:>8}  {why}");
+        }
+        // A few examples; `--json` lists up to 100.
+        for f in c.failed_rows.iter().take(10) {
+            println!("      id {}: {}", f.id, f.reason);
+        }
+        println!("  rows per key version:");
+        for (key, n) in &c.by_key_version {
+            let state = if active.contains(key) {
+                "active"
+            } else {
+                "not active"
+            };
+            println!("    {key:<30} {n:>10}  ({state})");
+        }
+    }
+    if stale > 0 && !report.dry_run {
+        eprintln!(
+            "keyflow: note: {stale} rows are under a key version that is not active \
+             (a rotation happened during the run?): run the command again"
+        );
+    }
+    match c.failed_total() {
+        0 => Ok(()),
+        n => Err(CliError::RowsFailed(n)),
+    }
+}
+
+/// `keyflow reencrypt`: rewrites every value not under its purpose's active version.
+pub async fn reencrypt(config: &Config, args: &ReencryptArgs) -> Result<(), CliError> {
+    let a = &args.target;
+    let context = context_spec(a)?;
+    let db = connect(a).await?;
+    let service = open_service(config).await?;
+    let mut transform = Rewrap::new(&service, context);
+    let verb = if a.dry_run {
+        "would re-encrypt"
+    } else {
+        "re-encrypted"
+    };
+    let report = execute(&service, &*db, &mut transform, a, Operation::Reencrypt).await?;
+    print_report(&service, &report, a, verb).await
+}
+
+/// `keyflow migrate`: encrypts plaintext values in place; ciphertexts are kept.
+pub async fn migrate(config: &Config, args: &MigrateArgs) -> Result<(), CliError> {
+    let a = &args.target;
+    let purpose = parse_purpose(&args.purpose)?;
+    let context = context_spec(a)?;
+    let db = connect(a).await?;
+    let service = open_service(config).await?;
+    let mut transform = EncryptPlaintext::new(&service, purpose, context, args.deterministic);
+    let verb = if a.dry_run {
+        "would encrypt"
+    } else {
+        "encrypted"
+    };
+    let report = execute(&service, &*db, &mut transform, a, Operation::Migrate).await?;
+    print_report(&service, &report, a, verb).await
+}

@@ -1,0 +1,9 @@
+use keyflow_derive::Encrypt;
+
+#[derive(Encrypt)]
+struct User {
+    #[encrypted]
+    ssn: String,
+}
+
+fn main() {}

@@ -1,0 +1,594 @@
+//! JSON documents: [`encrypt_fields`] and [`decrypt_fields`].
+//!
+//! Each value is encrypted on its own, under the purpose's active key, with an AAD made
+//! of the caller's context plus two reserved pairs: [`FIELD_KEY`] = the value's path
+//! label (`cards[].cardnumber`) and, when a document id is given, [`DOC_KEY`] = that
+//! id. A ciphertext copied into another field or another document therefore fails to
+//! decrypt.
+//!
+//! Blind indexes are stored beside their value, in the same object, under the member
+//! name + [`BLIND_INDEX_SUFFIX`] (`email` → `email_bidx`): a lowercase hex string,
+//! keyed by the path label, so the same e-mail in two documents has the same index and
+//! a `WHERE email_bidx IN (…)` finds it. [`decrypt_fields`] removes them again.
+
+use std::collections::BTreeSet;
+use std::str::FromStr;
+
+use keyflow_kms::{Context, Decrypted, EncryptionService, KmsError, Purpose};
+use serde_json::{Map, Value};
+
+use crate::blind::index_bytes;
+use crate::error::{FieldsError, Result};
+use crate::names;
+use crate::path::{ConcretePath, Selector, Step};
+
+/// Reserved context key: the path label of the value.
+pub const FIELD_KEY: &str = "kf.field";
+/// Reserved context key: the document id, when one is given.
+pub const DOC_KEY: &str = "kf.doc";
+/// Caller context keys may not start with this prefix.
+pub const RESERVED_PREFIX: &str = "kf.";
+/// Suffix of the member that holds a value's blind index.
+pub const BLIND_INDEX_SUFFIX: &str = "_bidx";
+/// Blind-index length when none is given (see [`crate::blind::bits_for_distinct_values`]).
+pub const DEFAULT_BLIND_INDEX_BITS: u16 = 32;
+
+/// How one field is protected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// AES-256-GCM with a random nonce: equal values give different ciphertexts.
+    #[default]
+    Randomized,
+    /// AES-256-GCM-SIV, deterministic: equal values (same field, same document id, same
+    /// context, same key version) give equal ciphertexts — equality is visible.
+    Deterministic,
+    /// Randomized encryption of the value plus a blind index of `bits` bits stored
+    /// beside it, for equality search.
+    BlindIndex {
+        /// Bits kept (8..=256).
+        bits: u16,
+    },
+}
+
+impl FromStr for Mode {
+    type Err = FieldsError;
+
+    /// `randomized`, `deterministic`, `blind_index` (or `blindIndex`, `blind`), and
+    /// `blind_index/24` for a bit length.
+    fn from_str(s: &str) -> Result<Self> {
+        let (name, bits) = match s.split_once('/') {
+            Some((n, b)) => (
+                n,
+                Some(b.trim().parse::<u16>().map_err(|_| {
+                    FieldsError::InvalidOption(format!("blind index bits '{b}' is not a number"))
+                })?),
+            ),
+            None => (s, None),
+        };
+        let mode = if names::same_name(name, "randomized") {
+            Mode::Randomized
+        } else if names::same_name(name, "deterministic") {
+            Mode::Deterministic
+        } else if names::same_name(name, "blindIndex") || names::same_name(name, "blind") {
+            Mode::BlindIndex {
+                bits: bits.unwrap_or(DEFAULT_BLIND_INDEX_BITS),
+            }
+        } else {
+            return Err(FieldsError::InvalidOption(format!(
+                "unknown field mode '{name}' (randomized, deterministic, blind_index[/BITS])"
+            )));
+        };
+        if let Mode::BlindIndex { bits } = mode {
+            if !(8..=256).contains(&bits) {
+                return Err(FieldsError::InvalidOption(
+                    "blind index bits must be 8..=256".into(),
+                ));
+            }
+        } else if bits.is_some() {
+            return Err(FieldsError::InvalidOption(format!(
+                "only blind_index takes a bit length ('{s}')"
+            )));
+        }
+        Ok(mode)
+    }
+}
+
+/// A selector and the mode of the values it selects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldSpec {
+    /// Which values.
+    pub selector: Selector,
+    /// How they are protected.
+    pub mode: Mode,
+}
+
+impl FromStr for FieldSpec {
+    type Err = FieldsError;
+
+    /// `path` or `path:mode` (`email:blind_index`, `taxId:deterministic`,
+    /// `email:blind_index/24`).
+    fn from_str(s: &str) -> Result<Self> {
+        // A mode suffix is recognised only when it parses as a mode, so a ':' inside a
+        // quoted member name stays part of the selector.
+        if let Some((path, mode)) = s.rsplit_once(':') {
+            if let Ok(mode) = mode.trim().parse::<Mode>() {
+                return Ok(FieldSpec {
+                    selector: path.parse()?,
+                    mode,
+                });
+            }
+        }
+        Ok(FieldSpec {
+            selector: s.parse()?,
+            mode: Mode::Randomized,
+        })
+    }
+}
+
+/// Which fields to encrypt: listed selectors and/or auto-detection by purpose.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Selection {
+    /// Listed fields (take precedence over auto-detection for the same value).
+    pub fields: Vec<FieldSpec>,
+    /// Also encrypt (randomized) every member whose name is in the purpose's lists.
+    pub auto_detect: bool,
+}
+
+impl Selection {
+    /// Auto-detection only.
+    pub fn auto_detect() -> Self {
+        Self {
+            fields: Vec::new(),
+            auto_detect: true,
+        }
+    }
+
+    /// Parses a comma-separated list of [`FieldSpec`]s (`ssn,profile.email:blind_index`).
+    /// Commas inside `["…"]` are part of the name.
+    pub fn parse_list(list: &str) -> Result<Self> {
+        Ok(Self {
+            fields: split_list(list)
+                .into_iter()
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| s.trim().parse())
+                .collect::<Result<_>>()?,
+            auto_detect: false,
+        })
+    }
+
+    /// The selectors alone (for [`decrypt_fields`]).
+    pub fn selectors(&self) -> Vec<Selector> {
+        self.fields.iter().map(|f| f.selector.clone()).collect()
+    }
+}
+
+/// Splits on commas outside `["…"]`.
+fn split_list(list: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, c) in list.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                out.push(&list[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&list[start..]);
+    out
+}
+
+/// What to do with sensitive authentication data (CVV/CVC, PIN, track data).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SadPolicy {
+    /// Remove it from the document before anything is stored (default).
+    #[default]
+    Strip,
+    /// Refuse the whole document with an error naming the fields.
+    Reject,
+}
+
+impl FromStr for SadPolicy {
+    type Err = FieldsError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "strip" => Ok(SadPolicy::Strip),
+            "reject" => Ok(SadPolicy::Reject),
+            other => Err(FieldsError::InvalidOption(format!(
+                "unknown sensitive-authentication-data policy '{other}' (strip or reject)"
+            ))),
+        }
+    }
+}
+
+/// What binds a document's ciphertexts: its id and the caller's context.
+#[derive(Clone, Debug, Default)]
+pub struct Binding {
+    /// The document id (record id, primary key). When given, a ciphertext moved to
+    /// another document fails to decrypt.
+    pub doc_id: Option<String>,
+    /// Caller pairs bound into every value (keys must not start with `kf.`).
+    pub context: Context,
+}
+
+impl Binding {
+    /// Binding to a document id only.
+    pub fn doc(id: impl Into<String>) -> Self {
+        Self {
+            doc_id: Some(id.into()),
+            context: Context::new(),
+        }
+    }
+
+    /// Refuses caller context keys in the reserved namespace.
+    pub fn validate(&self) -> Result<()> {
+        if let Some((k, _)) = self
+            .context
+            .iter()
+            .find(|(k, _)| k.starts_with(RESERVED_PREFIX))
+        {
+            return Err(FieldsError::InvalidOption(format!(
+                "context key '{k}' is reserved (keys starting with '{RESERVED_PREFIX}' are set by the field layer)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The AAD context of the value whose path label is `label`.
+    pub fn context_for(&self, label: &str) -> Result<Context> {
+        let mut ctx = self.context.clone();
+        ctx.insert(FIELD_KEY.to_owned(), label.to_owned())
+            .map_err(|e| FieldsError::InvalidOption(format!("field path '{label}': {e}")))?;
+        if let Some(id) = &self.doc_id {
+            ctx.insert(DOC_KEY.to_owned(), id.clone())
+                .map_err(|e| FieldsError::InvalidOption(format!("document id: {e}")))?;
+        }
+        Ok(ctx)
+    }
+}
+
+/// Options of [`encrypt_fields`].
+#[derive(Clone, Debug, Default)]
+pub struct EncryptOptions {
+    /// Document id and context.
+    pub binding: Binding,
+    /// Sensitive authentication data: strip (default) or reject.
+    pub sad_policy: SadPolicy,
+}
+
+/// What [`encrypt_fields`] did, by concrete path (never values).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EncryptReport {
+    /// Values encrypted by this call.
+    pub encrypted: Vec<String>,
+    /// Selected values that were already KeyFlow ciphertexts (left alone).
+    pub already_encrypted: Vec<String>,
+    /// Blind indexes written (the paths of their members).
+    pub blind_indexes: Vec<String>,
+    /// Sensitive authentication data removed.
+    pub stripped: Vec<String>,
+}
+
+/// What [`decrypt_fields`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DecryptReport {
+    /// Values decrypted.
+    pub decrypted: Vec<String>,
+}
+
+/// True when `s` is a KeyFlow text ciphertext (prefix and a well-formed header). Does
+/// not authenticate: that needs the key.
+pub fn is_ciphertext(s: &str) -> bool {
+    keyflow_kms::keyflow_core::envelope::read::looks_like_text_envelope(s)
+        && EncryptionService::summary(s).is_ok()
+}
+
+struct Target {
+    path: ConcretePath,
+    mode: Mode,
+}
+
+/// Removes (or, with [`SadPolicy::Reject`], reports) every member whose name is
+/// sensitive authentication data, at any depth. Returns the paths.
+pub fn enforce_sad_policy(doc: &mut Value, policy: SadPolicy) -> Result<Vec<String>> {
+    let mut found = Vec::new();
+    strip_sad(doc, &mut ConcretePath::root(), policy, &mut found);
+    if policy == SadPolicy::Reject && !found.is_empty() {
+        return Err(FieldsError::SensitiveAuthenticationData { paths: found });
+    }
+    Ok(found)
+}
+
+fn strip_sad(v: &mut Value, at: &mut ConcretePath, policy: SadPolicy, found: &mut Vec<String>) {
+    match v {
+        Value::Object(map) => {
+            let sad: Vec<String> = map
+                .keys()
+                .filter(|k| names::is_sensitive_authentication_data(k))
+                .cloned()
+                .collect();
+            for k in sad {
+                at.push(Step::Key(k.clone()));
+                found.push(at.to_string());
+                at.pop();
+                if policy == SadPolicy::Strip {
+                    map.remove(&k);
+                }
+            }
+            for (k, child) in map.iter_mut() {
+                at.push(Step::Key(k.clone()));
+                strip_sad(child, at, policy, found);
+                at.pop();
+            }
+        }
+        Value::Array(items) => {
+            for (i, child) in items.iter_mut().enumerate() {
+                at.push(Step::Index(i));
+                strip_sad(child, at, policy, found);
+                at.pop();
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Every member of `doc` (any depth) whose name is in `lists`; matched members are
+/// not searched further (their whole value is encrypted).
+fn auto_targets(v: &Value, lists: &[&[&str]], at: &mut ConcretePath, out: &mut Vec<ConcretePath>) {
+    match v {
+        Value::Object(map) => {
+            for (k, child) in map {
+                at.push(Step::Key(k.clone()));
+                if names::in_lists(k, lists) {
+                    out.push(at.clone());
+                } else {
+                    auto_targets(child, lists, at, out);
+                }
+                at.pop();
+            }
+        }
+        Value::Array(items) => {
+            for (i, child) in items.iter().enumerate() {
+                at.push(Step::Index(i));
+                auto_targets(child, lists, at, out);
+                at.pop();
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Listed targets first, then auto-detected ones; a value inside another selected
+/// value is dropped (the outer one is encrypted whole), duplicates keep the first.
+fn plan(doc: &Value, selection: &Selection, purpose: &Purpose) -> Result<Vec<Target>> {
+    let mut targets: Vec<Target> = Vec::new();
+    for spec in &selection.fields {
+        for path in spec.selector.matches(doc) {
+            targets.push(Target {
+                path,
+                mode: spec.mode,
+            });
+        }
+    }
+    if selection.auto_detect {
+        let lists = names::lists_for_purpose(purpose.as_str())
+            .ok_or_else(|| FieldsError::NoDetectionList(purpose.clone()))?;
+        let mut found = Vec::new();
+        auto_targets(doc, lists, &mut ConcretePath::root(), &mut found);
+        targets.extend(found.into_iter().map(|path| Target {
+            path,
+            mode: Mode::Randomized,
+        }));
+    }
+    if targets.len() > 1 {
+        // O(n · depth · log n): a document may select thousands of array elements.
+        let all: BTreeSet<&[Step]> = targets.iter().map(|t| t.path.steps()).collect();
+        let inside: Vec<bool> = targets
+            .iter()
+            .map(|t| {
+                let steps = t.path.steps();
+                (0..steps.len()).any(|k| all.contains(&steps[..k]))
+            })
+            .collect();
+        let mut seen = BTreeSet::new();
+        let mut keep = inside.into_iter();
+        targets.retain(|t| !keep.next().unwrap_or(false) && seen.insert(t.path.clone()));
+    }
+    Ok(targets)
+}
+
+/// Encrypts the selected fields of `doc` under `purpose` (see the module docs for the
+/// AAD binding and blind-index placement).
+///
+/// First, sensitive authentication data is stripped or refused by policy, wherever it
+/// is and whatever was selected. Null values and values that already are KeyFlow
+/// ciphertexts are left alone (so running twice is a no-op). Any failure returns an
+/// error naming the path; the input document is consumed and nothing partial is
+/// returned.
+pub async fn encrypt_fields(
+    service: &EncryptionService,
+    mut doc: Value,
+    selection: &Selection,
+    purpose: &Purpose,
+    options: &EncryptOptions,
+) -> Result<(Value, EncryptReport)> {
+    options.binding.validate()?;
+    let mut report = EncryptReport {
+        stripped: enforce_sad_policy(&mut doc, options.sad_policy)?,
+        ..EncryptReport::default()
+    };
+    let targets = plan(&doc, selection, purpose)?;
+    for t in targets {
+        let Some(value) = t.path.get(&doc) else {
+            continue;
+        };
+        let shown = t.path.to_string();
+        if value.is_null() {
+            continue;
+        }
+        if value.as_str().is_some_and(is_ciphertext) {
+            report.already_encrypted.push(shown);
+            continue;
+        }
+        let label = t.path.label();
+        let ctx = options.binding.context_for(&label)?;
+        let fail = |source: KmsError| FieldsError::Encrypt {
+            path: shown.clone(),
+            source,
+        };
+        let (ct, index) = match t.mode {
+            Mode::Randomized | Mode::Deterministic => {
+                let det = t.mode == Mode::Deterministic;
+                let (ct, _) = service
+                    .encrypt_json(value, purpose, &ctx, det)
+                    .await
+                    .map_err(fail)?;
+                (ct, None)
+            }
+            Mode::BlindIndex { bits } => {
+                if t.path.last_key().is_none() {
+                    return Err(FieldsError::BlindIndexPlacement(shown));
+                }
+                let bi = service
+                    .blind_index(purpose, &label, &index_bytes(value), bits)
+                    .await
+                    .map_err(fail)?;
+                let (ct, _) = service
+                    .encrypt_json(value, purpose, &ctx, false)
+                    .await
+                    .map_err(fail)?;
+                (ct, Some(bi.hex))
+            }
+        };
+        if let Some(slot) = t.path.get_mut(&mut doc) {
+            *slot = Value::String(ct);
+        }
+        if let Some(hex) = index {
+            if let Some((obj, name)) = t.path.parent_object_mut(&mut doc) {
+                let member = format!("{name}{BLIND_INDEX_SUFFIX}");
+                let mut at = t.path.clone();
+                at.pop();
+                at.push(Step::Key(member.clone()));
+                obj.insert(member, Value::String(hex));
+                report.blind_indexes.push(at.to_string());
+            }
+        }
+        report.encrypted.push(shown);
+    }
+    Ok((doc, report))
+}
+
+/// The ciphertexts [`decrypt_fields`] would decrypt: every string that carries the
+/// KeyFlow prefix (or, with `selectors`, only those they match), with its concrete path
+/// and the purpose its header names (`None` when the header does not parse; decrypting
+/// it fails) — for authorizing a decrypt before doing it.
+pub fn ciphertexts(
+    doc: &Value,
+    selectors: Option<&[Selector]>,
+) -> Vec<(ConcretePath, Option<Purpose>)> {
+    let mut paths = Vec::new();
+    match selectors {
+        Some(sel) => {
+            for s in sel {
+                paths.extend(s.matches(doc));
+            }
+            paths.sort();
+            paths.dedup();
+        }
+        None => all_strings(doc, &mut ConcretePath::root(), &mut paths),
+    }
+    paths
+        .into_iter()
+        .filter_map(|p| {
+            let s = p.get(doc)?.as_str()?;
+            if !keyflow_kms::keyflow_core::envelope::read::looks_like_text_envelope(s) {
+                return None;
+            }
+            let purpose = EncryptionService::summary(s)
+                .ok()
+                .and_then(|sum| Purpose::new(&sum.purpose).ok());
+            Some((p, purpose))
+        })
+        .collect()
+}
+
+fn all_strings(v: &Value, at: &mut ConcretePath, out: &mut Vec<ConcretePath>) {
+    match v {
+        Value::String(_) => out.push(at.clone()),
+        Value::Object(map) => {
+            for (k, child) in map {
+                at.push(Step::Key(k.clone()));
+                all_strings(child, at, out);
+                at.pop();
+            }
+        }
+        Value::Array(items) => {
+            for (i, child) in items.iter().enumerate() {
+                at.push(Step::Index(i));
+                all_strings(child, at, out);
+                at.pop();
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Decrypts the KeyFlow ciphertexts of `doc` (all of them, or those `selectors` match;
+/// selected values that are not ciphertexts are left alone) and removes the blind
+/// indexes stored beside them.
+///
+/// `binding` must be the one given at encryption (same document id and context). The
+/// first value that fails to decrypt ends the call with an error naming its path: the
+/// document is consumed, so no half-decrypted document or placeholder can be written
+/// back.
+pub async fn decrypt_fields(
+    service: &EncryptionService,
+    mut doc: Value,
+    selectors: Option<&[Selector]>,
+    binding: &Binding,
+) -> Result<(Value, DecryptReport)> {
+    binding.validate()?;
+    let found = ciphertexts(&doc, selectors);
+    let mut decrypted = Vec::with_capacity(found.len());
+    for (path, _) in &found {
+        let shown = path.to_string();
+        let ctx = binding.context_for(&path.label())?;
+        let Some(ct) = path.get(&doc).and_then(Value::as_str) else {
+            continue;
+        };
+        let fail = |source: KmsError| FieldsError::Decrypt {
+            path: shown.clone(),
+            source,
+        };
+        let value = match service.decrypt(ct, &ctx).await.map_err(fail)? {
+            Decrypted::Json(v) => v,
+            Decrypted::Bytes(_) => return Err(fail(KmsError::DecryptionFailed)),
+        };
+        decrypted.push((path, value, shown));
+    }
+    // Only now, with every value decrypted, is the document changed.
+    let mut report = DecryptReport::default();
+    for (path, value, shown) in decrypted {
+        if let Some(slot) = path.get_mut(&mut doc) {
+            *slot = value;
+        }
+        if let Some((obj, name)) = path.parent_object_mut(&mut doc) {
+            let member = format!("{name}{BLIND_INDEX_SUFFIX}");
+            remove_blind_index(obj, &member);
+        }
+        report.decrypted.push(shown);
+    }
+    Ok((doc, report))
+}
+
+fn remove_blind_index(obj: &mut Map<String, Value>, member: &str) {
+    if obj.get(member).is_some_and(Value::is_string) {
+        obj.remove(member);
+    }
+}

@@ -1,0 +1,249 @@
+//! Field names: normalization and the sensitive-field lists of each purpose
+//! (PRODUCT.md §3, kept from the system KeyFlow replaces).
+//!
+//! This module depends on nothing but `core`/`std`: the derive macro (`keyflow-derive`)
+//! compiles this same file to auto-detect fields at compile time, so the macro and the
+//! runtime can never disagree about a list.
+
+/// Card data (PCI DSS level 1). `cvv`, `cardSecurityCode` and `pin` are sensitive
+/// authentication data: the field layer strips or refuses them instead of encrypting.
+pub const PCI_LEVEL1: &[&str] = &["cardNumber", "cvv", "cardSecurityCode", "pin"];
+/// Card data (PCI DSS level 2).
+pub const PCI_LEVEL2: &[&str] = &["cardholderName", "expirationDate", "cardBrand"];
+/// Personal data.
+pub const PII: &[&str] = &[
+    "ssn",
+    "socialSecurityNumber",
+    "taxId",
+    "nationalId",
+    "passport",
+    "driverLicense",
+    "dateOfBirth",
+    "email",
+    "phoneNumber",
+    "address",
+    "fullName",
+];
+/// Financial data.
+pub const FINANCIAL: &[&str] = &[
+    "bankAccountNumber",
+    "routingNumber",
+    "iban",
+    "swift",
+    "accountBalance",
+    "salary",
+    "income",
+    "netWorth",
+    "investmentValue",
+    "cryptoWalletAddress",
+    "cryptoPrivateKey",
+];
+/// Credentials and secrets.
+pub const AUTHENTICATION: &[&str] = &[
+    "password",
+    "passwordHash",
+    "privateKey",
+    "apiKey",
+    "accessToken",
+    "refreshToken",
+    "secret",
+    "oauthToken",
+];
+/// Health data.
+pub const HEALTH: &[&str] = &[
+    "medicalRecordNumber",
+    "healthInsuranceNumber",
+    "diagnosis",
+    "prescription",
+    "biometric",
+];
+
+/// Sensitive authentication data (PCI DSS 3.3.1): never stored, not even encrypted.
+/// Card verification codes, PINs and PIN blocks, full track (magnetic stripe / chip)
+/// data.
+pub const SENSITIVE_AUTHENTICATION_DATA: &[&str] = &[
+    "cvv",
+    "cvc",
+    "cvv2",
+    "cvc2",
+    "cid",
+    "cav2",
+    "cardSecurityCode",
+    "cardVerificationCode",
+    "cardVerificationValue",
+    "securityCode",
+    "pin",
+    "pinBlock",
+    "trackData",
+    "track1",
+    "track2",
+    "track1Data",
+    "track2Data",
+    "fullTrackData",
+    "magneticStripe",
+    "magneticStripeData",
+    "magstripe",
+];
+
+/// The lists that make up one purpose, by name.
+///
+/// The four product purposes (`userData`, `financialData`, `healthData`, `documents`)
+/// and the list names themselves (`pii`, `financial`, `pciLevel1`, …) are known; any
+/// other purpose has no auto-detection list (`None`). Purpose names are compared
+/// exactly (they are key-ring names, where case matters).
+pub fn lists_for_purpose(purpose: &str) -> Option<&'static [&'static [&'static str]]> {
+    Some(match purpose {
+        "userData" => &[PII, AUTHENTICATION],
+        "financialData" => &[FINANCIAL, PCI_LEVEL1, PCI_LEVEL2],
+        "healthData" => &[HEALTH],
+        "documents" => &[FINANCIAL, PII],
+        "pciLevel1" => &[PCI_LEVEL1],
+        "pciLevel2" => &[PCI_LEVEL2],
+        "pii" => &[PII],
+        "financial" => &[FINANCIAL],
+        "authentication" => &[AUTHENTICATION],
+        "health" => &[HEALTH],
+        _ => return None,
+    })
+}
+
+/// The purposes [`lists_for_purpose`] knows, for error messages.
+pub const KNOWN_PURPOSES: &[&str] = &[
+    "userData",
+    "financialData",
+    "healthData",
+    "documents",
+    "pciLevel1",
+    "pciLevel2",
+    "pii",
+    "financial",
+    "authentication",
+    "health",
+];
+
+/// Every named list with its name (scanning reports which list a name matched).
+pub const ALL_LISTS: &[(&str, &[&str])] = &[
+    ("pciLevel1", PCI_LEVEL1),
+    ("pciLevel2", PCI_LEVEL2),
+    ("pii", PII),
+    ("financial", FINANCIAL),
+    ("authentication", AUTHENTICATION),
+    ("health", HEALTH),
+];
+
+/// True when `a` and `b` are the same name in any of the styles camelCase,
+/// PascalCase, snake_case, kebab-case (or with spaces or dots): letters compared
+/// case-insensitively, the separators `_`, `-`, ` ` and `.` ignored. Allocation-free.
+pub fn same_name(a: &str, b: &str) -> bool {
+    let mut x = a.chars().filter(|c| !is_separator(*c));
+    let mut y = b.chars().filter(|c| !is_separator(*c));
+    loop {
+        match (x.next(), y.next()) {
+            (None, None) => return true,
+            (Some(c), Some(d)) if c.to_lowercase().eq(d.to_lowercase()) => {}
+            _ => return false,
+        }
+    }
+}
+
+fn is_separator(c: char) -> bool {
+    matches!(c, '_' | '-' | ' ' | '.')
+}
+
+/// The normalized form of a name: lowercase, separators removed
+/// (`phoneNumber`, `phone_number`, `phone-number`, `PhoneNumber` → `phonenumber`).
+pub fn normalize(name: &str) -> String {
+    name.chars()
+        .filter(|c| !is_separator(*c))
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// True when `name` is in one of `lists`.
+pub fn in_lists(name: &str, lists: &[&[&str]]) -> bool {
+    lists.iter().any(|l| l.iter().any(|n| same_name(n, name)))
+}
+
+/// True when `name` is sensitive for `purpose` (false for a purpose without a list).
+pub fn is_sensitive_for(purpose: &str, name: &str) -> bool {
+    lists_for_purpose(purpose).is_some_and(|lists| in_lists(name, lists))
+}
+
+/// True when `name` names sensitive authentication data (never stored).
+pub fn is_sensitive_authentication_data(name: &str) -> bool {
+    SENSITIVE_AUTHENTICATION_DATA
+        .iter()
+        .any(|n| same_name(n, name))
+}
+
+/// The first list (by name) that contains `name`, if any.
+pub fn list_containing(name: &str) -> Option<&'static str> {
+    ALL_LISTS
+        .iter()
+        .find(|(_, l)| l.iter().any(|n| same_name(n, name)))
+        .map(|(list, _)| *list)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn four_naming_styles_match() {
+        for style in ["phoneNumber", "phone_number", "phone-number", "PhoneNumber"] {
+            assert!(same_name(style, "phoneNumber"), "{style}");
+            assert_eq!(normalize(style), "phonenumber");
+            assert!(is_sensitive_for("userData", style), "{style}");
+        }
+        assert!(same_name("PHONE_NUMBER", "phoneNumber"));
+        assert!(!same_name("phoneNumbers", "phoneNumber"));
+        assert!(!same_name("phone", "phoneNumber"));
+        assert!(!same_name("", "x"));
+        assert!(same_name("", "_"));
+    }
+
+    #[test]
+    fn purposes_compose_the_lists() {
+        assert!(is_sensitive_for("userData", "ssn"));
+        assert!(is_sensitive_for("userData", "api_key"));
+        assert!(!is_sensitive_for("userData", "iban"));
+        assert!(is_sensitive_for("financialData", "iban"));
+        assert!(is_sensitive_for("financialData", "card_number"));
+        assert!(is_sensitive_for("financialData", "cardholder-name"));
+        assert!(!is_sensitive_for("financialData", "email"));
+        assert!(is_sensitive_for("documents", "email"));
+        assert!(is_sensitive_for("documents", "salary"));
+        assert!(is_sensitive_for("healthData", "Diagnosis"));
+        assert!(!is_sensitive_for("customPurpose", "ssn"));
+        for p in KNOWN_PURPOSES {
+            assert!(lists_for_purpose(p).is_some(), "{p}");
+        }
+    }
+
+    #[test]
+    fn sensitive_authentication_data_names() {
+        for n in [
+            "cvv",
+            "CVV",
+            "cvc",
+            "cvv2",
+            "card_security_code",
+            "securityCode",
+            "pin",
+            "track2",
+            "track_data",
+        ] {
+            assert!(is_sensitive_authentication_data(n), "{n}");
+        }
+        for n in ["pinned", "cardNumber", "spin", "tracking"] {
+            assert!(!is_sensitive_authentication_data(n), "{n}");
+        }
+    }
+
+    #[test]
+    fn list_lookup() {
+        assert_eq!(list_containing("bank_account_number"), Some("financial"));
+        assert_eq!(list_containing("cvv"), Some("pciLevel1"));
+        assert_eq!(list_containing("nickname"), None);
+    }
+}

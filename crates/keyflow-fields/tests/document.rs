@@ -1,0 +1,486 @@
+//! JSON documents end to end over a real service: selectors, auto-detection, modes,
+//! AAD binding, idempotence, sensitive authentication data, blind-index search.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail by panicking
+
+mod common;
+
+use common::{env, purpose};
+use keyflow_fields::blind::search_terms;
+use keyflow_fields::{
+    decrypt_fields, encrypt_fields, Binding, EncryptOptions, FieldsError, SadPolicy, Selection,
+    Selector,
+};
+use keyflow_kms::{Context, EncryptionService, KmsError};
+use serde_json::{json, Value};
+
+fn opts(id: Option<&str>) -> EncryptOptions {
+    EncryptOptions {
+        binding: Binding {
+            doc_id: id.map(str::to_owned),
+            context: Context::new(),
+        },
+        sad_policy: SadPolicy::Strip,
+    }
+}
+
+fn is_ct(v: &Value) -> bool {
+    v.as_str().is_some_and(|s| s.starts_with("kf1:"))
+}
+
+async fn round_trip(s: &EncryptionService, doc: Value, sel: &str, id: Option<&str>) -> Value {
+    let o = opts(id);
+    let (enc, _) = encrypt_fields(
+        s,
+        doc,
+        &Selection::parse_list(sel).unwrap(),
+        &purpose("userData"),
+        &o,
+    )
+    .await
+    .unwrap();
+    decrypt_fields(s, enc, None, &o.binding).await.unwrap().0
+}
+
+#[tokio::test]
+async fn nested_objects_and_arrays() {
+    let e = env().await;
+    let doc = json!({
+        "id": "u-1",
+        "profile": {"address": {"street": "1 Main St", "zip": "12345"}, "nickname": "ada"},
+        "cards": [
+            {"cardNumber": "4111111111111111", "brand": "visa"},
+            {"cardNumber": "5500005555555559", "brand": "mc"}
+        ]
+    });
+    let sel = Selection::parse_list("profile.address,cards[*].cardNumber").unwrap();
+    let o = opts(Some("u-1"));
+    let (enc, report) = encrypt_fields(&e.service, doc.clone(), &sel, &purpose("userData"), &o)
+        .await
+        .unwrap();
+    assert_eq!(
+        report.encrypted,
+        [
+            "profile.address",
+            "cards[0].cardNumber",
+            "cards[1].cardNumber"
+        ]
+    );
+    assert!(
+        is_ct(&enc["profile"]["address"]),
+        "an object is encrypted whole"
+    );
+    assert!(is_ct(&enc["cards"][0]["cardNumber"]));
+    assert!(is_ct(&enc["cards"][1]["cardNumber"]));
+    assert_eq!(enc["profile"]["nickname"], "ada");
+    assert_eq!(enc["cards"][1]["brand"], "mc");
+    assert_eq!(enc["id"], "u-1");
+
+    let (back, rep) = decrypt_fields(&e.service, enc.clone(), None, &o.binding)
+        .await
+        .unwrap();
+    assert_eq!(back, doc);
+    assert_eq!(rep.decrypted.len(), 3);
+
+    // With a selection, only the selected ciphertexts are decrypted.
+    let only = vec!["cards[*].cardNumber".parse::<Selector>().unwrap()];
+    let (partial, _) = decrypt_fields(&e.service, enc, Some(&only), &o.binding)
+        .await
+        .unwrap();
+    assert!(is_ct(&partial["profile"]["address"]));
+    assert_eq!(partial["cards"][0]["cardNumber"], "4111111111111111");
+}
+
+#[tokio::test]
+async fn auto_detect_matches_the_four_naming_styles_at_any_depth() {
+    let e = env().await;
+    let doc = json!({
+        "phoneNumber": "+14155552671",
+        "contact": {"phone_number": "+14155552672"},
+        "others": [{"phone-number": "+14155552673"}, {"PhoneNumber": "+14155552674"}],
+        "SSN": "123-45-6789",
+        "nickname": "ada",
+        "api_key": "k",
+        "iban": "DE89370400440532013000"
+    });
+    let (enc, report) = encrypt_fields(
+        &e.service,
+        doc.clone(),
+        &Selection::auto_detect(),
+        &purpose("userData"),
+        &opts(None),
+    )
+    .await
+    .unwrap();
+    let mut got = report.encrypted.clone();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "SSN",
+            "api_key",
+            "contact.phone_number",
+            "others[0].phone-number",
+            "others[1].PhoneNumber",
+            "phoneNumber"
+        ]
+    );
+    assert_eq!(enc["nickname"], "ada");
+    assert_eq!(enc["iban"], doc["iban"], "iban is not on userData's lists");
+
+    // financialData has iban, not phone numbers.
+    let (enc2, _) = encrypt_fields(
+        &e.service,
+        doc.clone(),
+        &Selection::auto_detect(),
+        &purpose("financialData"),
+        &opts(None),
+    )
+    .await
+    .unwrap();
+    assert!(is_ct(&enc2["iban"]));
+    assert_eq!(enc2["phoneNumber"], doc["phoneNumber"]);
+
+    // A purpose without a list: an error, not a silent no-op.
+    let err = encrypt_fields(
+        &e.service,
+        doc,
+        &Selection::auto_detect(),
+        &purpose("customPurpose"),
+        &opts(None),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, FieldsError::NoDetectionList(_)), "{err}");
+}
+
+#[tokio::test]
+async fn types_survive() {
+    let e = env().await;
+    let doc = json!({
+        "n": 42, "f": -1.5, "b": true, "o": {"k": [1, "x"]}, "a": [1, 2, 3],
+        "s": "plain", "j": "{\"looks\": \"like json\"}", "big": 18446744073709551615u64,
+        "nul": null
+    });
+    let back = round_trip(&e.service, doc.clone(), "n,f,b,o,a,s,j,big,nul", Some("d")).await;
+    assert_eq!(back, doc);
+    assert!(back["j"].is_string());
+    assert!(back["nul"].is_null());
+}
+
+#[tokio::test]
+async fn encrypting_twice_is_a_no_op() {
+    let e = env().await;
+    let doc = json!({"ssn": "123-45-6789", "email": "a@example.com", "x": 1});
+    let sel = Selection::parse_list("ssn,email:blind_index").unwrap();
+    let o = opts(Some("d1"));
+    let p = purpose("userData");
+    let (once, r1) = encrypt_fields(&e.service, doc.clone(), &sel, &p, &o)
+        .await
+        .unwrap();
+    let (twice, r2) = encrypt_fields(&e.service, once.clone(), &sel, &p, &o)
+        .await
+        .unwrap();
+    assert_eq!(once, twice);
+    assert_eq!(r1.encrypted, ["ssn", "email"]);
+    assert!(r2.encrypted.is_empty());
+    assert_eq!(r2.already_encrypted, ["ssn", "email"]);
+    // Auto-detection over an encrypted document changes nothing either.
+    let (thrice, _) = encrypt_fields(&e.service, twice, &Selection::auto_detect(), &p, &o)
+        .await
+        .unwrap();
+    assert_eq!(once, thrice);
+    assert_eq!(
+        decrypt_fields(&e.service, thrice, None, &o.binding)
+            .await
+            .unwrap()
+            .0,
+        doc
+    );
+}
+
+fn decrypt_error_path(err: &FieldsError) -> &str {
+    match err {
+        FieldsError::Decrypt { path, source } => {
+            assert!(matches!(source, KmsError::DecryptionFailed), "{source}");
+            path
+        }
+        other => panic!("expected a decrypt error, got {other}"),
+    }
+}
+
+#[tokio::test]
+async fn a_ciphertext_moved_to_another_field_or_document_fails() {
+    let e = env().await;
+    let p = purpose("userData");
+    let sel = Selection::parse_list("ssn,taxId,cards[*].pan").unwrap();
+    let doc =
+        json!({"ssn": "123-45-6789", "taxId": "98-7654321", "cards": [{"pan": "1"}, {"pan": "2"}]});
+    let (a, _) = encrypt_fields(&e.service, doc.clone(), &sel, &p, &opts(Some("doc-a")))
+        .await
+        .unwrap();
+    let (b, _) = encrypt_fields(&e.service, doc, &sel, &p, &opts(Some("doc-b")))
+        .await
+        .unwrap();
+
+    // Field swap inside one document.
+    let mut swapped = a.clone();
+    swapped["taxId"] = a["ssn"].clone();
+    let err = decrypt_fields(&e.service, swapped, None, &Binding::doc("doc-a"))
+        .await
+        .unwrap_err();
+    assert_eq!(decrypt_error_path(&err), "taxId");
+    assert!(err.to_string().contains("taxId"), "{err}");
+
+    // Same field, another document.
+    let mut moved = b.clone();
+    moved["ssn"] = a["ssn"].clone();
+    let err = decrypt_fields(&e.service, moved, None, &Binding::doc("doc-b"))
+        .await
+        .unwrap_err();
+    assert_eq!(decrypt_error_path(&err), "ssn");
+
+    // Without the document id, or with the wrong one.
+    let err = decrypt_fields(&e.service, a.clone(), None, &Binding::default())
+        .await
+        .unwrap_err();
+    decrypt_error_path(&err);
+    let err = decrypt_fields(&e.service, a.clone(), None, &Binding::doc("doc-b"))
+        .await
+        .unwrap_err();
+    decrypt_error_path(&err);
+
+    // A caller context is bound too.
+    let ctx = Binding {
+        doc_id: Some("doc-a".into()),
+        context: Context::from_pairs([("tenant", "t1")]).unwrap(),
+    };
+    let err = decrypt_fields(&e.service, a.clone(), None, &ctx)
+        .await
+        .unwrap_err();
+    decrypt_error_path(&err);
+
+    // Elements of one array share a label: reordering an array keeps it decryptable.
+    let mut reordered = a.clone();
+    reordered["cards"].as_array_mut().unwrap().reverse();
+    let back = decrypt_fields(&e.service, reordered, None, &Binding::doc("doc-a"))
+        .await
+        .unwrap()
+        .0;
+    assert_eq!(back["cards"], json!([{"pan": "2"}, {"pan": "1"}]));
+}
+
+#[tokio::test]
+async fn a_failed_decrypt_names_the_path_and_writes_no_placeholder() {
+    let e = env().await;
+    let o = opts(Some("d"));
+    let (enc, _) = encrypt_fields(
+        &e.service,
+        json!({"a": "x", "deep": {"list": [{"secret": "y"}]}}),
+        &Selection::parse_list("a,deep.list[*].secret").unwrap(),
+        &purpose("userData"),
+        &o,
+    )
+    .await
+    .unwrap();
+    let mut tampered = enc.clone();
+    let ct = tampered["deep"]["list"][0]["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Flip one character in the middle of the base64 body.
+    let mut chars: Vec<char> = ct.chars().collect();
+    let mid = chars.len() / 2;
+    chars[mid] = if chars[mid] == 'A' { 'B' } else { 'A' };
+    tampered["deep"]["list"][0]["secret"] = Value::String(chars.into_iter().collect());
+    let err = decrypt_fields(&e.service, tampered, None, &o.binding)
+        .await
+        .unwrap_err();
+    assert_eq!(decrypt_error_path(&err), "deep.list[0].secret");
+
+    // A string that only claims to be a ciphertext is an error too, never skipped.
+    let mut fake = enc;
+    fake["a"] = json!("kf1:not-an-envelope");
+    let err = decrypt_fields(&e.service, fake, None, &o.binding)
+        .await
+        .unwrap_err();
+    assert_eq!(decrypt_error_path(&err), "a");
+}
+
+#[tokio::test]
+async fn sensitive_authentication_data_is_stripped_or_refused() {
+    let e = env().await;
+    let doc = json!({
+        "cardNumber": "4111111111111111",
+        "cvv": "123",
+        "payment": {"CVC": "999", "security_code": "1", "track2": ";4111=2512?", "pin": "0000"},
+        "history": [{"cvv2": "555", "ok": true}]
+    });
+    let p = purpose("financialData");
+    // Strip (default), even when the caller selected `cvv` explicitly.
+    let (enc, report) = encrypt_fields(
+        &e.service,
+        doc.clone(),
+        &Selection {
+            auto_detect: true,
+            ..Selection::parse_list("cvv").unwrap()
+        },
+        &p,
+        &opts(None),
+    )
+    .await
+    .unwrap();
+    let mut stripped = report.stripped.clone();
+    stripped.sort();
+    assert_eq!(
+        stripped,
+        [
+            "cvv",
+            "history[0].cvv2",
+            "payment.CVC",
+            "payment.pin",
+            "payment.security_code",
+            "payment.track2"
+        ]
+    );
+    assert!(enc.get("cvv").is_none());
+    assert_eq!(enc["payment"], json!({}));
+    assert_eq!(enc["history"][0], json!({"ok": true}));
+    assert!(is_ct(&enc["cardNumber"]));
+    let text = enc.to_string();
+    for secret in ["\"123\"", "999", ";4111", "555", "0000"] {
+        assert!(!text.contains(secret), "{secret} survived in {text}");
+    }
+
+    // Reject: an error naming the fields (and never their values).
+    let err = encrypt_fields(
+        &e.service,
+        doc,
+        &Selection::auto_detect(),
+        &p,
+        &EncryptOptions {
+            sad_policy: SadPolicy::Reject,
+            ..opts(None)
+        },
+    )
+    .await
+    .unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(
+        err,
+        FieldsError::SensitiveAuthenticationData { .. }
+    ));
+    assert!(msg.contains("payment.CVC") && msg.contains("cvv"), "{msg}");
+    assert!(!msg.contains("123") && !msg.contains("999"), "{msg}");
+}
+
+#[tokio::test]
+async fn modes_deterministic_and_blind_index() {
+    let e = env().await;
+    let p = purpose("userData");
+    let sel = Selection::parse_list("taxId:deterministic,email:blind_index/16").unwrap();
+    let o = opts(None);
+    let doc1 = json!({"taxId": "98-7654321", "email": "a@example.com"});
+    let doc2 =
+        json!({"taxId": "98-7654321", "email": "a@example.com", "other_email": "a@example.com"});
+    let (e1, r1) = encrypt_fields(&e.service, doc1.clone(), &sel, &p, &o)
+        .await
+        .unwrap();
+    let (e2, _) = encrypt_fields(&e.service, doc2, &sel, &p, &o)
+        .await
+        .unwrap();
+    assert_eq!(
+        e1["taxId"], e2["taxId"],
+        "deterministic: equal values, equal ciphertexts"
+    );
+    assert_ne!(
+        e1["email"], e2["email"],
+        "the value itself stays randomized"
+    );
+    assert_eq!(e1["email_bidx"], e2["email_bidx"], "the index is equal");
+    assert_eq!(
+        e1["email_bidx"].as_str().unwrap().len(),
+        4,
+        "16 bits = 4 hex digits"
+    );
+    assert_eq!(r1.blind_indexes, ["email_bidx"]);
+
+    // Search: the query's terms include the stored index, before and after a rotation.
+    let terms = search_terms(&e.service, &p, "email", &json!("a@example.com"), 16)
+        .await
+        .unwrap();
+    assert_eq!(terms, [e1["email_bidx"].as_str().unwrap()]);
+    e.service.rotate(&p).await.unwrap();
+    let (e3, _) = encrypt_fields(&e.service, doc1.clone(), &sel, &p, &o)
+        .await
+        .unwrap();
+    let terms = search_terms(&e.service, &p, "email", &json!("a@example.com"), 16)
+        .await
+        .unwrap();
+    assert!(terms.contains(&e1["email_bidx"].as_str().unwrap().to_owned()));
+    assert!(terms.contains(&e3["email_bidx"].as_str().unwrap().to_owned()));
+    assert_eq!(terms.len(), 2, "one per live version");
+
+    // Decrypting removes the index members again.
+    let (back, _) = decrypt_fields(&e.service, e1, None, &o.binding)
+        .await
+        .unwrap();
+    assert_eq!(back, doc1);
+
+    // A blind index needs an object member to sit beside.
+    let err = encrypt_fields(
+        &e.service,
+        json!({"tags": ["a"]}),
+        &Selection::parse_list("tags[*]:blind_index").unwrap(),
+        &p,
+        &o,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, FieldsError::BlindIndexPlacement(_)), "{err}");
+}
+
+#[tokio::test]
+async fn reserved_context_keys_are_refused() {
+    let e = env().await;
+    let o = EncryptOptions {
+        binding: Binding {
+            doc_id: None,
+            context: Context::from_pairs([("kf.field", "ssn")]).unwrap(),
+        },
+        ..EncryptOptions::default()
+    };
+    let err = encrypt_fields(
+        &e.service,
+        json!({"ssn": "1"}),
+        &Selection::parse_list("ssn").unwrap(),
+        &purpose("userData"),
+        &o,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, FieldsError::InvalidOption(_)), "{err}");
+}
+
+#[tokio::test]
+async fn outer_selection_wins_over_inner_and_duplicates_are_encrypted_once() {
+    let e = env().await;
+    let doc = json!({"profile": {"email": "a@example.com", "address": "x"}});
+    let (enc, report) = encrypt_fields(
+        &e.service,
+        doc.clone(),
+        &Selection {
+            auto_detect: true,
+            ..Selection::parse_list("profile.email,profile,profile").unwrap()
+        },
+        &purpose("userData"),
+        &opts(Some("d")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.encrypted, ["profile"]);
+    assert!(is_ct(&enc["profile"]));
+    assert_eq!(
+        round_trip(&e.service, doc.clone(), "profile", None).await,
+        doc
+    );
+}

@@ -1,0 +1,376 @@
+//! Key lifecycle routes (admin): revoke, reinstate, destroy, rotation policies, a
+//! scheduler pass on demand, and rewrap (admin or service).
+
+use axum::extract::{Query, State};
+use axum::Json;
+use keyflow_kms::access::Role;
+use keyflow_kms::clock::{Clock, SystemClock};
+use keyflow_kms::{KeyVersion, KeyVersionRecord, Policy, Purpose};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use utoipa::{IntoParams, ToSchema};
+
+use super::{context, purpose};
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, RequestId};
+use crate::metrics::{Op, OpRecord};
+use crate::state::AppState;
+
+/// Most items in one rewrap request.
+const MAX_REWRAP_ITEMS: usize = 1000;
+
+/// `POST /keys/revoke`, `/keys/reinstate`, `/keys/destroy`
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionRequest {
+    /// Key ring.
+    pub purpose: String,
+    /// Version number.
+    pub version: u32,
+    /// Why (required to revoke).
+    pub reason: Option<String>,
+    /// Must be `true` to destroy (irreversible).
+    #[serde(default)]
+    pub confirm: bool,
+}
+
+/// `POST /keys/policy`
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyRequest {
+    /// Key ring.
+    pub purpose: String,
+    /// Rotation period, days (default 90).
+    pub rotation_days: Option<u32>,
+    /// Grace period after rotation, days (default 30).
+    pub grace_days: Option<u32>,
+    /// Warn window before the rotation date, days (default 7).
+    pub warn_days: Option<u32>,
+    /// Encryptions per version before rotation (default 2^30).
+    pub max_encryptions: Option<u64>,
+}
+
+/// `GET /keys/policy` query.
+#[derive(Deserialize, IntoParams)]
+pub struct PolicyQuery {
+    /// Key ring.
+    pub purpose: String,
+}
+
+/// `POST /keys/rotate-due`
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RotateDueRequest {
+    /// Evaluate the policies as of this RFC 3339 instant (default now).
+    pub at: Option<String>,
+    /// Only report what would be done.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// `POST /rewrap`: one value or `items`.
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RewrapRequest {
+    /// One ciphertext.
+    pub encrypted_data: Option<String>,
+    /// Several ciphertexts.
+    pub items: Option<Vec<String>>,
+    /// The context given at encryption (kept).
+    pub context: Option<std::collections::BTreeMap<String, String>>,
+}
+
+fn version(n: u32) -> ApiResult<KeyVersion> {
+    KeyVersion::new(n).map_err(|e| ApiError::InvalidRequest(format!("version: {e}")))
+}
+
+fn record(
+    state: &AppState,
+    op: Op,
+    who: &Principal,
+    rid: &RequestId,
+    purpose: Option<&Purpose>,
+    key_version: Option<u32>,
+    result: &str,
+) {
+    state.metrics.record(&OpRecord {
+        op,
+        actor: who.id(),
+        purpose: purpose.map(Purpose::as_str),
+        key_version,
+        items: 1,
+        result,
+        request_id: &rid.0,
+    });
+}
+
+fn outcome<T>(r: &Result<T, ApiError>) -> &'static str {
+    r.as_ref().map_or_else(|e| e.status_and_code().1, |_| "ok")
+}
+
+async fn change(
+    state: AppState,
+    who: Principal,
+    rid: RequestId,
+    req: VersionRequest,
+    action: &str,
+) -> ApiResult<Json<Value>> {
+    who.require(&[Role::Admin])?;
+    let p = purpose(&req.purpose)?;
+    let v = version(req.version)?;
+    let svc = &state.service;
+    let result: Result<KeyVersionRecord, ApiError> = match action {
+        "revoke" => {
+            let reason = req
+                .reason
+                .as_deref()
+                .ok_or_else(|| ApiError::InvalidRequest("missing field 'reason'".into()))?;
+            svc.revoke(&p, v, reason).await.map_err(ApiError::from)
+        }
+        "reinstate" => svc.reinstate(&p, v).await.map_err(ApiError::from),
+        _ => {
+            if !req.confirm {
+                return Err(ApiError::InvalidRequest(
+                    "destroying key material is irreversible: send \"confirm\": true".into(),
+                ));
+            }
+            svc.destroy(&p, v).await.map_err(ApiError::from)
+        }
+    };
+    record(
+        &state,
+        Op::KeysLifecycle,
+        &who,
+        &rid,
+        Some(&p),
+        Some(v.get()),
+        outcome(&result),
+    );
+    Ok(Json(result?.metadata_json()))
+}
+
+/// Revokes a version: it no longer decrypts (reversible). The active version cannot
+/// be revoked.
+#[utoipa::path(post, path = "/api/encryption/keys/revoke", request_body = VersionRequest,
+    responses((status = 200, description = "The version's metadata"), (status = 400), (status = 401),
+              (status = 403, description = "Admin only"), (status = 404, description = "Unknown version"),
+              (status = 409, description = "Active or already revoked")),
+    security(("bearer" = [])))]
+pub async fn revoke(
+    State(state): State<AppState>,
+    who: Principal,
+    rid: RequestId,
+    ApiJson(req): ApiJson<VersionRequest>,
+) -> ApiResult<Json<Value>> {
+    change(state, who, rid, req, "revoke").await
+}
+
+/// Reinstates a revoked version (as `deprecated`).
+#[utoipa::path(post, path = "/api/encryption/keys/reinstate", request_body = VersionRequest,
+    responses((status = 200, description = "The version's metadata"), (status = 401), (status = 403),
+              (status = 404), (status = 409, description = "Not revoked")),
+    security(("bearer" = [])))]
+pub async fn reinstate(
+    State(state): State<AppState>,
+    who: Principal,
+    rid: RequestId,
+    ApiJson(req): ApiJson<VersionRequest>,
+) -> ApiResult<Json<Value>> {
+    change(state, who, rid, req, "reinstate").await
+}
+
+/// Destroys a revoked version's material (crypto-shredding; irreversible). Needs
+/// `"confirm": true`.
+#[utoipa::path(post, path = "/api/encryption/keys/destroy", request_body = VersionRequest,
+    responses((status = 200, description = "The version's metadata"), (status = 400, description = "Not confirmed"),
+              (status = 401), (status = 403), (status = 404), (status = 409, description = "Not revoked")),
+    security(("bearer" = [])))]
+pub async fn destroy(
+    State(state): State<AppState>,
+    who: Principal,
+    rid: RequestId,
+    ApiJson(req): ApiJson<VersionRequest>,
+) -> ApiResult<Json<Value>> {
+    change(state, who, rid, req, "destroy").await
+}
+
+fn policy_json(purpose: &Purpose, p: &Policy) -> Value {
+    json!({ "purpose": purpose.as_str(), "policy": p })
+}
+
+/// A purpose's rotation policy (the default when none was set).
+#[utoipa::path(get, path = "/api/encryption/keys/policy", params(PolicyQuery),
+    responses((status = 200, description = "`{purpose, policy}`"), (status = 401), (status = 403)),
+    security(("bearer" = [])))]
+pub async fn get_policy(
+    State(state): State<AppState>,
+    who: Principal,
+    rid: RequestId,
+    Query(q): Query<PolicyQuery>,
+) -> ApiResult<Json<Value>> {
+    who.require(&[Role::Admin, Role::Auditor])?;
+    let p = purpose(&q.purpose)?;
+    let result = state.service.policy(&p).await.map_err(ApiError::from);
+    record(
+        &state,
+        Op::KeysPolicy,
+        &who,
+        &rid,
+        Some(&p),
+        None,
+        outcome(&result),
+    );
+    Ok(Json(policy_json(&p, &result?)))
+}
+
+/// Sets a purpose's rotation policy; omitted fields keep their current value.
+#[utoipa::path(post, path = "/api/encryption/keys/policy", request_body = PolicyRequest,
+    responses((status = 200, description = "`{purpose, policy}`"), (status = 400), (status = 401), (status = 403)),
+    security(("bearer" = [])))]
+pub async fn set_policy(
+    State(state): State<AppState>,
+    who: Principal,
+    rid: RequestId,
+    ApiJson(req): ApiJson<PolicyRequest>,
+) -> ApiResult<Json<Value>> {
+    who.require(&[Role::Admin])?;
+    let p = purpose(&req.purpose)?;
+    let result = async {
+        let mut policy = state.service.policy(&p).await?;
+        policy.rotation_days = req.rotation_days.unwrap_or(policy.rotation_days);
+        policy.grace_days = req.grace_days.unwrap_or(policy.grace_days);
+        policy.warn_days = req.warn_days.unwrap_or(policy.warn_days);
+        policy.max_encryptions = req.max_encryptions.unwrap_or(policy.max_encryptions);
+        state.service.set_policy(&p, &policy).await?;
+        Ok::<_, keyflow_kms::KmsError>(policy)
+    }
+    .await
+    .map_err(ApiError::from);
+    record(
+        &state,
+        Op::KeysPolicy,
+        &who,
+        &rid,
+        Some(&p),
+        None,
+        outcome(&result),
+    );
+    Ok(Json(policy_json(&p, &result?)))
+}
+
+/// Runs one scheduler pass now (or plans one with `dryRun`), as of `at`.
+#[utoipa::path(post, path = "/api/encryption/keys/rotate-due", request_body = RotateDueRequest,
+    responses((status = 200, description = "The pass report: `{evaluatedAt, dryRun, ran, actions}`"),
+              (status = 400), (status = 401), (status = 403)),
+    security(("bearer" = [])))]
+pub async fn rotate_due(
+    State(state): State<AppState>,
+    who: Principal,
+    rid: RequestId,
+    ApiJson(req): ApiJson<RotateDueRequest>,
+) -> ApiResult<Json<Value>> {
+    who.require(&[Role::Admin])?;
+    let now = SystemClock.now_millis();
+    let at = match req.at.as_deref() {
+        None => now,
+        Some(s) => parse_rfc3339(s)?,
+    };
+    // A pass on demand uses a short lease so it does not block the periodic one.
+    let holder = format!("api:{}", rid.0);
+    let result = state
+        .service
+        .scheduler_pass(at, req.dry_run, &holder, 60_000)
+        .await
+        .map_err(ApiError::from);
+    if result.is_ok() && !req.dry_run {
+        let _ = state
+            .service
+            .keystore()
+            .release_lease(keyflow_kms::scheduler::SCHEDULER_LEASE, &holder)
+            .await;
+    }
+    record(
+        &state,
+        Op::KeysRotateDue,
+        &who,
+        &rid,
+        None,
+        None,
+        outcome(&result),
+    );
+    let report = result?;
+    Ok(Json(
+        serde_json::to_value(&report).map_err(|e| ApiError::Internal(e.to_string()))?,
+    ))
+}
+
+fn parse_rfc3339(s: &str) -> ApiResult<i64> {
+    keyflow_kms::clock::parse_rfc3339(s)
+        .ok_or_else(|| ApiError::InvalidRequest("at: expected an RFC 3339 instant".into()))
+}
+
+/// Re-encrypts ciphertexts under their purpose's active version; the plaintext never
+/// leaves the server. A value already under the active version comes back unchanged.
+#[utoipa::path(post, path = "/api/encryption/rewrap", request_body = RewrapRequest,
+    responses((status = 200, description = "`{encryptedData, fromVersion, toVersion, changed}` or `{results: [...]}`"),
+              (status = 400), (status = 401), (status = 403, description = "Purpose not granted"),
+              (status = 422, description = "Ciphertext does not parse or authenticate")),
+    security(("bearer" = [])))]
+pub async fn rewrap(
+    State(state): State<AppState>,
+    who: Principal,
+    rid: RequestId,
+    ApiJson(req): ApiJson<RewrapRequest>,
+) -> ApiResult<Json<Value>> {
+    who.require(&[Role::Admin, Role::Service])?;
+    let ctx = context(req.context)?;
+    let one = |ct: String| {
+        let state = &state;
+        let who = &who;
+        let ctx = &ctx;
+        async move {
+            let summary = keyflow_kms::EncryptionService::summary(ct.trim())
+                .map_err(|_| ApiError::DecryptionFailed)?;
+            who.require_purpose(&purpose(&summary.purpose)?)?;
+            let r = state.service.rewrap(ct.trim(), ctx).await?;
+            Ok::<_, ApiError>(json!({
+                "encryptedData": r.ciphertext,
+                "fromVersion": r.from_version.get(),
+                "toVersion": r.to_version.get(),
+                "changed": r.changed,
+            }))
+        }
+    };
+    match (req.encrypted_data, req.items) {
+        (Some(ct), None) => {
+            let result = one(ct).await;
+            record(&state, Op::Rewrap, &who, &rid, None, None, outcome(&result));
+            Ok(Json(result?))
+        }
+        (None, Some(items)) => {
+            if items.len() > MAX_REWRAP_ITEMS {
+                return Err(ApiError::InvalidRequest(format!(
+                    "items: at most {MAX_REWRAP_ITEMS} per request"
+                )));
+            }
+            let mut results = Vec::with_capacity(items.len());
+            for ct in items {
+                results.push(one(ct).await.unwrap_or_else(|e| e.body()));
+            }
+            state.metrics.record(&OpRecord {
+                op: Op::Rewrap,
+                actor: who.id(),
+                purpose: None,
+                key_version: None,
+                items: results.len(),
+                result: "ok",
+                request_id: &rid.0,
+            });
+            Ok(Json(json!({ "results": results })))
+        }
+        _ => Err(ApiError::InvalidRequest(
+            "send either 'encryptedData' or 'items'".into(),
+        )),
+    }
+}

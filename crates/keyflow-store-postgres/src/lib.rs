@@ -1,0 +1,724 @@
+//! # keyflow-store-postgres
+//!
+//! The PostgreSQL [`Keystore`]: several stateless `keyflow serve` instances share one
+//! database. Same schema shape and semantics as the SQLite keystore (the shared
+//! contract suite, `keyflow-keystore-contract`, runs against both), plus what many
+//! instances need:
+//!
+//! - **Migrations under `pg_advisory_lock`**, on a dedicated connection, so instances
+//!   starting together against an empty database do not race to create the schema.
+//! - **A change generation with NOTIFY**: every transaction that changes a key version
+//!   bumps `generation` and runs `pg_notify('keyflow_keys', <new generation>)`, which
+//!   PostgreSQL delivers only if (and when) the transaction commits.
+//!   [`PostgresKeystore::listen`] (and [`Keystore::change_notifier`]) turn those
+//!   notifications into a [`tokio::sync::Notify`] signal, so every instance's key cache
+//!   revalidates at once instead of at its next poll.
+//! - **Leases** (`try_lease`) for the one-scheduler-leader rule: a row with a holder and
+//!   an expiry, taken with `INSERT … ON CONFLICT … DO UPDATE … WHERE`.
+//!
+//! Every query binds its values; nothing a caller passes is formatted into SQL.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), keyflow_kms::StoreError> {
+//! use keyflow_store_postgres::{PoolSettings, PostgresKeystore};
+//! let store = PostgresKeystore::connect(
+//!     "postgres://keyflow@db.internal:5432/keyflow",
+//!     &PoolSettings::default(),
+//! )
+//! .await?;
+//! let changed = store.listen().await?; // a Notify raised on every committed key change
+//! changed.notified().await;
+//! # Ok(()) }
+//! ```
+
+use std::borrow::Cow;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use keyflow_kms::access::TokenRecord;
+use keyflow_kms::keystore::{CreateOutcome, Keystore, RotateOutcome, StoreError, WriteOutcome};
+use keyflow_kms::model::{
+    KeyStatus, KeyVersionRecord, Policy, RewrappedKey, StatusChange, StatusOutcome, VersionFilter,
+};
+use keyflow_kms::{KeyVersion, Purpose};
+use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{Connection, PgConnection, PgPool, Postgres, Row, Transaction};
+use tokio::sync::Notify;
+
+mod lifecycle;
+mod listen;
+
+pub use listen::{ChangeListener, KeyChange, CHANNEL};
+
+/// The migrations, embedded in the binary so the tool needs no files beside it.
+#[derive(Debug)]
+struct Embedded;
+
+impl MigrationSource<'static> for Embedded {
+    fn resolve(
+        self,
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<Migration>, sqlx::error::BoxDynError>> + Send>>
+    {
+        Box::pin(async {
+            let m = |version, description, sql| {
+                Migration::new(
+                    version,
+                    Cow::Borrowed(description),
+                    MigrationType::Simple,
+                    Cow::Borrowed(sql),
+                    false,
+                )
+            };
+            Ok(vec![
+                m(
+                    1,
+                    "key versions",
+                    include_str!("../migrations/0001_key_versions.sql"),
+                ),
+                m(
+                    2,
+                    "api tokens",
+                    include_str!("../migrations/0002_api_tokens.sql"),
+                ),
+                m(
+                    3,
+                    "lifecycle",
+                    include_str!("../migrations/0003_lifecycle.sql"),
+                ),
+            ])
+        })
+    }
+}
+
+/// Key of the session advisory lock held while migrating ("kfmigrat" in ASCII). One
+/// key per database: instances migrating different schemas of one database simply
+/// take turns, which costs nothing at this size.
+const MIGRATION_LOCK: i64 = 0x6b66_6d69_6772_6174;
+
+/// Connection-pool settings.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct PoolSettings {
+    /// Most connections open at once (per instance). The hot path never touches the
+    /// database (keys are cached), so a handful is plenty.
+    pub max_connections: u32,
+    /// How long a query waits for a free connection before failing.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl PoolSettings {
+    /// Default settings with `max_connections` connections.
+    pub fn with_max_connections(max_connections: u32) -> Self {
+        Self {
+            max_connections: max_connections.max(1),
+            ..Self::default()
+        }
+    }
+}
+
+/// The PostgreSQL keystore. Cheap to clone (clones share the pool and the listener).
+#[derive(Clone)]
+pub struct PostgresKeystore {
+    pool: PgPool,
+    options: PgConnectOptions,
+    shared: Arc<Shared>,
+}
+
+/// State shared by clones: the change signal and the background listener, which stops
+/// when the last clone is dropped.
+struct Shared {
+    changed: Arc<Notify>,
+    listener: Mutex<Option<ChangeListener>>,
+}
+
+impl fmt::Debug for PostgresKeystore {
+    // Connect options hold the password: print only where the keystore is.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresKeystore")
+            .field("target", &describe(&self.options))
+            .finish_non_exhaustive()
+    }
+}
+
+/// `postgres://user@host:port/database`, never the password.
+fn describe(o: &PgConnectOptions) -> String {
+    let host = match o.get_socket() {
+        Some(socket) => socket.display().to_string(),
+        None => format!("{}:{}", o.get_host(), o.get_port()),
+    };
+    format!(
+        "postgres://{}@{host}/{}",
+        o.get_username(),
+        o.get_database().unwrap_or_default()
+    )
+}
+
+pub(crate) const COLUMNS: &str = "purpose, version, status, algorithm, wrapped_key, kek_id, \
+     created_at, status_changed_at, encryptions, revoked_reason";
+
+/// Bumps the change generation and announces the new value on [`CHANNEL`]. Run inside
+/// every transaction that changes a key version: the NOTIFY is delivered on commit
+/// and discarded on rollback, so a listener never hears of a change that did not
+/// happen. The row lock it takes also serializes key-version writers, so every such
+/// transaction takes its locks in one order (generation first): no deadlocks.
+const BUMP_GENERATION: &str = "WITH g AS (\
+       UPDATE keyflow_meta SET value = (CAST(value AS BIGINT) + 1)::text \
+       WHERE key = 'generation' RETURNING value) \
+     SELECT pg_notify('keyflow_keys', value) FROM g";
+
+/// Bumps the change generation inside `tx` (see [`BUMP_GENERATION`]).
+pub(crate) async fn bump(tx: &mut Transaction<'_, Postgres>) -> Result<(), StoreError> {
+    sqlx::query(BUMP_GENERATION)
+        .execute(&mut **tx)
+        .await
+        .map_err(StoreError::backend)?;
+    Ok(())
+}
+
+pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+pub(crate) fn is_check_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_check_violation())
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError(format!("corrupt key_versions row: {what}"))
+}
+
+fn record(row: &PgRow) -> Result<KeyVersionRecord, StoreError> {
+    let purpose: String = row.try_get("purpose").map_err(StoreError::backend)?;
+    let version: i64 = row.try_get("version").map_err(StoreError::backend)?;
+    let status: String = row.try_get("status").map_err(StoreError::backend)?;
+    let encryptions: i64 = row.try_get("encryptions").map_err(StoreError::backend)?;
+    Ok(KeyVersionRecord {
+        purpose: Purpose::new(&purpose).map_err(|_| corrupt("purpose"))?,
+        version: u32::try_from(version)
+            .ok()
+            .and_then(|v| KeyVersion::new(v).ok())
+            .ok_or_else(|| corrupt("version"))?,
+        status: KeyStatus::from_str(&status).map_err(|_| corrupt("status"))?,
+        algorithm: row.try_get("algorithm").map_err(StoreError::backend)?,
+        wrapped_key: row.try_get("wrapped_key").map_err(StoreError::backend)?,
+        kek_id: row.try_get("kek_id").map_err(StoreError::backend)?,
+        created_at: row.try_get("created_at").map_err(StoreError::backend)?,
+        status_changed_at: row
+            .try_get("status_changed_at")
+            .map_err(StoreError::backend)?,
+        encryptions: u64::try_from(encryptions).map_err(|_| corrupt("encryptions"))?,
+        revoked_reason: row.try_get("revoked_reason").map_err(StoreError::backend)?,
+    })
+}
+
+fn token(row: &PgRow) -> Result<TokenRecord, StoreError> {
+    let hash: Vec<u8> = row.try_get("secret_hash").map_err(StoreError::backend)?;
+    let role: String = row.try_get("role").map_err(StoreError::backend)?;
+    let purposes: String = row.try_get("purposes").map_err(StoreError::backend)?;
+    Ok(TokenRecord {
+        id: row.try_get("id").map_err(StoreError::backend)?,
+        secret_hash: hash
+            .try_into()
+            .map_err(|_| StoreError("corrupt api_tokens row: hash".into()))?,
+        role: role
+            .parse()
+            .map_err(|_| StoreError("corrupt api_tokens row: role".into()))?,
+        purposes: purposes
+            .split(',')
+            .filter(|p| !p.is_empty())
+            .map(Purpose::new)
+            .collect::<Result<_, _>>()
+            .map_err(|_| StoreError("corrupt api_tokens row: purposes".into()))?,
+        name: row.try_get("name").map_err(StoreError::backend)?,
+        created_at: row.try_get("created_at").map_err(StoreError::backend)?,
+        expires_at: row.try_get("expires_at").map_err(StoreError::backend)?,
+        revoked_at: row.try_get("revoked_at").map_err(StoreError::backend)?,
+    })
+}
+
+/// Counts fit in BIGINT; a value beyond it (never reached in practice) saturates.
+pub(crate) fn big(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl PostgresKeystore {
+    /// Connects to `url` (`postgres://` or `postgresql://`; TLS with `sslmode=…` in the
+    /// URL) and brings the schema up to date.
+    pub async fn connect(url: &str, settings: &PoolSettings) -> Result<Self, StoreError> {
+        // The URL parser's messages never quote the URL (which may hold a password).
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError(format!("invalid PostgreSQL URL: {e}")))?;
+        Self::connect_with(options, settings).await
+    }
+
+    /// Like [`Self::connect`], from prepared options (e.g. with a `search_path`).
+    pub async fn connect_with(
+        options: PgConnectOptions,
+        settings: &PoolSettings,
+    ) -> Result<Self, StoreError> {
+        let options = options.application_name("keyflow");
+        let target = describe(&options);
+        let conn = PgConnection::connect_with(&options).await.map_err(|e| {
+            StoreError(format!(
+                "cannot connect to PostgreSQL keystore {target}: {e}"
+            ))
+        })?;
+        migrate(conn)
+            .await
+            .map_err(|e| StoreError(format!("migrating PostgreSQL keystore {target}: {e}")))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.max_connections.max(1))
+            .acquire_timeout(settings.acquire_timeout)
+            .connect_with(options.clone())
+            .await
+            .map_err(|e| StoreError(format!("cannot open PostgreSQL keystore {target}: {e}")))?;
+        Ok(Self {
+            pool,
+            options,
+            shared: Arc::new(Shared {
+                changed: Arc::new(Notify::new()),
+                listener: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// Where the keystore is: `postgres://user@host:port/database` (no password).
+    pub fn target(&self) -> String {
+        describe(&self.options)
+    }
+
+    /// The connection pool (for diagnostics and tests).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Closes the pool (waits for connections to finish) and stops the listener.
+    pub async fn close(&self) {
+        self.stop_listening();
+        self.pool.close().await;
+    }
+
+    /// Subscribes to key-change notifications ([`CHANNEL`]) and returns the signal
+    /// raised on each: every committed key change by any instance, and every
+    /// reconnection of the listener (notifications sent while it was disconnected are
+    /// lost, so the owner should re-check the generation). Idempotent; the listener
+    /// runs on its own connection (not one of the pool's) until the last clone of the
+    /// keystore is dropped, reconnecting with backoff on failure. Returns once the
+    /// first `LISTEN` is in place.
+    pub async fn listen(&self) -> Result<Arc<Notify>, StoreError> {
+        if self.listening() {
+            return Ok(self.shared.changed.clone());
+        }
+        let changed = self.shared.changed.clone();
+        let started = self
+            .listen_with(move |_| {
+                changed.notify_waiters();
+                changed.notify_one();
+            })
+            .await?;
+        self.keep_listener(started);
+        Ok(self.shared.changed.clone())
+    }
+
+    /// Subscribes to [`CHANNEL`] and calls `on_change` (from a background task; keep
+    /// it cheap) for every notification and reconnection. The subscription lasts
+    /// until the returned [`ChangeListener`] is dropped. Returns once the first
+    /// `LISTEN` is in place.
+    pub async fn listen_with<F>(&self, on_change: F) -> Result<ChangeListener, StoreError>
+    where
+        F: Fn(KeyChange) + Send + Sync + 'static,
+    {
+        listen::start(&self.options, on_change).await
+    }
+
+    fn listening(&self) -> bool {
+        self.shared
+            .listener
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
+
+    fn keep_listener(&self, listener: ChangeListener) {
+        let mut slot = self
+            .shared
+            .listener
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // A concurrent `listen` may have won; keeping one listener is enough (the
+        // other is dropped, which stops it).
+        if slot.is_none() {
+            *slot = Some(listener);
+        }
+    }
+
+    fn stop_listening(&self) {
+        self.shared
+            .listener
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+    }
+
+    async fn insert(
+        conn: &mut PgConnection,
+        r: &KeyVersionRecord,
+        only_if_new_purpose: bool,
+    ) -> Result<u64, sqlx::Error> {
+        let guard = if only_if_new_purpose {
+            " WHERE NOT EXISTS (SELECT 1 FROM key_versions WHERE purpose = $1)"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "INSERT INTO key_versions ({COLUMNS}) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10{guard}"
+        );
+        let done = sqlx::query(&sql)
+            .bind(r.purpose.as_str())
+            .bind(i64::from(r.version.get()))
+            .bind(r.status.as_str())
+            .bind(&r.algorithm)
+            .bind(r.wrapped_key.as_deref())
+            .bind(&r.kek_id)
+            .bind(r.created_at)
+            .bind(r.status_changed_at)
+            .bind(big(r.encryptions))
+            .bind(r.revoked_reason.as_deref())
+            .execute(conn)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}
+
+/// Runs the embedded migrations on `conn`, a dedicated connection holding a session advisory
+/// lock, so concurrent first starts are serialized (the losers find the schema in
+/// place). If this future is dropped half-way, the connection closes and PostgreSQL
+/// releases the lock with the session.
+async fn migrate(mut conn: PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut conn)
+        .await?;
+    let mut migrator = Migrator::new(Embedded).await?;
+    // sqlx would take its own advisory lock; ours already serializes.
+    migrator.set_locking(false);
+    // `run_direct` is `run` for one connection; `run(&mut conn)` trips the compiler's
+    // "Acquire is not general enough" when this future must be `Send` (sqlx's own
+    // workaround, public though undocumented).
+    let migrated = migrator.run_direct(&mut conn).await;
+    let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(MIGRATION_LOCK)
+        .execute(&mut conn)
+        .await;
+    // Closing ends the session, which releases the lock even if the unlock failed.
+    let closed = conn.close().await;
+    migrated?;
+    unlocked?;
+    closed
+}
+
+#[async_trait]
+impl Keystore for PostgresKeystore {
+    async fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        sqlx::query_scalar("SELECT value FROM keyflow_meta WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::backend)
+    }
+
+    async fn init_meta(&self, key: &str, value: &str) -> Result<String, StoreError> {
+        sqlx::query(
+            "INSERT INTO keyflow_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::backend)?;
+        self.get_meta(key)
+            .await?
+            .ok_or_else(|| StoreError("metadata vanished after insert".into()))
+    }
+
+    async fn list_versions(
+        &self,
+        filter: &VersionFilter,
+    ) -> Result<Vec<KeyVersionRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM key_versions WHERE ($1::text IS NULL OR purpose = $1) \
+             AND ($2::text IS NULL OR status = $2) ORDER BY purpose, version"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(filter.purpose.as_ref().map(|p| p.as_str()))
+            .bind(filter.status.map(|s| s.as_str()))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::backend)?;
+        rows.iter().map(record).collect()
+    }
+
+    async fn get_version(
+        &self,
+        purpose: &Purpose,
+        version: KeyVersion,
+    ) -> Result<Option<KeyVersionRecord>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM key_versions WHERE purpose = $1 AND version = $2");
+        let row = sqlx::query(&sql)
+            .bind(purpose.as_str())
+            .bind(i64::from(version.get()))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::backend)?;
+        row.as_ref().map(record).transpose()
+    }
+
+    async fn active_version(
+        &self,
+        purpose: &Purpose,
+    ) -> Result<Option<KeyVersionRecord>, StoreError> {
+        let sql =
+            format!("SELECT {COLUMNS} FROM key_versions WHERE purpose = $1 AND status = 'active'");
+        let row = sqlx::query(&sql)
+            .bind(purpose.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(StoreError::backend)?;
+        row.as_ref().map(record).transpose()
+    }
+
+    async fn create_first(&self, first: &KeyVersionRecord) -> Result<CreateOutcome, StoreError> {
+        if first.version != KeyVersion::FIRST || first.status != KeyStatus::Active {
+            return Err(StoreError("create_first takes version 1, active".into()));
+        }
+        let mut tx = self.pool.begin().await.map_err(StoreError::backend)?;
+        // Generation first: concurrent creators queue on its row lock, and the later
+        // ones see the committed version 1 and insert nothing.
+        bump(&mut tx).await?;
+        let outcome = match Self::insert(&mut tx, first, true).await {
+            Ok(1) => CreateOutcome::Created,
+            Ok(_) => CreateOutcome::AlreadyExists,
+            Err(e) if is_unique_violation(&e) => CreateOutcome::AlreadyExists,
+            Err(e) => return Err(StoreError::backend(e)),
+        };
+        if outcome == CreateOutcome::Created {
+            tx.commit().await.map_err(StoreError::backend)?;
+        } else {
+            tx.rollback().await.map_err(StoreError::backend)?;
+        }
+        Ok(outcome)
+    }
+
+    async fn rotate(&self, next: &KeyVersionRecord, now: i64) -> Result<RotateOutcome, StoreError> {
+        let Some(prev) = next.version.get().checked_sub(1).filter(|v| *v >= 1) else {
+            return Ok(RotateOutcome::Conflict);
+        };
+        let mut tx = self.pool.begin().await.map_err(StoreError::backend)?;
+        bump(&mut tx).await?;
+        // Compare-and-set: under READ COMMITTED a rotation that waited for another
+        // re-reads the row after that one commits, finds it no longer active, and
+        // changes nothing.
+        let demoted = sqlx::query(
+            "UPDATE key_versions SET status = 'rotating', status_changed_at = $1 \
+             WHERE purpose = $2 AND version = $3 AND status = 'active'",
+        )
+        .bind(now)
+        .bind(next.purpose.as_str())
+        .bind(i64::from(prev))
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::backend)?;
+        if demoted.rows_affected() != 1 {
+            tx.rollback().await.map_err(StoreError::backend)?;
+            return Ok(RotateOutcome::Conflict);
+        }
+        match Self::insert(&mut tx, next, false).await {
+            Ok(1) => {}
+            Ok(_) => {
+                tx.rollback().await.map_err(StoreError::backend)?;
+                return Ok(RotateOutcome::Conflict);
+            }
+            Err(e) if is_unique_violation(&e) => {
+                tx.rollback().await.map_err(StoreError::backend)?;
+                return Ok(RotateOutcome::Conflict);
+            }
+            Err(e) => return Err(StoreError::backend(e)),
+        }
+        tx.commit().await.map_err(StoreError::backend)?;
+        Ok(RotateOutcome::Rotated)
+    }
+
+    async fn add_usage(
+        &self,
+        purpose: &Purpose,
+        version: KeyVersion,
+        count: u64,
+    ) -> Result<(), StoreError> {
+        // A single-row atomic increment; usage is not a key change, so no generation.
+        sqlx::query(
+            "UPDATE key_versions SET encryptions = encryptions + $1 \
+             WHERE purpose = $2 AND version = $3",
+        )
+        .bind(big(count))
+        .bind(purpose.as_str())
+        .bind(i64::from(version.get()))
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::backend)?;
+        Ok(())
+    }
+
+    async fn insert_token(&self, t: &TokenRecord) -> Result<(), StoreError> {
+        let purposes: Vec<&str> = t.purposes.iter().map(Purpose::as_str).collect();
+        sqlx::query(
+            "INSERT INTO api_tokens \
+             (id, secret_hash, role, purposes, name, created_at, expires_at, revoked_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&t.id)
+        .bind(&t.secret_hash[..])
+        .bind(t.role.as_str())
+        .bind(purposes.join(","))
+        .bind(&t.name)
+        .bind(t.created_at)
+        .bind(t.expires_at)
+        .bind(t.revoked_at)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::backend)?;
+        Ok(())
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, secret_hash, role, purposes, name, created_at, expires_at, revoked_at \
+             FROM api_tokens ORDER BY created_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::backend)?;
+        rows.iter().map(token).collect()
+    }
+
+    async fn revoke_token(&self, id: &str, now: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::backend)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn get_policy(&self, purpose: &Purpose) -> Result<Option<Policy>, StoreError> {
+        self.policy(purpose).await
+    }
+
+    async fn set_policy(&self, purpose: &Purpose, policy: &Policy) -> Result<(), StoreError> {
+        self.put_policy(purpose, policy).await
+    }
+
+    async fn list_policies(&self) -> Result<Vec<(Purpose, Policy)>, StoreError> {
+        self.policies().await
+    }
+
+    async fn set_status(&self, change: &StatusChange) -> Result<StatusOutcome, StoreError> {
+        self.change_status(change).await
+    }
+
+    async fn insert_versions(
+        &self,
+        records: &[KeyVersionRecord],
+    ) -> Result<WriteOutcome, StoreError> {
+        self.insert_all(records).await
+    }
+
+    async fn rewrap_all(
+        &self,
+        meta_key: &str,
+        old_kek: &str,
+        new_kek: &str,
+        keys: &[RewrappedKey],
+    ) -> Result<WriteOutcome, StoreError> {
+        self.rewrap(meta_key, old_kek, new_kek, keys).await
+    }
+
+    async fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: i64,
+        ttl_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.lease(name, holder, now, ttl_ms).await
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        self.unlease(name, holder).await
+    }
+
+    async fn generation(&self) -> Result<i64, StoreError> {
+        self.current_generation().await
+    }
+
+    /// Starts the background listener on first call (needs a tokio runtime; `None`
+    /// without one) and returns its signal. See [`PostgresKeystore::listen`].
+    fn change_notifier(&self) -> Option<Arc<Notify>> {
+        if !self.listening() {
+            let changed = self.shared.changed.clone();
+            let listener = listen::spawn(self.options.clone(), move |_| {
+                changed.notify_waiters();
+                changed.notify_one();
+            })?;
+            self.keep_listener(listener);
+        }
+        Some(self.shared.changed.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn description_and_debug_never_show_the_password() {
+        let o = PgConnectOptions::from_str("postgres://kf:s3cr3t-pw@db.example:6543/keys").unwrap();
+        let d = describe(&o);
+        assert_eq!(d, "postgres://kf@db.example:6543/keys");
+        assert!(!d.contains("s3cr3t"));
+    }
+
+    #[test]
+    fn invalid_urls_are_refused_without_echoing_them() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let err = rt
+            .block_on(PostgresKeystore::connect(
+                "postgres://u:hunter2@host:notaport/db",
+                &PoolSettings::default(),
+            ))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("invalid PostgreSQL URL"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+}

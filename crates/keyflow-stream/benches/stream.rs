@@ -1,0 +1,91 @@
+//! Streaming throughput against raw AES-256-GCM (PRODUCT.md §10: file encryption on
+//! one core ≥ 80 % of raw AES-256-GCM). Run on one core:
+//! `taskset -c 1 cargo bench -p keyflow-stream --bench stream`.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)] // a benchmark
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use keyflow_core::{DataKey, KeyVersion, OsRng, Purpose, SecretKey, SecureRandom};
+use keyflow_stream::{decrypt, encrypt, read_header, Metadata, Sealer};
+
+const MIB: usize = 1 << 20;
+
+fn key() -> DataKey {
+    DataKey::derive(
+        Purpose::new("documents").unwrap(),
+        KeyVersion::FIRST,
+        &SecretKey::generate(&OsRng).unwrap(),
+    )
+    .unwrap()
+}
+
+fn random(n: usize) -> Vec<u8> {
+    let mut v = vec![0u8; n];
+    OsRng.fill(&mut v).unwrap();
+    v
+}
+
+/// The reference: one aws-lc-rs AES-256-GCM seal of 1 MiB in place (the figure
+/// PRODUCT.md quotes, ~10.6 GB/s here).
+fn raw_gcm(c: &mut Criterion) {
+    let mut g = c.benchmark_group("stream");
+    g.throughput(Throughput::Bytes(MIB as u64));
+    let k = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &random(32)).unwrap());
+    let mut buf = random(MIB);
+    g.bench_function("raw_aes256gcm_seal_1mib", |b| {
+        b.iter(|| {
+            let tag = k
+                .seal_in_place_separate_tag(
+                    Nonce::assume_unique_for_key([7; 12]),
+                    Aad::empty(),
+                    black_box(&mut buf[..]),
+                )
+                .unwrap();
+            black_box(tag);
+        })
+    });
+    g.finish();
+}
+
+/// The library end to end from a memory reader into a sink: header, HKDF per file,
+/// 64 KiB segments read into the segment buffer (the same copy a read(2) from the page
+/// cache makes), sealed in place.
+fn stream(c: &mut Criterion) {
+    let dk = key();
+    for size in [MIB, 16 * MIB] {
+        let plain = random(size);
+        let mut g = c.benchmark_group("stream");
+        g.throughput(Throughput::Bytes(size as u64));
+        g.bench_function(format!("encrypt_{}mib", size / MIB), |b| {
+            b.iter(|| {
+                let sealer = Sealer::new(&dk, &Metadata::default(), &OsRng).unwrap();
+                encrypt(&mut &plain[..], &mut std::io::sink(), sealer).unwrap()
+            })
+        });
+        let mut file = Vec::new();
+        encrypt(
+            &mut &plain[..],
+            &mut file,
+            Sealer::new(&dk, &Metadata::default(), &OsRng).unwrap(),
+        )
+        .unwrap();
+        g.bench_function(format!("decrypt_{}mib", size / MIB), |b| {
+            b.iter(|| {
+                let mut input = &file[..];
+                let h = read_header(&mut input).unwrap();
+                decrypt(input, &mut std::io::sink(), h.open(&dk).unwrap()).unwrap()
+            })
+        });
+        g.finish();
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(4)).warm_up_time(Duration::from_secs(1));
+    targets = raw_gcm, stream
+}
+criterion_main!(benches);
