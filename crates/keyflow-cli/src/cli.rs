@@ -32,7 +32,7 @@ pub struct GlobalArgs {
     /// KEK file (default: DATA_DIR/kek.json).
     #[arg(long, global = true, env = "KEK_PATH")]
     pub kek_path: Option<PathBuf>,
-    /// Keystore URL (default: sqlite:DATA_DIR/keyflow.db).
+    /// Keystore URL: sqlite:PATH or postgres://… (default: sqlite:DATA_DIR/keyflow.db).
     #[arg(long, global = true, env = "KEYFLOW_DATABASE_URL")]
     pub database_url: Option<String>,
 }

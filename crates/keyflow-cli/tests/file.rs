@@ -260,7 +260,7 @@ fn failed_decryption_leaves_nothing_at_out() {
         let out = s.run(&["file", "decrypt", "-", "-o", "-"], &bad);
         assert_eq!(out.status.code(), Some(1), "{name}");
         assert!(
-            out.stdout.len() % SEG == 0,
+            out.stdout.len().is_multiple_of(SEG),
             "{name}: only whole verified segments"
         );
         assert_eq!(out.stdout, plain[..out.stdout.len()], "{name}");

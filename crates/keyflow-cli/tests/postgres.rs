@@ -37,7 +37,12 @@ impl TestDb {
             .ok()
             .filter(|u| !u.trim().is_empty())
         else {
-            eprintln!("SKIPPED: TEST_DATABASE_URL not set ({test} needs PostgreSQL)");
+            // Straight to stderr, not `eprintln!`: the test harness captures the
+            // latter, and a skipped database test should be visible.
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED: TEST_DATABASE_URL not set ({test} needs PostgreSQL)"
+            );
             return None;
         };
         let admin = PgConnectOptions::from_str(&base).unwrap();

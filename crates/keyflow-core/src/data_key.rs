@@ -636,15 +636,25 @@ mod tests {
         let (s1, s2) = ([1u8; FILE_SALT_LEN], [2u8; FILE_SALT_LEN]);
         let nonce = [7u8; NONCE_LEN];
         let mut buf = *b"segment";
-        let tag = dk.file_key(&s1).unwrap().seal_in_place(nonce, b"h", &mut buf).unwrap();
+        let tag = dk
+            .file_key(&s1)
+            .unwrap()
+            .seal_in_place(nonce, b"h", &mut buf)
+            .unwrap();
         let mut ct = buf.to_vec();
         ct.extend_from_slice(&tag);
-        let open = |k: &FileKey, aad: &[u8]| k.open_in_place(nonce, aad, &mut ct.clone()).map(|p| p.to_vec());
+        let open = |k: &FileKey, aad: &[u8]| {
+            k.open_in_place(nonce, aad, &mut ct.clone())
+                .map(|p| p.to_vec())
+        };
         assert_eq!(open(&dk.file_key(&s1).unwrap(), b"h").unwrap(), b"segment");
-        assert_eq!(open(&dk.file_key(&s1).unwrap(), b"x"), Err(Error::DecryptionFailed));
+        assert_eq!(
+            open(&dk.file_key(&s1).unwrap(), b"x"),
+            Err(Error::DecryptionFailed)
+        );
         assert!(open(&dk.file_key(&s2).unwrap(), b"h").is_err());
         assert!(open(&key("documents", 1, 14).file_key(&s1).unwrap(), b"h").is_err());
-        // The file subkey is separate from the randomized-mode key.
+        // Debug shows no key material.
         assert_eq!(format!("{:?}", dk.file_key(&s1).unwrap()), "FileKey(..)");
     }
 

@@ -196,6 +196,25 @@ fn bench(c: &mut Criterion) {
             })
         })
     });
+    let cts: Vec<(String, keyflow_core::Context)> = rt.block_on(async {
+        let mut out = Vec::new();
+        for (v, ctx) in &values {
+            out.push((
+                s.encrypt_json(v, &p, ctx, false).await.unwrap().0,
+                ctx.clone(),
+            ));
+        }
+        out
+    });
+    g.bench_function("baseline_6x_decrypt", |b| {
+        b.iter_custom(|n| {
+            timed(&rt, n, || async {
+                for (ct, ctx) in &cts {
+                    black_box(s.decrypt(ct, ctx).await.unwrap());
+                }
+            })
+        })
+    });
     g.finish();
 
     // 10,000 documents, each with its own id.

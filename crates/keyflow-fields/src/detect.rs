@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::names;
-use crate::path::{ConcretePath, Step};
+use crate::path::{ConcretePath, StepRef};
 
 /// What fired on a value or a name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -257,7 +257,7 @@ pub struct Finding {
 /// copied into findings.
 pub fn scan(doc: &Value) -> Vec<Finding> {
     let mut out = Vec::new();
-    walk(doc, &mut ConcretePath::root(), &mut out);
+    walk(doc, &mut Vec::new(), &mut out);
     out
 }
 
@@ -265,11 +265,19 @@ fn is_ciphertext(v: &Value) -> bool {
     v.as_str().is_some_and(crate::document::is_ciphertext)
 }
 
-fn walk(v: &Value, at: &mut ConcretePath, out: &mut Vec<Finding>) {
+fn finding(at: &[StepRef<'_>], detector: Detector, list: Option<&'static str>) -> Finding {
+    Finding {
+        path: ConcretePath::from_refs(at).to_string(),
+        detector,
+        list,
+    }
+}
+
+fn walk<'a>(v: &'a Value, at: &mut Vec<StepRef<'a>>, out: &mut Vec<Finding>) {
     match v {
         Value::Object(map) => {
             for (k, child) in map {
-                at.push(Step::Key(k.clone()));
+                at.push(StepRef::Key(k));
                 let name_hit = if child.is_null() || is_ciphertext(child) {
                     None
                 } else if names::is_sensitive_authentication_data(k) {
@@ -279,11 +287,7 @@ fn walk(v: &Value, at: &mut ConcretePath, out: &mut Vec<Finding>) {
                 };
                 match name_hit {
                     // A sensitive member is reported once, whatever it holds.
-                    Some((detector, list)) => out.push(Finding {
-                        path: at.to_string(),
-                        detector,
-                        list,
-                    }),
+                    Some((detector, list)) => out.push(finding(at, detector, list)),
                     None => walk(child, at, out),
                 }
                 at.pop();
@@ -291,27 +295,19 @@ fn walk(v: &Value, at: &mut ConcretePath, out: &mut Vec<Finding>) {
         }
         Value::Array(items) => {
             for (i, child) in items.iter().enumerate() {
-                at.push(Step::Index(i));
+                at.push(StepRef::Index(i));
                 walk(child, at, out);
                 at.pop();
             }
         }
         Value::String(s) => {
             if let Some(detector) = detect(s) {
-                out.push(Finding {
-                    path: at.to_string(),
-                    detector,
-                    list: None,
-                });
+                out.push(finding(at, detector, None));
             }
         }
         Value::Number(n) => {
             if let Some(detector) = detect(&n.to_string()) {
-                out.push(Finding {
-                    path: at.to_string(),
-                    detector,
-                    list: None,
-                });
+                out.push(finding(at, detector, None));
             }
         }
         Value::Bool(_) | Value::Null => {}

@@ -14,13 +14,14 @@
 use std::collections::BTreeSet;
 use std::str::FromStr;
 
+use keyflow_kms::keyflow_core::envelope;
 use keyflow_kms::{Context, Decrypted, EncryptionService, KmsError, Purpose};
 use serde_json::{Map, Value};
 
 use crate::blind::index_bytes;
 use crate::error::{FieldsError, Result};
 use crate::names;
-use crate::path::{ConcretePath, Selector, Step};
+use crate::path::{ConcretePath, Selector, Step, StepRef};
 
 /// Reserved context key: the path label of the value.
 pub const FIELD_KEY: &str = "kf.field";
@@ -285,8 +286,7 @@ pub struct DecryptReport {
 /// True when `s` is a KeyFlow text ciphertext (prefix and a well-formed header). Does
 /// not authenticate: that needs the key.
 pub fn is_ciphertext(s: &str) -> bool {
-    keyflow_kms::keyflow_core::envelope::read::looks_like_text_envelope(s)
-        && EncryptionService::summary(s).is_ok()
+    envelope::read::looks_like_text_envelope(s) && EncryptionService::summary(s).is_ok()
 }
 
 struct Target {
@@ -298,39 +298,41 @@ struct Target {
 /// sensitive authentication data, at any depth. Returns the paths.
 pub fn enforce_sad_policy(doc: &mut Value, policy: SadPolicy) -> Result<Vec<String>> {
     let mut found = Vec::new();
-    strip_sad(doc, &mut ConcretePath::root(), policy, &mut found);
-    if policy == SadPolicy::Reject && !found.is_empty() {
-        return Err(FieldsError::SensitiveAuthenticationData { paths: found });
+    find_sad(doc, &mut Vec::new(), &mut found);
+    if found.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(found)
+    let shown: Vec<String> = found.iter().map(ToString::to_string).collect();
+    if policy == SadPolicy::Reject {
+        return Err(FieldsError::SensitiveAuthenticationData { paths: shown });
+    }
+    // Only object members are removed, so no other found path shifts.
+    for path in &found {
+        if let Some((obj, name)) = path.parent_object_mut(doc) {
+            let name = name.to_owned();
+            obj.remove(&name);
+        }
+    }
+    Ok(shown)
 }
 
-fn strip_sad(v: &mut Value, at: &mut ConcretePath, policy: SadPolicy, found: &mut Vec<String>) {
+fn find_sad<'a>(v: &'a Value, at: &mut Vec<StepRef<'a>>, found: &mut Vec<ConcretePath>) {
     match v {
         Value::Object(map) => {
-            let sad: Vec<String> = map
-                .keys()
-                .filter(|k| names::is_sensitive_authentication_data(k))
-                .cloned()
-                .collect();
-            for k in sad {
-                at.push(Step::Key(k.clone()));
-                found.push(at.to_string());
-                at.pop();
-                if policy == SadPolicy::Strip {
-                    map.remove(&k);
+            for (k, child) in map {
+                at.push(StepRef::Key(k));
+                if names::is_sensitive_authentication_data(k) {
+                    found.push(ConcretePath::from_refs(at));
+                } else {
+                    find_sad(child, at, found);
                 }
-            }
-            for (k, child) in map.iter_mut() {
-                at.push(Step::Key(k.clone()));
-                strip_sad(child, at, policy, found);
                 at.pop();
             }
         }
         Value::Array(items) => {
-            for (i, child) in items.iter_mut().enumerate() {
-                at.push(Step::Index(i));
-                strip_sad(child, at, policy, found);
+            for (i, child) in items.iter().enumerate() {
+                at.push(StepRef::Index(i));
+                find_sad(child, at, found);
                 at.pop();
             }
         }
@@ -338,25 +340,30 @@ fn strip_sad(v: &mut Value, at: &mut ConcretePath, policy: SadPolicy, found: &mu
     }
 }
 
-/// Every member of `doc` (any depth) whose name is in `lists`; matched members are
-/// not searched further (their whole value is encrypted).
-fn auto_targets(v: &Value, lists: &[&[&str]], at: &mut ConcretePath, out: &mut Vec<ConcretePath>) {
+/// Every member of `doc` (any depth) whose name is on the lists of `mask`; matched
+/// members are not searched further (their whole value is encrypted).
+fn auto_targets<'a>(
+    v: &'a Value,
+    mask: u8,
+    at: &mut Vec<StepRef<'a>>,
+    out: &mut Vec<ConcretePath>,
+) {
     match v {
         Value::Object(map) => {
             for (k, child) in map {
-                at.push(Step::Key(k.clone()));
-                if names::in_lists(k, lists) {
-                    out.push(at.clone());
+                at.push(StepRef::Key(k));
+                if names::in_mask(k, mask) {
+                    out.push(ConcretePath::from_refs(at));
                 } else {
-                    auto_targets(child, lists, at, out);
+                    auto_targets(child, mask, at, out);
                 }
                 at.pop();
             }
         }
         Value::Array(items) => {
             for (i, child) in items.iter().enumerate() {
-                at.push(Step::Index(i));
-                auto_targets(child, lists, at, out);
+                at.push(StepRef::Index(i));
+                auto_targets(child, mask, at, out);
                 at.pop();
             }
         }
@@ -377,10 +384,10 @@ fn plan(doc: &Value, selection: &Selection, purpose: &Purpose) -> Result<Vec<Tar
         }
     }
     if selection.auto_detect {
-        let lists = names::lists_for_purpose(purpose.as_str())
+        let mask = names::purpose_mask(purpose.as_str())
             .ok_or_else(|| FieldsError::NoDetectionList(purpose.clone()))?;
         let mut found = Vec::new();
-        auto_targets(doc, lists, &mut ConcretePath::root(), &mut found);
+        auto_targets(doc, mask, &mut Vec::new(), &mut found);
         targets.extend(found.into_iter().map(|path| Target {
             path,
             mode: Mode::Randomized,
@@ -396,9 +403,19 @@ fn plan(doc: &Value, selection: &Selection, purpose: &Purpose) -> Result<Vec<Tar
                 (0..steps.len()).any(|k| all.contains(&steps[..k]))
             })
             .collect();
-        let mut seen = BTreeSet::new();
-        let mut keep = inside.into_iter();
-        targets.retain(|t| !keep.next().unwrap_or(false) && seen.insert(t.path.clone()));
+        // The first target of each path wins (listed before auto-detected).
+        let mut first: std::collections::BTreeMap<&[Step], usize> = Default::default();
+        for (i, t) in targets.iter().enumerate() {
+            first.entry(t.path.steps()).or_insert(i);
+        }
+        let keep: Vec<bool> = targets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| !inside[i] && first.get(t.path.steps()) == Some(&i))
+            .collect();
+        drop(first);
+        let mut keep = keep.into_iter();
+        targets.retain(|_| keep.next().unwrap_or(false));
     }
     Ok(targets)
 }
@@ -484,14 +501,9 @@ pub async fn encrypt_fields(
     Ok((doc, report))
 }
 
-/// The ciphertexts [`decrypt_fields`] would decrypt: every string that carries the
-/// KeyFlow prefix (or, with `selectors`, only those they match), with its concrete path
-/// and the purpose its header names (`None` when the header does not parse; decrypting
-/// it fails) — for authorizing a decrypt before doing it.
-pub fn ciphertexts(
-    doc: &Value,
-    selectors: Option<&[Selector]>,
-) -> Vec<(ConcretePath, Option<Purpose>)> {
+/// The paths [`decrypt_fields`] would decrypt: every string with the KeyFlow prefix
+/// (or, with `selectors`, only those they match).
+fn ciphertext_paths(doc: &Value, selectors: Option<&[Selector]>) -> Vec<ConcretePath> {
     let mut paths = Vec::new();
     match selectors {
         Some(sel) => {
@@ -500,38 +512,53 @@ pub fn ciphertexts(
             }
             paths.sort();
             paths.dedup();
+            paths.retain(|p| {
+                p.get(doc)
+                    .and_then(Value::as_str)
+                    .is_some_and(envelope::read::looks_like_text_envelope)
+            });
         }
-        None => all_strings(doc, &mut ConcretePath::root(), &mut paths),
+        None => prefixed_strings(doc, &mut Vec::new(), &mut paths),
     }
     paths
+}
+
+/// The ciphertexts [`decrypt_fields`] would decrypt, with their concrete paths and the
+/// purpose each header names (`None` when the header does not parse; decrypting it
+/// fails) — for authorizing a decrypt before doing it.
+pub fn ciphertexts(
+    doc: &Value,
+    selectors: Option<&[Selector]>,
+) -> Vec<(ConcretePath, Option<Purpose>)> {
+    ciphertext_paths(doc, selectors)
         .into_iter()
-        .filter_map(|p| {
-            let s = p.get(doc)?.as_str()?;
-            if !keyflow_kms::keyflow_core::envelope::read::looks_like_text_envelope(s) {
-                return None;
-            }
-            let purpose = EncryptionService::summary(s)
-                .ok()
+        .map(|p| {
+            let purpose = p
+                .get(doc)
+                .and_then(Value::as_str)
+                .and_then(|s| EncryptionService::summary(s).ok())
                 .and_then(|sum| Purpose::new(&sum.purpose).ok());
-            Some((p, purpose))
+            (p, purpose)
         })
         .collect()
 }
 
-fn all_strings(v: &Value, at: &mut ConcretePath, out: &mut Vec<ConcretePath>) {
+fn prefixed_strings<'a>(v: &'a Value, at: &mut Vec<StepRef<'a>>, out: &mut Vec<ConcretePath>) {
     match v {
-        Value::String(_) => out.push(at.clone()),
+        Value::String(s) if envelope::read::looks_like_text_envelope(s) => {
+            out.push(ConcretePath::from_refs(at))
+        }
         Value::Object(map) => {
             for (k, child) in map {
-                at.push(Step::Key(k.clone()));
-                all_strings(child, at, out);
+                at.push(StepRef::Key(k));
+                prefixed_strings(child, at, out);
                 at.pop();
             }
         }
         Value::Array(items) => {
             for (i, child) in items.iter().enumerate() {
-                at.push(Step::Index(i));
-                all_strings(child, at, out);
+                at.push(StepRef::Index(i));
+                prefixed_strings(child, at, out);
                 at.pop();
             }
         }
@@ -554,9 +581,9 @@ pub async fn decrypt_fields(
     binding: &Binding,
 ) -> Result<(Value, DecryptReport)> {
     binding.validate()?;
-    let found = ciphertexts(&doc, selectors);
+    let found = ciphertext_paths(&doc, selectors);
     let mut decrypted = Vec::with_capacity(found.len());
-    for (path, _) in &found {
+    for path in &found {
         let shown = path.to_string();
         let ctx = binding.context_for(&path.label())?;
         let Some(ct) = path.get(&doc).and_then(Value::as_str) else {

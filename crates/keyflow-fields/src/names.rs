@@ -5,6 +5,9 @@
 //! compiles this same file to auto-detect fields at compile time, so the macro and the
 //! runtime can never disagree about a list.
 
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
 /// Card data (PCI DSS level 1). `cvv`, `cardSecurityCode` and `pin` are sensitive
 /// authentication data: the field layer strips or refuses them instead of encrypting.
 pub const PCI_LEVEL1: &[&str] = &["cardNumber", "cvv", "cardSecurityCode", "pin"];
@@ -159,6 +162,104 @@ pub fn normalize(name: &str) -> String {
         .collect()
 }
 
+/// True when `name` normalizes to `normalized` (already lowercase, without
+/// separators). One pass and no allocation for ASCII names — the hot path of matching
+/// selectors against every member of a document.
+pub fn normalized_eq(name: &str, normalized: &str) -> bool {
+    if !name.is_ascii() {
+        return normalize(name) == normalized;
+    }
+    let mut want = normalized.bytes();
+    for b in name.bytes() {
+        if matches!(b, b'_' | b'-' | b' ' | b'.') {
+            continue;
+        }
+        if want.next() != Some(b.to_ascii_lowercase()) {
+            return false;
+        }
+    }
+    want.next().is_none()
+}
+
+/// Runs `f` on the normalized form of `name`, built on the stack for short ASCII names.
+fn with_normalized<R>(name: &str, f: impl FnOnce(&str) -> R) -> R {
+    let mut buf = [0u8; 64];
+    if name.is_ascii() && name.len() <= buf.len() {
+        let mut n = 0;
+        for b in name.bytes() {
+            if !matches!(b, b'_' | b'-' | b' ' | b'.') {
+                if let Some(slot) = buf.get_mut(n) {
+                    *slot = b.to_ascii_lowercase();
+                }
+                n += 1;
+            }
+        }
+        if let Some(Ok(s)) = buf.get(..n).map(std::str::from_utf8) {
+            return f(s);
+        }
+    }
+    f(&normalize(name))
+}
+
+const BIT_SAD: u8 = 1 << 7;
+
+/// Normalized name → bit set: bit `i` = member of `ALL_LISTS[i]`, [`BIT_SAD`] =
+/// sensitive authentication data. Built once.
+fn table() -> &'static HashMap<String, u8> {
+    static TABLE: OnceLock<HashMap<String, u8>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut t: HashMap<String, u8> = HashMap::new();
+        for (i, (_, list)) in ALL_LISTS.iter().enumerate() {
+            for n in *list {
+                *t.entry(normalize(n)).or_default() |= 1 << i;
+            }
+        }
+        for n in SENSITIVE_AUTHENTICATION_DATA {
+            *t.entry(normalize(n)).or_default() |= BIT_SAD;
+        }
+        t
+    })
+}
+
+fn bits_of(name: &str) -> u8 {
+    with_normalized(name, |n| table().get(n).copied().unwrap_or(0))
+}
+
+/// The names of the lists that make up `purpose` (the same composition as
+/// [`lists_for_purpose`]; a test keeps them in step).
+fn purpose_list_names(purpose: &str) -> Option<&'static [&'static str]> {
+    Some(match purpose {
+        "userData" => &["pii", "authentication"],
+        "financialData" => &["financial", "pciLevel1", "pciLevel2"],
+        "healthData" => &["health"],
+        "documents" => &["financial", "pii"],
+        "pciLevel1" => &["pciLevel1"],
+        "pciLevel2" => &["pciLevel2"],
+        "pii" => &["pii"],
+        "financial" => &["financial"],
+        "authentication" => &["authentication"],
+        "health" => &["health"],
+        _ => return None,
+    })
+}
+
+/// The lists of `purpose` as a bit set (bit `i` = `ALL_LISTS[i]`); `None` without lists.
+pub fn purpose_mask(purpose: &str) -> Option<u8> {
+    purpose_list_names(purpose).map(|names| {
+        names.iter().fold(0, |m, n| {
+            m | ALL_LISTS
+                .iter()
+                .position(|(list, _)| list == n)
+                .map_or(0, |i| 1 << i)
+        })
+    })
+}
+
+/// True when `name` is on one of the lists in `mask` (from [`purpose_mask`]).
+pub fn in_mask(name: &str, mask: u8) -> bool {
+    bits_of(name) & mask & !BIT_SAD != 0
+}
+
 /// True when `name` is in one of `lists`.
 pub fn in_lists(name: &str, lists: &[&[&str]]) -> bool {
     lists.iter().any(|l| l.iter().any(|n| same_name(n, name)))
@@ -166,22 +267,22 @@ pub fn in_lists(name: &str, lists: &[&[&str]]) -> bool {
 
 /// True when `name` is sensitive for `purpose` (false for a purpose without a list).
 pub fn is_sensitive_for(purpose: &str, name: &str) -> bool {
-    lists_for_purpose(purpose).is_some_and(|lists| in_lists(name, lists))
+    purpose_mask(purpose).is_some_and(|m| in_mask(name, m))
 }
 
 /// True when `name` names sensitive authentication data (never stored).
 pub fn is_sensitive_authentication_data(name: &str) -> bool {
-    SENSITIVE_AUTHENTICATION_DATA
-        .iter()
-        .any(|n| same_name(n, name))
+    bits_of(name) & BIT_SAD != 0
 }
 
 /// The first list (by name) that contains `name`, if any.
 pub fn list_containing(name: &str) -> Option<&'static str> {
+    let bits = bits_of(name);
     ALL_LISTS
         .iter()
-        .find(|(_, l)| l.iter().any(|n| same_name(n, name)))
-        .map(|(list, _)| *list)
+        .enumerate()
+        .find(|(i, _)| bits & (1 << i) != 0)
+        .map(|(_, (list, _))| *list)
 }
 
 #[cfg(test)]
@@ -217,6 +318,17 @@ mod tests {
         assert!(!is_sensitive_for("customPurpose", "ssn"));
         for p in KNOWN_PURPOSES {
             assert!(lists_for_purpose(p).is_some(), "{p}");
+            // The bit set and the lists agree on every listed name.
+            let mask = purpose_mask(p).unwrap();
+            for (_, list) in ALL_LISTS {
+                for n in *list {
+                    assert_eq!(
+                        in_mask(n, mask),
+                        in_lists(n, lists_for_purpose(p).unwrap()),
+                        "{p}/{n}"
+                    );
+                }
+            }
         }
     }
 
@@ -238,6 +350,21 @@ mod tests {
         for n in ["pinned", "cardNumber", "spin", "tracking"] {
             assert!(!is_sensitive_authentication_data(n), "{n}");
         }
+    }
+
+    #[test]
+    fn normalized_comparison() {
+        assert!(normalized_eq("Phone_Number", "phonenumber"));
+        assert!(normalized_eq("phone-number", "phonenumber"));
+        assert!(!normalized_eq("phone_numbers", "phonenumber"));
+        assert!(!normalized_eq("phone", "phonenumber"));
+        assert!(normalized_eq("Ünïcode_Name", &normalize("ünïcodeName")));
+        let long = "a".repeat(100);
+        assert!(is_sensitive_authentication_data("c_v_v"));
+        assert!(!is_sensitive_authentication_data(&long));
+        assert_eq!(purpose_mask("nope"), None);
+        assert!(in_lists("IBAN", &[FINANCIAL]));
+        assert!(!in_lists("IBAN", &[PII]));
     }
 
     #[test]

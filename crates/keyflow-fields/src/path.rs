@@ -26,7 +26,7 @@ use std::str::FromStr;
 use serde_json::Value;
 
 use crate::error::FieldsError;
-use crate::names::{normalize, same_name};
+use crate::names::{normalize, normalized_eq};
 
 /// One step of a [`Selector`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,6 +46,8 @@ pub enum Segment {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Selector {
     segments: Vec<Segment>,
+    /// The normalized name of each `Key` segment (empty for the others).
+    normalized: Vec<String>,
     text: String,
 }
 
@@ -63,7 +65,13 @@ impl Selector {
     /// Every value of `doc` this selector matches, with its concrete path.
     pub fn matches(&self, doc: &Value) -> Vec<ConcretePath> {
         let mut out = Vec::new();
-        collect(doc, &self.segments, &mut ConcretePath::root(), &mut out);
+        collect(
+            doc,
+            &self.segments,
+            &self.normalized,
+            &mut Vec::new(),
+            &mut out,
+        );
         out
     }
 }
@@ -74,39 +82,46 @@ impl fmt::Display for Selector {
     }
 }
 
-fn collect(value: &Value, segs: &[Segment], at: &mut ConcretePath, out: &mut Vec<ConcretePath>) {
-    let Some((first, rest)) = segs.split_first() else {
-        out.push(at.clone());
+fn collect<'a>(
+    value: &'a Value,
+    segs: &[Segment],
+    norms: &[String],
+    at: &mut Vec<StepRef<'a>>,
+    out: &mut Vec<ConcretePath>,
+) {
+    let (Some((first, rest)), Some((norm, norms))) = (segs.split_first(), norms.split_first())
+    else {
+        out.push(ConcretePath::from_refs(at));
         return;
     };
     match (first, value) {
-        (Segment::Key(name), Value::Object(map)) => {
+        (Segment::Key(_), Value::Object(map)) => {
             for (k, v) in map {
-                if same_name(k, name) {
-                    at.push(Step::Key(k.clone()));
-                    collect(v, rest, at, out);
+                if normalized_eq(k, norm) {
+                    at.push(StepRef::Key(k));
+                    collect(v, rest, norms, at, out);
                     at.pop();
                 }
             }
         }
         (Segment::AnyKey, Value::Object(map)) => {
             for (k, v) in map {
-                at.push(Step::Key(k.clone()));
-                collect(v, rest, at, out);
+                at.push(StepRef::Key(k));
+                collect(v, rest, norms, at, out);
                 at.pop();
             }
         }
         (Segment::Index(i), Value::Array(items)) => {
             if let Some(v) = items.get(*i) {
-                at.push(Step::Index(*i));
-                collect(v, rest, at, out);
+                at.push(StepRef::Index(*i));
+                collect(v, rest, norms, at, out);
                 at.pop();
             }
         }
         (Segment::AnyIndex, Value::Array(items)) => {
             for (i, v) in items.iter().enumerate() {
-                at.push(Step::Index(i));
-                collect(v, rest, at, out);
+                at.push(StepRef::Index(i));
+                collect(v, rest, norms, at, out);
                 at.pop();
             }
         }
@@ -197,8 +212,16 @@ impl FromStr for Selector {
                 }
             }
         }
+        let normalized = segments
+            .iter()
+            .map(|seg| match seg {
+                Segment::Key(k) => normalize(k),
+                _ => String::new(),
+            })
+            .collect();
         Ok(Selector {
             segments,
+            normalized,
             text: text.to_owned(),
         })
     }
@@ -233,6 +256,14 @@ pub enum Step {
     Index(usize),
 }
 
+/// A step borrowed from the document being walked: walks allocate nothing until they
+/// find something.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum StepRef<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
 /// Where one value sits in one document (`cards[0].cardNumber`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ConcretePath(Vec<Step>);
@@ -241,6 +272,19 @@ impl ConcretePath {
     /// The document itself.
     pub fn root() -> Self {
         Self(Vec::new())
+    }
+
+    /// The owned path of a walk's borrowed steps.
+    pub(crate) fn from_refs(steps: &[StepRef<'_>]) -> Self {
+        Self(
+            steps
+                .iter()
+                .map(|s| match s {
+                    StepRef::Key(k) => Step::Key((*k).to_owned()),
+                    StepRef::Index(i) => Step::Index(*i),
+                })
+                .collect(),
+        )
     }
 
     /// The steps.
@@ -281,13 +325,17 @@ impl ConcretePath {
                     if !out.is_empty() {
                         out.push('.');
                     }
-                    for c in normalize(k).chars() {
-                        // Escape the characters that carry structure, so two different
-                        // paths never share a label.
-                        if matches!(c, '[' | ']' | '\\') {
-                            out.push('\\');
+                    // The same normalization as `names::normalize`, written straight
+                    // into the label (this runs once per encrypted value).
+                    for c in k.chars().filter(|c| !matches!(c, '_' | '-' | ' ' | '.')) {
+                        for c in c.to_lowercase() {
+                            // Escape the characters that carry structure, so two
+                            // different paths never share a label.
+                            if matches!(c, '[' | ']' | '\\') {
+                                out.push('\\');
+                            }
+                            out.push(c);
                         }
-                        out.push(c);
                     }
                 }
                 Step::Index(_) => out.push_str("[]"),
@@ -307,11 +355,7 @@ impl ConcretePath {
 
     /// The value at this path, mutably.
     pub fn get_mut<'a>(&self, doc: &'a mut Value) -> Option<&'a mut Value> {
-        self.0.iter().try_fold(doc, |v, step| match (step, v) {
-            (Step::Key(k), Value::Object(m)) => m.get_mut(k),
-            (Step::Index(i), Value::Array(a)) => a.get_mut(*i),
-            _ => None,
-        })
+        get_mut_steps(&self.0, doc)
     }
 
     /// The object holding the member this path ends in, and that member's name.
@@ -321,12 +365,19 @@ impl ConcretePath {
     ) -> Option<(&'a mut serde_json::Map<String, Value>, &str)> {
         let (last, parent) = self.0.split_last()?;
         let Step::Key(name) = last else { return None };
-        let parent = ConcretePath(parent.to_vec()).get_mut(doc)?;
-        match parent {
+        match get_mut_steps(parent, doc)? {
             Value::Object(m) => Some((m, name.as_str())),
             _ => None,
         }
     }
+}
+
+fn get_mut_steps<'a>(steps: &[Step], doc: &'a mut Value) -> Option<&'a mut Value> {
+    steps.iter().try_fold(doc, |v, step| match (step, v) {
+        (Step::Key(k), Value::Object(m)) => m.get_mut(k),
+        (Step::Index(i), Value::Array(a)) => a.get_mut(*i),
+        _ => None,
+    })
 }
 
 fn needs_quotes(k: &str) -> bool {

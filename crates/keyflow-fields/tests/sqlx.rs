@@ -67,7 +67,12 @@ async fn sqlite_round_trip() {
 #[tokio::test]
 async fn postgres_round_trip() {
     let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
-        eprintln!("skipped: postgres_round_trip (set TEST_DATABASE_URL=postgres://… to run it)");
+        // Straight to the process's stderr: the test harness captures `eprintln!`.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped: postgres_round_trip (set TEST_DATABASE_URL=postgres://… to run it)"
+        );
         return;
     };
     let e = env().await;

@@ -53,6 +53,10 @@ use tokio::sync::Notify;
 
 mod lifecycle;
 mod listen;
+#[cfg(feature = "test-support")]
+pub mod test_support;
+
+use lifecycle::check_kek;
 
 pub use listen::{ChangeListener, KeyChange, CHANNEL};
 
@@ -511,6 +515,7 @@ impl Keystore for PostgresKeystore {
         // Generation first: concurrent creators queue on its row lock, and the later
         // ones see the committed version 1 and insert nothing.
         bump(&mut tx).await?;
+        check_kek(&mut tx, std::slice::from_ref(first)).await?;
         let outcome = match Self::insert(&mut tx, first, true).await {
             Ok(1) => CreateOutcome::Created,
             Ok(_) => CreateOutcome::AlreadyExists,
@@ -548,6 +553,7 @@ impl Keystore for PostgresKeystore {
             tx.rollback().await.map_err(StoreError::backend)?;
             return Ok(RotateOutcome::Conflict);
         }
+        check_kek(&mut tx, std::slice::from_ref(next)).await?;
         match Self::insert(&mut tx, next, false).await {
             Ok(1) => {}
             Ok(_) => {

@@ -8,9 +8,37 @@ use keyflow_kms::model::{
 };
 use keyflow_kms::Purpose;
 use sqlx::postgres::PgRow;
-use sqlx::Row;
+use sqlx::{Postgres, Row, Transaction};
 
 use crate::{big, bump, is_check_violation, is_unique_violation, PostgresKeystore};
+
+/// Refuses (inside `tx`) versions wrapped under another KEK than the one the keystore
+/// records: a process still running with a KEK that was rotated away must not add
+/// versions nobody can unwrap any more. Runs after the generation bump, so it sees a
+/// concurrent KEK rotation's commit (both hold the generation row lock in turn).
+pub(crate) async fn check_kek(
+    tx: &mut Transaction<'_, Postgres>,
+    records: &[KeyVersionRecord],
+) -> Result<(), StoreError> {
+    let recorded: Option<String> =
+        sqlx::query_scalar("SELECT value FROM keyflow_meta WHERE key = 'kek_id'")
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(StoreError::backend)?;
+    match recorded {
+        Some(kek)
+            if records
+                .iter()
+                .any(|r| r.wrapped_key.is_some() && r.kek_id != kek) =>
+        {
+            Err(StoreError(format!(
+                "refused: the keystore's KEK is now {kek}; this process holds an older KEK \
+                 (restart it with the current KEK file)"
+            )))
+        }
+        _ => Ok(()),
+    }
+}
 
 fn policy_from(row: &PgRow) -> Result<(Purpose, Policy), StoreError> {
     let get = |c: &str| -> Result<i64, StoreError> { row.try_get(c).map_err(StoreError::backend) };
@@ -144,6 +172,7 @@ impl PostgresKeystore {
     ) -> Result<WriteOutcome, StoreError> {
         let mut tx = self.pool.begin().await.map_err(StoreError::backend)?;
         bump(&mut tx).await?;
+        check_kek(&mut tx, records).await?;
         for r in records {
             match Self::insert(&mut tx, r, false).await {
                 Ok(1) => {}

@@ -3,8 +3,8 @@
 //! an HTTP response body needs — and the [`encrypt_async`] / [`decrypt_async`] copy
 //! loops over `AsyncRead` / `AsyncWrite`.
 
-use zeroize::Zeroizing;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use zeroize::Zeroizing;
 
 use crate::error::{Result, StreamError};
 use crate::format::{header_len, HeaderLen, Opener, ParsedHeader, Sealer};
@@ -92,6 +92,7 @@ impl<R: AsyncRead + Unpin> AsyncEncryptor<R> {
     }
 
     /// The next piece of the encrypted file, or `None` after the final segment.
+    /// Not cancel-safe: a future dropped before it completes loses the input it read.
     pub async fn next_chunk(&mut self) -> Result<Option<&[u8]>> {
         if !self.header_sent {
             self.header_sent = true;
@@ -163,6 +164,7 @@ impl<R: AsyncRead + Unpin> AsyncDecryptor<R> {
     }
 
     /// The next verified segment's plaintext, or `None` after the last one.
+    /// Not cancel-safe: a future dropped before it completes loses the input it read.
     pub async fn next_chunk(&mut self) -> Result<Option<&[u8]>> {
         if self.failed {
             return Err(StreamError::DecryptionFailed);

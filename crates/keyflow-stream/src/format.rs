@@ -528,7 +528,7 @@ impl Layout {
 
     /// From the length of everything after the header: (segment count, plaintext
     /// size). Lengths no writer produces are refused.
-    pub(crate) fn from_body_len(&self, body: u64) -> Result<(u64, u64)> {
+    pub(crate) fn segments_and_size(&self, body: u64) -> Result<(u64, u64)> {
         let sealed = self.sealed() as u64;
         let n = body.div_ceil(sealed);
         if n == 0 || n > MAX_SEGMENTS {
@@ -673,17 +673,20 @@ mod tests {
     #[test]
     fn layout_arithmetic() {
         let l = Layout::new(16);
-        assert_eq!(l.from_body_len(16).unwrap(), (1, 0));
-        assert_eq!(l.from_body_len(17).unwrap(), (1, 1));
-        assert_eq!(l.from_body_len(32).unwrap(), (1, 16));
-        assert_eq!(l.from_body_len(32 + 17).unwrap(), (2, 17));
-        assert!(l.from_body_len(0).is_err());
-        assert!(l.from_body_len(15).is_err());
-        assert!(l.from_body_len(32 + 16).is_err(), "empty non-only last segment");
-        assert!(l.from_body_len(32 + 5).is_err());
+        assert_eq!(l.segments_and_size(16).unwrap(), (1, 0));
+        assert_eq!(l.segments_and_size(17).unwrap(), (1, 1));
+        assert_eq!(l.segments_and_size(32).unwrap(), (1, 16));
+        assert_eq!(l.segments_and_size(32 + 17).unwrap(), (2, 17));
+        assert!(l.segments_and_size(0).is_err());
+        assert!(l.segments_and_size(15).is_err());
+        assert!(
+            l.segments_and_size(32 + 16).is_err(),
+            "empty non-only last segment"
+        );
+        assert!(l.segments_and_size(32 + 5).is_err());
         for size in [0u64, 1, 15, 16, 17, 100] {
             let body = encrypted_len(0, 16, size);
-            assert_eq!(l.from_body_len(body).unwrap().1, size);
+            assert_eq!(l.segments_and_size(body).unwrap().1, size);
         }
     }
 

@@ -8,7 +8,7 @@
 //! tampering are detected; plaintext is only ever released one *verified* segment at a
 //! time. Specification, design decisions and test vectors: `docs/file-format.md`.
 //!
-//! [`format`] is the pure part (header, metadata, nonces, segment arithmetic); the rest
+//! [`format`](mod@format) is the pure part (header, metadata, nonces, segment arithmetic); the rest
 //! adapts it to I/O: [`Encryptor`] / [`encrypt`] and [`Decryptor`] / [`decrypt`] over
 //! `std::io`, [`SeekableDecryptor`] for byte ranges over `Read + Seek`, and
 //! [`AsyncEncryptor`] / [`AsyncDecryptor`] (plus [`encrypt_async`] / [`decrypt_async`])

@@ -1,8 +1,8 @@
 //! Decryption from a `std::io::Read`: [`read_header`], the [`Decryptor`] adapter and
 //! the [`decrypt`] copy loop. Plaintext is released one verified segment at a time.
 
-use zeroize::Zeroizing;
 use std::io::{Read, Write};
+use zeroize::Zeroizing;
 
 use crate::error::{Result, StreamError};
 use crate::format::{header_len, HeaderLen, Layout, Opener, ParsedHeader, SegmentCipher};

@@ -1,8 +1,8 @@
 //! Random access: [`SeekableDecryptor`] reads any byte range of a file by decrypting
 //! only the segments that hold it.
 
-use zeroize::Zeroizing;
 use std::io::{Read, Seek, SeekFrom};
+use zeroize::Zeroizing;
 
 use crate::error::{Result, StreamError};
 use crate::format::{Layout, Opener, SegmentCipher};
@@ -45,7 +45,7 @@ impl<R: Read + Seek> SeekableDecryptor<R> {
         let body = end
             .checked_sub(opener.header_len())
             .ok_or(StreamError::DecryptionFailed)?;
-        let (segments, size) = layout.from_body_len(body)?;
+        let (segments, size) = layout.segments_and_size(body)?;
         if opener.metadata().size.is_some_and(|d| d != size) {
             return Err(StreamError::DecryptionFailed);
         }

@@ -1,11 +1,11 @@
 //! Encryption to a `std::io::Write`: the [`Encryptor`] adapter and the [`encrypt`]
 //! copy loop (which reads straight into the segment buffer: one copy less).
 
-use zeroize::Zeroizing;
 use std::io::{Read, Write};
+use zeroize::Zeroizing;
 
 use crate::error::{Result, StreamError};
-use crate::format::{Layout, SegmentCipher, Sealer};
+use crate::format::{Layout, Sealer, SegmentCipher};
 
 /// Counts segments and bytes, seals segments, checks the declared size at the end.
 #[derive(Debug)]
@@ -125,7 +125,10 @@ pub struct Encryptor<W: Write> {
 impl<W: Write> std::fmt::Debug for Encryptor<W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Encryptor")
-            .field("plaintext_so_far", &(self.state.total() + self.filled as u64))
+            .field(
+                "plaintext_so_far",
+                &(self.state.total() + self.filled as u64),
+            )
             .finish_non_exhaustive()
     }
 }

@@ -6,7 +6,7 @@ use std::io::{Cursor, Read, Seek, SeekFrom, Write};
 use keyflow_core::{DataKey, KeyVersion, OsRng, Purpose, SecretKey, SecureRandom};
 use keyflow_stream::{
     decrypt, decrypt_async, encrypt, encrypt_async, read_header, read_header_async, Decryptor,
-    Encryptor, Metadata, SeekableDecryptor, Sealer, StreamError,
+    Encryptor, Metadata, Sealer, SeekableDecryptor, StreamError,
 };
 use proptest::prelude::*;
 
@@ -128,18 +128,45 @@ fn every_tamper_case_is_refused() {
     assert_eq!(open(&dk, &file).unwrap(), data);
     let h = segs[0].start;
     let mut cases: Vec<(String, Vec<u8>)> = vec![
-        ("truncated inside a segment".into(), file[..segs[2].start + 30].to_vec()),
-        ("truncated inside the last tag".into(), file[..file.len() - 1].to_vec()),
-        ("truncated at a segment boundary".into(), file[..segs[3].end].to_vec()),
+        (
+            "truncated inside a segment".into(),
+            file[..segs[2].start + 30].to_vec(),
+        ),
+        (
+            "truncated inside the last tag".into(),
+            file[..file.len() - 1].to_vec(),
+        ),
+        (
+            "truncated at a segment boundary".into(),
+            file[..segs[3].end].to_vec(),
+        ),
         ("truncated to the header".into(), file[..h].to_vec()),
         ("truncated inside the header".into(), file[..h - 1].to_vec()),
-        ("segment dropped".into(), assemble(&file, &segs, &[0, 2, 3, 4])),
-        ("last segment dropped".into(), assemble(&file, &segs, &[0, 1, 2, 3])),
-        ("segments swapped".into(), assemble(&file, &segs, &[0, 2, 1, 3, 4])),
-        ("segment duplicated".into(), assemble(&file, &segs, &[0, 1, 1, 2, 3, 4])),
-        ("last segment duplicated".into(), assemble(&file, &segs, &[0, 1, 2, 3, 4, 4])),
+        (
+            "segment dropped".into(),
+            assemble(&file, &segs, &[0, 2, 3, 4]),
+        ),
+        (
+            "last segment dropped".into(),
+            assemble(&file, &segs, &[0, 1, 2, 3]),
+        ),
+        (
+            "segments swapped".into(),
+            assemble(&file, &segs, &[0, 2, 1, 3, 4]),
+        ),
+        (
+            "segment duplicated".into(),
+            assemble(&file, &segs, &[0, 1, 1, 2, 3, 4]),
+        ),
+        (
+            "last segment duplicated".into(),
+            assemble(&file, &segs, &[0, 1, 2, 3, 4, 4]),
+        ),
         ("bytes appended".into(), [&file[..], b"x"].concat()),
-        ("a whole segment appended".into(), [&file[..], &file[segs[1].clone()]].concat()),
+        (
+            "a whole segment appended".into(),
+            [&file[..], &file[segs[1].clone()]].concat(),
+        ),
     ];
     for (name, at) in [
         ("magic", 1),
@@ -257,7 +284,10 @@ fn seekable_reads_after_open_and_size_is_authenticated() {
     let h = read_header(&mut input).unwrap();
     let mut s = SeekableDecryptor::new(Cursor::new(&file), h.open(&dk).unwrap()).unwrap();
     assert_eq!(s.size(), data.len() as u64);
-    assert_eq!(s.read_range(SEG as u64 - 2, 5).unwrap(), data[SEG - 2..SEG + 3]);
+    assert_eq!(
+        s.read_range(SEG as u64 - 2, 5).unwrap(),
+        data[SEG - 2..SEG + 3]
+    );
     s.seek(SeekFrom::End(-4)).unwrap();
     let mut tail = Vec::new();
     s.read_to_end(&mut tail).unwrap();

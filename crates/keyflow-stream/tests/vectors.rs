@@ -10,7 +10,9 @@
 use std::io::Cursor;
 
 use keyflow_core::{DataKey, KeyVersion, Purpose, SecretKey};
-use keyflow_stream::{decrypt, encrypt, read_header, Metadata, SeekableDecryptor, Sealer, StreamError};
+use keyflow_stream::{
+    decrypt, encrypt, read_header, Metadata, Sealer, SeekableDecryptor, StreamError,
+};
 use serde_json::{json, Value};
 
 const PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/file-v1.json");
@@ -71,7 +73,12 @@ fn code(e: &StreamError) -> &'static str {
 #[test]
 fn committed_vectors() {
     let doc: Value = serde_json::from_str(&std::fs::read_to_string(PATH).unwrap()).unwrap();
-    let keys: Vec<DataKey> = doc["keys"].as_array().unwrap().iter().map(data_key).collect();
+    let keys: Vec<DataKey> = doc["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(data_key)
+        .collect();
     let valid = doc["valid"].as_array().unwrap();
     let invalid = doc["invalid"].as_array().unwrap();
     assert!(valid.len() >= 6 && invalid.len() >= 15);
@@ -82,20 +89,34 @@ fn committed_vectors() {
         let (meta, out) = open(&keys, &file).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(out, plain, "{name}");
         assert_eq!(meta, metadata(&v["metadata"]), "{name}");
-        assert_eq!(open_seekable(&keys, &file).unwrap(), plain, "{name} (seekable)");
+        assert_eq!(
+            open_seekable(&keys, &file).unwrap(),
+            plain,
+            "{name} (seekable)"
+        );
         // The writer reproduces the exact bytes from the same inputs.
         let key = &keys[v["key"].as_u64().unwrap() as usize];
         let sealer = Sealer::hazmat_from_parts(
             key,
             &meta,
             v["segmentSize"].as_u64().unwrap() as u32,
-            hex::decode(v["salt"].as_str().unwrap()).unwrap().try_into().unwrap(),
-            hex::decode(v["noncePrefix"].as_str().unwrap()).unwrap().try_into().unwrap(),
+            hex::decode(v["salt"].as_str().unwrap())
+                .unwrap()
+                .try_into()
+                .unwrap(),
+            hex::decode(v["noncePrefix"].as_str().unwrap())
+                .unwrap()
+                .try_into()
+                .unwrap(),
         )
         .unwrap();
         let mut again = Vec::new();
         encrypt(&mut &plain[..], &mut again, sealer).unwrap();
-        assert_eq!(hex::encode(&again), v["file"].as_str().unwrap(), "{name}: writer drifted");
+        assert_eq!(
+            hex::encode(&again),
+            v["file"].as_str().unwrap(),
+            "{name}: writer drifted"
+        );
     }
     for v in invalid {
         let name = v["name"].as_str().unwrap();
@@ -148,13 +169,79 @@ fn regenerate() {
     let salt = |b: u8| [b; 32];
     let prefix = |b: u8| [b; 7];
     let cases: Vec<(&str, usize, Metadata, u32, Vec<u8>)> = vec![
-        ("empty file", 0, Metadata { name: Some("empty.txt".into()), mime_type: Some("text/plain".into()), size: Some(0) }, 32, vec![]),
-        ("one byte", 0, Metadata { name: Some("a".into()), mime_type: None, size: Some(1) }, 32, b"A".to_vec()),
-        ("exactly one segment", 0, Metadata { name: Some("one.bin".into()), mime_type: Some("application/octet-stream".into()), size: Some(32) }, 32, pattern(32)),
-        ("one segment plus one byte", 0, Metadata { name: None, mime_type: None, size: Some(33) }, 32, pattern(33)),
-        ("three and a half segments, size unknown (piped)", 1, Metadata { name: Some("rapport été.pdf".into()), mime_type: Some("application/pdf".into()), size: None }, 32, pattern(112)),
-        ("no metadata at all", 2, Metadata::default(), 16, pattern(50)),
-        ("default segment size", 0, Metadata { name: Some("x.txt".into()), mime_type: Some("text/plain; charset=utf-8".into()), size: Some(5) }, 65536, b"hello".to_vec()),
+        (
+            "empty file",
+            0,
+            Metadata {
+                name: Some("empty.txt".into()),
+                mime_type: Some("text/plain".into()),
+                size: Some(0),
+            },
+            32,
+            vec![],
+        ),
+        (
+            "one byte",
+            0,
+            Metadata {
+                name: Some("a".into()),
+                mime_type: None,
+                size: Some(1),
+            },
+            32,
+            b"A".to_vec(),
+        ),
+        (
+            "exactly one segment",
+            0,
+            Metadata {
+                name: Some("one.bin".into()),
+                mime_type: Some("application/octet-stream".into()),
+                size: Some(32),
+            },
+            32,
+            pattern(32),
+        ),
+        (
+            "one segment plus one byte",
+            0,
+            Metadata {
+                name: None,
+                mime_type: None,
+                size: Some(33),
+            },
+            32,
+            pattern(33),
+        ),
+        (
+            "three and a half segments, size unknown (piped)",
+            1,
+            Metadata {
+                name: Some("rapport été.pdf".into()),
+                mime_type: Some("application/pdf".into()),
+                size: None,
+            },
+            32,
+            pattern(112),
+        ),
+        (
+            "no metadata at all",
+            2,
+            Metadata::default(),
+            16,
+            pattern(50),
+        ),
+        (
+            "default segment size",
+            0,
+            Metadata {
+                name: Some("x.txt".into()),
+                mime_type: Some("text/plain; charset=utf-8".into()),
+                size: Some(5),
+            },
+            65536,
+            b"hello".to_vec(),
+        ),
     ];
     let mut valid = Vec::new();
     let mut files = Vec::new();
@@ -196,7 +283,8 @@ fn regenerate() {
     let mlen_at = 10 + plen + 4 + 4 + 32 + 7;
     meta_len_short[mlen_at..mlen_at + 2].copy_from_slice(&4u16.to_be_bytes());
     let other_file = {
-        let sealer = Sealer::hazmat_from_parts(&keys[1], &cases[4].2, 32, salt(0xCC), prefix(0xDD)).unwrap();
+        let sealer =
+            Sealer::hazmat_from_parts(&keys[1], &cases[4].2, 32, salt(0xCC), prefix(0xDD)).unwrap();
         let mut f = Vec::new();
         encrypt(&mut &cases[4].4[..], &mut f, sealer).unwrap();
         f
@@ -206,32 +294,132 @@ fn regenerate() {
         ("empty input", vec![], "invalid_header"),
         ("bad magic", bad_magic, "invalid_header"),
         ("unsupported format version", bad_format, "invalid_header"),
-        ("segment size below the minimum", seg_too_small, "invalid_header"),
-        ("metadata length below the minimum", meta_len_short, "invalid_header"),
-        ("truncated inside the header", base[..h - 5].to_vec(), "invalid_header"),
-        ("truncated to the header", header.clone(), "decryption_failed"),
-        ("truncated inside a segment", base[..h + 40].to_vec(), "decryption_failed"),
-        ("truncated at a segment boundary", join(&header, &[&segs[0], &segs[1]]), "decryption_failed"),
-        ("truncated inside the last tag", base[..base.len() - 1].to_vec(), "decryption_failed"),
-        ("segment dropped", join(&header, &[&segs[0], &segs[2], &segs[3]]), "decryption_failed"),
-        ("segments swapped", join(&header, &[&segs[1], &segs[0], &segs[2], &segs[3]]), "decryption_failed"),
-        ("segment duplicated", join(&header, &[&segs[0], &segs[1], &segs[1], &segs[2], &segs[3]]), "decryption_failed"),
-        ("last segment duplicated", join(&header, &[&segs[0], &segs[1], &segs[2], &segs[3], &segs[3]]), "decryption_failed"),
-        ("one byte appended", [&base[..], &[0u8]].concat(), "decryption_failed"),
-        ("a segment appended", join(&header, &[&segs[0], &segs[1], &segs[2], &segs[3], &segs[1]]), "decryption_failed"),
-        ("header from another file", join(&other.header, &segs.iter().collect::<Vec<_>>()), "decryption_failed"),
-        ("segment from another file under the same key", join(&header, &[&segs[0], &other.segs[1], &segs[2], &segs[3]]), "decryption_failed"),
+        (
+            "segment size below the minimum",
+            seg_too_small,
+            "invalid_header",
+        ),
+        (
+            "metadata length below the minimum",
+            meta_len_short,
+            "invalid_header",
+        ),
+        (
+            "truncated inside the header",
+            base[..h - 5].to_vec(),
+            "invalid_header",
+        ),
+        (
+            "truncated to the header",
+            header.clone(),
+            "decryption_failed",
+        ),
+        (
+            "truncated inside a segment",
+            base[..h + 40].to_vec(),
+            "decryption_failed",
+        ),
+        (
+            "truncated at a segment boundary",
+            join(&header, &[&segs[0], &segs[1]]),
+            "decryption_failed",
+        ),
+        (
+            "truncated inside the last tag",
+            base[..base.len() - 1].to_vec(),
+            "decryption_failed",
+        ),
+        (
+            "segment dropped",
+            join(&header, &[&segs[0], &segs[2], &segs[3]]),
+            "decryption_failed",
+        ),
+        (
+            "segments swapped",
+            join(&header, &[&segs[1], &segs[0], &segs[2], &segs[3]]),
+            "decryption_failed",
+        ),
+        (
+            "segment duplicated",
+            join(&header, &[&segs[0], &segs[1], &segs[1], &segs[2], &segs[3]]),
+            "decryption_failed",
+        ),
+        (
+            "last segment duplicated",
+            join(&header, &[&segs[0], &segs[1], &segs[2], &segs[3], &segs[3]]),
+            "decryption_failed",
+        ),
+        (
+            "one byte appended",
+            [&base[..], &[0u8]].concat(),
+            "decryption_failed",
+        ),
+        (
+            "a segment appended",
+            join(&header, &[&segs[0], &segs[1], &segs[2], &segs[3], &segs[1]]),
+            "decryption_failed",
+        ),
+        (
+            "header from another file",
+            join(&other.header, &segs.iter().collect::<Vec<_>>()),
+            "decryption_failed",
+        ),
+        (
+            "segment from another file under the same key",
+            join(&header, &[&segs[0], &other.segs[1], &segs[2], &segs[3]]),
+            "decryption_failed",
+        ),
         ("bit flipped in the purpose", flip(11), "decryption_failed"),
-        ("key version of no existing key", wrong_version, "decryption_failed"),
-        ("key version of another existing key", v2_label, "decryption_failed"),
-        ("bit flipped in the segment size", flip(10 + plen + 7), "decryption_failed"),
-        ("bit flipped in the salt", flip(10 + plen + 8 + 3), "decryption_failed"),
-        ("bit flipped in the nonce prefix", flip(10 + plen + 8 + 32 + 1), "decryption_failed"),
-        ("bit flipped in the sealed metadata", flip(h - 20), "decryption_failed"),
-        ("bit flipped in the metadata tag", flip(h - 1), "decryption_failed"),
-        ("bit flipped in a segment", flip(h + 48 + 3), "decryption_failed"),
-        ("bit flipped in a segment tag", flip(h + 47), "decryption_failed"),
-        ("bit flipped in the last segment", flip(base.len() - 17), "decryption_failed"),
+        (
+            "key version of no existing key",
+            wrong_version,
+            "decryption_failed",
+        ),
+        (
+            "key version of another existing key",
+            v2_label,
+            "decryption_failed",
+        ),
+        (
+            "bit flipped in the segment size",
+            flip(10 + plen + 7),
+            "decryption_failed",
+        ),
+        (
+            "bit flipped in the salt",
+            flip(10 + plen + 8 + 3),
+            "decryption_failed",
+        ),
+        (
+            "bit flipped in the nonce prefix",
+            flip(10 + plen + 8 + 32 + 1),
+            "decryption_failed",
+        ),
+        (
+            "bit flipped in the sealed metadata",
+            flip(h - 20),
+            "decryption_failed",
+        ),
+        (
+            "bit flipped in the metadata tag",
+            flip(h - 1),
+            "decryption_failed",
+        ),
+        (
+            "bit flipped in a segment",
+            flip(h + 48 + 3),
+            "decryption_failed",
+        ),
+        (
+            "bit flipped in a segment tag",
+            flip(h + 47),
+            "decryption_failed",
+        ),
+        (
+            "bit flipped in the last segment",
+            flip(base.len() - 17),
+            "decryption_failed",
+        ),
     ];
     let invalid: Vec<Value> = invalid
         .into_iter()

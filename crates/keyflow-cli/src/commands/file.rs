@@ -91,7 +91,7 @@ impl Input {
         let file = File::open(path)
             .map_err(|e| CliError::Config(format!("cannot open {}: {e}", path.display())))?;
         let meta = file.metadata()?;
-        let size = meta.is_file().then(|| meta.len());
+        let size = meta.is_file().then_some(meta.len());
         Ok(Input::File { file, size })
     }
 

@@ -9,7 +9,7 @@ use std::io::IsTerminal;
 use std::time::Duration;
 
 use clap::Args;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use keyflow_kms::{EncryptionService, KeyStatus, VersionFilter};
 use keyflow_reencrypt::{
     backend, engine, ContextSpec, EncryptPlaintext, Operation, Progress, Report, Rewrap,
@@ -94,9 +94,14 @@ impl Bar {
         };
         let bar = ProgressBar::with_draw_target(None, target);
         if let Ok(style) = ProgressStyle::with_template(
-            "{elapsed_precise} [{wide_bar}] {human_pos}/{human_len} rows  {per_sec}  eta {eta}",
+            "{elapsed_precise} [{wide_bar}] {human_pos}/{human_len} rows  {rate}  eta {eta}",
         ) {
-            bar.set_style(style.progress_chars("=> "));
+            let style = style
+                .with_key("rate", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.0} rows/s", s.per_sec());
+                })
+                .progress_chars("=> ");
+            bar.set_style(style);
         }
         bar.enable_steady_tick(Duration::from_millis(200));
         Self(bar)
