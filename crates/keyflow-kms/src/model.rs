@@ -117,7 +117,7 @@ impl fmt::Debug for KeyVersionRecord {
 impl KeyVersionRecord {
     /// The metadata shown by the API and the CLI (never material).
     pub fn metadata_json(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "keyId": keyflow_core::key_id(&self.purpose, self.version),
             "purpose": self.purpose.as_str(),
             "version": self.version.get(),
@@ -126,8 +126,12 @@ impl KeyVersionRecord {
             "createdAt": crate::clock::rfc3339(self.created_at),
             "statusChangedAt": crate::clock::rfc3339(self.status_changed_at),
             "encryptions": self.encryptions,
-            "revokedReason": self.revoked_reason,
-        })
+        });
+        // Only revoked (and later destroyed) versions carry a reason.
+        if let Some(reason) = &self.revoked_reason {
+            v["revokedReason"] = serde_json::json!(reason);
+        }
+        v
     }
 }
 

@@ -353,10 +353,15 @@ async fn every_route_succeeds_over_tls() {
     let mut health = r.json();
     assert!(health["uptimeSeconds"].is_u64(), "{health}");
     health.as_object_mut().unwrap().remove("uptimeSeconds");
+    assert!(health["checks"]["keyCacheAgeMs"].is_u64(), "{health}");
+    health["checks"]
+        .as_object_mut()
+        .unwrap()
+        .remove("keyCacheAgeMs");
     assert_eq!(
         health,
         json!({ "status": "ok", "live": true, "ready": true,
-                "checks": { "keystore": "ok", "kek": "unlocked" } })
+                "checks": { "keystore": "ok", "kek": "unlocked", "keyCache": "confirmed" } })
     );
 
     // Status: the old shape plus usage and cache figures.

@@ -197,6 +197,11 @@ impl<R: AsyncRead + Unpin> AsyncDecryptor<R> {
     pub fn is_done(&self) -> bool {
         self.state.done
     }
+
+    /// The underlying reader (e.g. to discard the rest of a refused upload).
+    pub fn into_inner(self) -> R {
+        self.reader
+    }
 }
 
 /// Encrypts `reader` into `writer` (header first); returns the plaintext size.

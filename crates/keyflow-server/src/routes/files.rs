@@ -17,6 +17,10 @@
 //!   small) is a clean `422 decryption_failed`. Beyond that, plaintext is released one
 //!   *verified* segment at a time; a segment that fails aborts the body as above, so
 //!   the client sees a transport error, never unverified bytes and never a clean end.
+//!
+//! An error answered before the upload was read to its end (403, 422, …) first reads
+//! and discards up to 8 MiB / 2 s of the rest, so a client that writes its whole body
+//! before reading gets the error rather than a broken connection; a 413 does not.
 
 use std::io;
 use std::pin::Pin;
@@ -37,7 +41,7 @@ use keyflow_stream::{
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 use utoipa::{IntoParams, ToSchema};
 
 use super::purpose;
@@ -166,6 +170,36 @@ impl AsyncRead for BodyReader {
     }
 }
 
+/// Most of a refused upload read and discarded, and for how long at most.
+const DRAIN_BYTES: usize = 8 << 20;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// On an error answered before the upload was read to its end, reads and discards a
+/// bounded rest of it (8 MiB, 2 s): an HTTP/1.1 client that writes its whole body
+/// before reading would otherwise see a broken connection instead of the error. Bodies
+/// over the limit are not drained (that is the point of the limit).
+async fn drain_on_error(
+    result: ApiResult<Response>,
+    reader: Option<BodyReader>,
+) -> ApiResult<Response> {
+    // Decided before awaiting: a `&Response` held across an await is not `Send`.
+    let drain = matches!(&result, Err(e) if !matches!(e, ApiError::PayloadTooLarge(_)));
+    if let (true, Some(mut reader)) = (drain, reader) {
+        let _ = tokio::time::timeout(DRAIN_TIME, async {
+            let mut buf = [0u8; 16 * 1024];
+            let mut left = DRAIN_BYTES;
+            while left > 0 {
+                match reader.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => left = left.saturating_sub(n),
+                }
+            }
+        })
+        .await;
+    }
+    result
+}
+
 /// Refuses a declared length over the limit before reading anything.
 fn check_declared_len(headers: &HeaderMap, limit: u64) -> ApiResult<Option<u64>> {
     let declared = headers
@@ -226,6 +260,19 @@ pub async fn encrypt_stream(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
+    let mut reader = Some(BodyReader::new(body, state.limits.file_body_bytes));
+    let result = encrypt_stream_inner(state, who, rid, query, headers, &mut reader).await;
+    drain_on_error(result, reader).await
+}
+
+async fn encrypt_stream_inner(
+    state: AppState,
+    who: Principal,
+    rid: RequestId,
+    query: Result<Query<FileEncryptQuery>, QueryRejection>,
+    headers: HeaderMap,
+    reader: &mut Option<BodyReader>,
+) -> ApiResult<Response> {
     let Query(q) = query.map_err(|_| ApiError::InvalidRequest("invalid query string".into()))?;
     let p =
         purpose(q.purpose.as_deref().ok_or_else(|| {
@@ -262,7 +309,10 @@ pub async fn encrypt_stream(
             return Err(e);
         }
     };
-    let enc = AsyncEncryptor::new(BodyReader::new(body, limit), sealer);
+    let body = reader
+        .take()
+        .ok_or_else(|| ApiError::Internal("request body already taken".into()))?;
+    let enc = AsyncEncryptor::new(body, sealer);
     let done = Finish {
         state: state.clone(),
         op: Op::FileEncrypt,
@@ -347,14 +397,35 @@ pub async fn decrypt_stream(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
+    let mut reader = Some(BodyReader::new(body, state.limits.file_body_bytes));
+    let result = decrypt_stream_inner(state, who, rid, headers, &mut reader).await;
+    drain_on_error(result, reader).await
+}
+
+async fn decrypt_stream_inner(
+    state: AppState,
+    who: Principal,
+    rid: RequestId,
+    headers: HeaderMap,
+    slot: &mut Option<BodyReader>,
+) -> ApiResult<Response> {
     who.require(&[Role::Admin, Role::Service])?;
     let limit = state.limits.file_body_bytes;
     check_declared_len(&headers, limit)?;
-    let mut reader = BodyReader::new(body, limit);
-    let header = read_header_async(&mut reader)
-        .await
-        .map_err(|e| api_error(e, limit))?;
-    who.require_purpose(header.purpose())?;
+    let mut reader = slot
+        .take()
+        .ok_or_else(|| ApiError::Internal("request body already taken".into()))?;
+    let header = match read_header_async(&mut reader).await {
+        Ok(h) => h,
+        Err(e) => {
+            *slot = Some(reader);
+            return Err(api_error(e, limit));
+        }
+    };
+    if let Err(e) = who.require_purpose(header.purpose()) {
+        *slot = Some(reader);
+        return Err(e);
+    }
     let p = header.purpose().to_string();
     let version = header.key_version().get();
     let fail = |e: ApiError| {
@@ -369,12 +440,21 @@ pub async fn decrypt_stream(
         );
         e
     };
-    let opener = state
+    let opener = match state
         .service
         .with_decrypt_key(header.purpose(), header.key_version(), |dk| header.open(dk))
         .await
-        .map_err(|e| fail(ApiError::from(e)))?
-        .map_err(|e| fail(api_error(e, limit)))?;
+    {
+        Ok(Ok(opener)) => opener,
+        Ok(Err(e)) => {
+            *slot = Some(reader);
+            return Err(fail(api_error(e, limit)));
+        }
+        Err(e) => {
+            *slot = Some(reader);
+            return Err(fail(ApiError::from(e)));
+        }
+    };
     let meta = opener.metadata().clone();
     let mut dec = AsyncDecryptor::new(reader, opener);
     let mut head = Vec::new();
@@ -382,7 +462,10 @@ pub async fn decrypt_stream(
         match dec.next_chunk().await {
             Ok(Some(chunk)) => head.extend_from_slice(chunk),
             Ok(None) => break,
-            Err(e) => return Err(fail(api_error(e, limit))),
+            Err(e) => {
+                *slot = Some(dec.into_inner());
+                return Err(fail(api_error(e, limit)));
+            }
         }
     }
     let mut resp_headers = HeaderMap::new();
