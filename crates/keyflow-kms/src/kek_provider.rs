@@ -13,14 +13,14 @@
 //!   [`crate::kek_rotation`]); a password change replaces the file atomically.
 
 use std::fs;
-use std::io::{ErrorKind, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
 
 use keyflow_core::kek::{KdfParams, Kek, KekFile};
 use keyflow_core::rng::SecureRandom;
 use zeroize::Zeroizing;
 
+use crate::atomic_file;
 use crate::keystore::Keystore;
 use crate::{KmsError, Result};
 
@@ -124,116 +124,35 @@ pub(crate) fn sibling(path: &Path, suffix: &str) -> PathBuf {
     path.with_file_name(name)
 }
 
-pub(crate) fn parent_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    }
-}
-
 /// fsyncs the directory holding `path`, so a rename or link in it survives power loss.
 pub(crate) fn sync_dir(path: &Path) -> Result<()> {
-    let dir = parent_dir(path);
-    let d = fs::File::open(&dir).map_err(io("cannot open directory", &dir))?;
-    d.sync_all().map_err(io("cannot sync directory", &dir))
+    atomic_file::sync_dir(path).map_err(io("cannot sync directory of", path))
 }
 
-/// Writes `bytes` to a new temporary file (0600, fsynced) beside `path`, returning its
-/// name; the caller links or renames it into place.
-fn write_temp(path: &Path, bytes: &[u8], rng: &dyn SecureRandom) -> Result<PathBuf> {
-    let dir = parent_dir(path);
-    let mut suffix = [0u8; 8];
-    rng.fill(&mut suffix).map_err(|_| KmsError::Randomness)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "kek".into());
-    let tmp = dir.join(format!(".{name}.tmp-{}", keyflow_core::to_hex(&suffix)));
-    let written = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io("cannot create temporary KEK file", &tmp))?;
-        f.write_all(bytes)
-            .map_err(io("cannot write temporary KEK file", &tmp))?;
-        f.sync_all()
-            .map_err(io("cannot sync temporary KEK file", &tmp))
-    })();
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
-    Ok(tmp)
-}
-
-/// Replaces `path` with `bytes` atomically (temporary file, fsync, rename, directory
-/// fsync): a reader sees the old file or the new one, never a mix. Only for a password
-/// change, which must not leave a copy that the old password unlocks.
+/// Replaces `path` with `bytes` atomically. Only for a password change, which must not
+/// leave a copy that the old password unlocks.
 fn replace_file_atomically(path: &Path, bytes: &[u8], rng: &dyn SecureRandom) -> Result<()> {
-    let tmp = write_temp(path, bytes, rng)?;
-    if let Err(e) = fs::rename(&tmp, path) {
-        let _ = fs::remove_file(&tmp);
-        return Err(io("cannot replace KEK file", path)(e));
-    }
-    sync_dir(path)
+    atomic_file::replace(path, bytes, rng).map_err(io("cannot replace KEK file", path))
 }
 
-/// Writes `bytes` to `path` atomically and only if `path` does not exist.
+/// Writes `bytes` to `path` atomically and only if `path` does not exist: a
+/// concurrent init can never be overwritten.
 pub(crate) fn write_new_file_atomically(
     path: &Path,
     bytes: &[u8],
     rng: &dyn SecureRandom,
 ) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&dir)
-        .map_err(io("cannot create directory", &dir))?;
-    let mut suffix = [0u8; 8];
-    rng.fill(&mut suffix).map_err(|_| KmsError::Randomness)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "kek".into());
-    let tmp = dir.join(format!(".{name}.tmp-{}", keyflow_core::to_hex(&suffix)));
-    let result = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io("cannot create temporary KEK file", &tmp))?;
-        f.write_all(bytes)
-            .map_err(io("cannot write temporary KEK file", &tmp))?;
-        f.sync_all()
-            .map_err(io("cannot sync temporary KEK file", &tmp))?;
-        // hard_link fails if `path` exists: a concurrent init can never be overwritten.
-        fs::hard_link(&tmp, path).map_err(|e| {
-            if e.kind() == ErrorKind::AlreadyExists {
-                KmsError::Io {
-                    action: "refusing to overwrite existing KEK file",
-                    path: path.to_owned(),
-                    source: e,
-                }
-            } else {
-                io("cannot move KEK file into place", path)(e)
+    atomic_file::write_new(path, bytes, rng).map_err(|e| {
+        if e.kind() == ErrorKind::AlreadyExists {
+            KmsError::Io {
+                action: "refusing to overwrite existing KEK file",
+                path: path.to_owned(),
+                source: e,
             }
-        })?;
-        if let Ok(d) = fs::File::open(&dir) {
-            d.sync_all().map_err(io("cannot sync directory", &dir))?;
+        } else {
+            io("cannot write KEK file", path)(e)
         }
-        Ok(())
-    })();
-    // The temporary name is removed whatever happened; a crash may leave one behind,
-    // which is harmless (it is never read).
-    let _ = fs::remove_file(&tmp);
-    result
+    })
 }
 
 /// Checks the KEK against the id the keystore recorded, recording it if absent.

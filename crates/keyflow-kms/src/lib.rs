@@ -20,6 +20,7 @@
 //! ```
 
 pub mod access;
+pub mod atomic_file;
 pub mod backup;
 mod cache;
 pub mod clock;

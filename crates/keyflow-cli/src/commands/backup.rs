@@ -4,15 +4,14 @@
 //! terminal (no echo; asked twice for a backup). It is never a flag.
 
 use std::fs;
-use std::io::{ErrorKind, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
 
 use clap::Args;
 use keyflow_kms::backup::format::{MAX_FILE_LEN, MIN_ITERATIONS};
 use keyflow_kms::backup::{BackupPassword, RestoreAction};
 use keyflow_kms::keyflow_core::{OsRng, SecureRandom};
-use keyflow_kms::VersionFilter;
+use keyflow_kms::{atomic_file, VersionFilter};
 use zeroize::Zeroizing;
 
 use super::open_service;
@@ -173,58 +172,27 @@ fn io_err(action: &str, path: &Path, e: std::io::Error) -> CliError {
     ))
 }
 
-/// Writes `bytes` to `path` through a temporary file (0600, fsynced) in the same
-/// directory: linked into place (fails if the name exists) or, with `replace`, renamed
-/// over it; then the directory is fsynced. A crash leaves the old file or the new one.
+/// Writes `bytes` to `path` atomically (0600, fsynced): refused if the file exists
+/// unless `replace`.
 fn write_atomically(
     path: &Path,
     bytes: &[u8],
     replace: bool,
     rng: &dyn SecureRandom,
 ) -> Result<(), CliError> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
+    let written = if replace {
+        atomic_file::replace(path, bytes, rng)
+    } else {
+        atomic_file::write_new(path, bytes, rng)
     };
-    let mut suffix = [0u8; 8];
-    rng.fill(&mut suffix)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "backup".into());
-    let tmp = dir.join(format!(
-        ".{name}.tmp-{}",
-        keyflow_kms::keyflow_core::to_hex(&suffix)
-    ));
-    let result = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| io_err("cannot create", &tmp, e))?;
-        f.write_all(bytes)
-            .and_then(|()| f.sync_all())
-            .map_err(|e| io_err("cannot write", &tmp, e))?;
-        if replace {
-            fs::rename(&tmp, path).map_err(|e| io_err("cannot move backup to", path, e))?;
+    written.map_err(|e| {
+        if e.kind() == ErrorKind::AlreadyExists {
+            CliError::Usage(format!(
+                "{} exists; refusing to overwrite it (use --force)",
+                path.display()
+            ))
         } else {
-            fs::hard_link(&tmp, path).map_err(|e| {
-                if e.kind() == ErrorKind::AlreadyExists {
-                    CliError::Usage(format!(
-                        "{} exists; refusing to overwrite it (use --force)",
-                        path.display()
-                    ))
-                } else {
-                    io_err("cannot move backup to", path, e)
-                }
-            })?;
+            io_err("cannot write backup", path, e)
         }
-        fs::File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| io_err("cannot sync directory", &dir, e))
-    })();
-    // Gone after a rename; after a link (or a failure) the temporary name is removed.
-    let _ = fs::remove_file(&tmp);
-    result
+    })
 }
