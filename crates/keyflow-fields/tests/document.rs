@@ -484,3 +484,58 @@ async fn outer_selection_wins_over_inner_and_duplicates_are_encrypted_once() {
         doc
     );
 }
+
+mod round_trip_property {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn key() -> impl Strategy<Value = String> {
+        "[a-z]{1,6}".prop_filter("sensitive authentication data is stripped", |k| {
+            !keyflow_fields::names::is_sensitive_authentication_data(k)
+        })
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            "[a-zA-Z0-9 {}\"]{0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                proptest::collection::btree_map(key(), inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        /// Any document: selected values (objects' members and arrays' elements one
+        /// level down) encrypt, the document decrypts back to exactly the input, and a
+        /// second encryption is a no-op.
+        #[test]
+        fn any_document_round_trips(
+            doc in proptest::collection::btree_map(key(), json_value(), 0..6)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            id in "[a-z0-9-]{1,12}",
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let e = env().await;
+                let sel = Selection::parse_list("*.*,*[*]").unwrap();
+                let o = opts(Some(&id));
+                let p = purpose("userData");
+                let (enc, _) = encrypt_fields(&e.service, doc.clone(), &sel, &p, &o).await.unwrap();
+                let (again, r) = encrypt_fields(&e.service, enc.clone(), &sel, &p, &o).await.unwrap();
+                assert_eq!(again, enc);
+                assert!(r.encrypted.is_empty());
+                let (back, _) = decrypt_fields(&e.service, enc, None, &o.binding).await.unwrap();
+                assert_eq!(back, doc);
+            });
+        }
+    }
+}

@@ -4,8 +4,8 @@
 //! loops over `AsyncRead` / `AsyncWrite`.
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use zeroize::Zeroizing;
 
+use crate::buf::SegmentBuf;
 use crate::error::{Result, StreamError};
 use crate::format::{header_len, HeaderLen, Opener, ParsedHeader, Sealer};
 use crate::read::OpenState;
@@ -55,19 +55,14 @@ pub struct AsyncEncryptor<R> {
     state: SealState,
     header: Vec<u8>,
     header_sent: bool,
-    cur: Zeroizing<Vec<u8>>,
-    next: Zeroizing<Vec<u8>>,
-    cur_len: Option<usize>,
-    next_len: usize,
-    swap_pending: bool,
-    done: bool,
+    buf: SegmentBuf,
 }
 
 impl<R> std::fmt::Debug for AsyncEncryptor<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AsyncEncryptor")
             .field("plaintext_so_far", &self.state.total())
-            .field("done", &self.done)
+            .field("done", &self.state.done)
             .finish_non_exhaustive()
     }
 }
@@ -76,18 +71,13 @@ impl<R: AsyncRead + Unpin> AsyncEncryptor<R> {
     /// Encrypts `reader` under `sealer`.
     pub fn new(reader: R, sealer: Sealer) -> Self {
         let (state, header) = SealState::new(sealer);
-        let sealed = state.layout.sealed();
+        let buf = SegmentBuf::new(state.layout.lookahead_buf());
         Self {
             reader,
             state,
             header,
             header_sent: false,
-            cur: Zeroizing::new(vec![0u8; sealed]),
-            next: Zeroizing::new(vec![0u8; sealed]),
-            cur_len: None,
-            next_len: 0,
-            swap_pending: false,
-            done: false,
+            buf,
         }
     }
 
@@ -98,29 +88,13 @@ impl<R: AsyncRead + Unpin> AsyncEncryptor<R> {
             self.header_sent = true;
             return Ok(Some(&self.header));
         }
-        if self.done {
+        if self.state.done {
             return Ok(None);
         }
-        let seg = self.state.layout.segment;
-        if self.swap_pending {
-            std::mem::swap(&mut self.cur, &mut self.next);
-            self.cur_len = Some(self.next_len);
-            self.swap_pending = false;
-        }
-        let cur_len = match self.cur_len {
-            Some(n) => n,
-            None => fill(&mut self.reader, &mut self.cur[..seg]).await?,
-        };
-        self.next_len = if cur_len == seg {
-            fill(&mut self.reader, &mut self.next[..seg]).await?
-        } else {
-            0
-        };
-        let last = self.next_len == 0;
-        let n = self.state.seal_next(&mut self.cur, cur_len, last)?;
-        self.done = last;
-        self.swap_pending = !last;
-        Ok(Some(&self.cur[..n]))
+        let range = self.state.fill_range(&mut self.buf);
+        let filled = range.start + fill(&mut self.reader, &mut self.buf[range]).await?;
+        let n = self.state.seal_filled(&mut self.buf, filled)?;
+        Ok(Some(&self.buf[..n]))
     }
 
     /// Plaintext bytes encrypted so far.
@@ -135,7 +109,7 @@ impl<R: AsyncRead + Unpin> AsyncEncryptor<R> {
 pub struct AsyncDecryptor<R> {
     reader: R,
     state: OpenState,
-    buf: Zeroizing<Vec<u8>>,
+    buf: SegmentBuf,
     carry: usize,
     failed: bool,
 }
@@ -153,7 +127,7 @@ impl<R: AsyncRead + Unpin> AsyncDecryptor<R> {
     /// Decrypts what follows the header in `reader`.
     pub fn new(reader: R, opener: Opener) -> Self {
         let state = OpenState::new(opener);
-        let buf = Zeroizing::new(vec![0u8; state.window()]);
+        let buf = SegmentBuf::new(state.window());
         Self {
             reader,
             state,

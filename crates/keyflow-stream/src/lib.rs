@@ -39,6 +39,7 @@
 //! ```
 
 mod asynchronous;
+mod buf;
 mod error;
 pub mod format;
 mod read;

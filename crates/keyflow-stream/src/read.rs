@@ -2,8 +2,8 @@
 //! the [`decrypt`] copy loop. Plaintext is released one verified segment at a time.
 
 use std::io::{Read, Write};
-use zeroize::Zeroizing;
 
+use crate::buf::SegmentBuf;
 use crate::error::{Result, StreamError};
 use crate::format::{header_len, HeaderLen, Layout, Opener, ParsedHeader, SegmentCipher};
 use crate::write::fill;
@@ -60,7 +60,7 @@ impl OpenState {
     /// Bytes a reader fills before opening a segment: one full sealed segment plus one
     /// byte, which tells whether another segment follows.
     pub(crate) fn window(&self) -> usize {
-        self.layout.sealed() + 1
+        self.layout.lookahead_buf()
     }
 
     /// Opens the segment at the front of `buf[..filled]` (`filled` < window ⇔ the input
@@ -108,7 +108,7 @@ impl OpenState {
 pub struct Decryptor<R: Read> {
     inner: R,
     state: OpenState,
-    buf: Zeroizing<Vec<u8>>,
+    buf: SegmentBuf,
     /// Bytes of `buf` holding input (ciphertext) not yet opened: 0 or 1 carried byte.
     carry: usize,
     /// Verified plaintext not yet returned: `buf[pos..end]`.
@@ -130,7 +130,7 @@ impl<R: Read> Decryptor<R> {
     /// Decrypts the segments that follow the header in `inner`.
     pub fn new(inner: R, opener: Opener) -> Self {
         let state = OpenState::new(opener);
-        let buf = Zeroizing::new(vec![0u8; state.window()]);
+        let buf = SegmentBuf::new(state.window());
         Self {
             inner,
             state,

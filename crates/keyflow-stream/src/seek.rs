@@ -2,8 +2,8 @@
 //! only the segments that hold it.
 
 use std::io::{Read, Seek, SeekFrom};
-use zeroize::Zeroizing;
 
+use crate::buf::SegmentBuf;
 use crate::error::{Result, StreamError};
 use crate::format::{Layout, Opener, SegmentCipher};
 
@@ -21,7 +21,7 @@ pub struct SeekableDecryptor<R: Read + Seek> {
     segments: u64,
     size: u64,
     pos: u64,
-    buf: Zeroizing<Vec<u8>>,
+    buf: SegmentBuf,
     /// Which segment's plaintext `buf[..cached_len]` holds.
     cached: Option<u64>,
     cached_len: usize,
@@ -58,7 +58,7 @@ impl<R: Read + Seek> SeekableDecryptor<R> {
             segments,
             size,
             pos: 0,
-            buf: Zeroizing::new(vec![0u8; layout.sealed()]),
+            buf: SegmentBuf::new(layout.sealed()),
             cached: None,
             cached_len: 0,
         };

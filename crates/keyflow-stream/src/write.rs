@@ -2,8 +2,8 @@
 //! copy loop (which reads straight into the segment buffer: one copy less).
 
 use std::io::{Read, Write};
-use zeroize::Zeroizing;
 
+use crate::buf::SegmentBuf;
 use crate::error::{Result, StreamError};
 use crate::format::{Layout, Sealer, SegmentCipher};
 
@@ -15,6 +15,10 @@ pub(crate) struct SealState {
     declared: Option<u64>,
     index: u64,
     total: u64,
+    /// The final segment has been sealed.
+    pub(crate) done: bool,
+    /// A plaintext byte read ahead waits in the buffer's last byte.
+    parked: bool,
 }
 
 impl SealState {
@@ -25,6 +29,8 @@ impl SealState {
             declared: sealer.declared_size,
             index: 0,
             total: 0,
+            done: false,
+            parked: false,
         };
         (state, sealer.header)
     }
@@ -51,7 +57,45 @@ impl SealState {
         }
         self.cipher.seal(self.index, last, buf, len)?;
         self.index += 1;
+        self.done = last;
         Ok(len + crate::format::SEGMENT_TAG_LEN)
+    }
+
+    /// Segment sealing with one buffer of [`Layout::lookahead_buf`] bytes, step 1:
+    /// where to read the next segment's plaintext into (read until that range is full
+    /// or the input ends, then call [`SealState::seal_filled`]).
+    ///
+    /// Reading `S + 1` bytes tells whether more data follows a full segment. That
+    /// extra byte (the next segment's first) is parked in the buffer's last byte, past
+    /// the tag, before the tag overwrites it, and moved to the front here. Every
+    /// plaintext byte stays inside the (wiped) buffer.
+    pub(crate) fn fill_range(&mut self, buf: &mut [u8]) -> std::ops::Range<usize> {
+        let carried = usize::from(self.parked);
+        if self.parked {
+            buf[0] = buf[self.layout.sealed()];
+            self.parked = false;
+        }
+        carried..self.layout.segment + 1
+    }
+
+    /// Step 2: seals the segment now in `buf[..filled]` (`filled` counts from the
+    /// buffer's start); returns the sealed length, `buf[..n]`.
+    pub(crate) fn seal_filled(&mut self, buf: &mut [u8], filled: usize) -> Result<usize> {
+        let seg = self.layout.segment;
+        let last = filled <= seg;
+        if !last {
+            buf[self.layout.sealed()] = buf[seg];
+        }
+        let n = self.seal_next(buf, filled.min(seg), last)?;
+        self.parked = !last;
+        Ok(n)
+    }
+
+    /// Reads and seals the next segment (both steps); returns the sealed length.
+    fn seal_from<R: Read + ?Sized>(&mut self, reader: &mut R, buf: &mut [u8]) -> Result<usize> {
+        let range = self.fill_range(buf);
+        let filled = range.start + fill(reader, &mut buf[range])?;
+        self.seal_filled(buf, filled)
     }
 
     pub(crate) fn total(&self) -> u64 {
@@ -74,7 +118,7 @@ pub(crate) fn fill<R: Read + ?Sized>(r: &mut R, buf: &mut [u8]) -> std::io::Resu
 }
 
 /// Encrypts everything `reader` yields into `writer` (header first), in constant memory
-/// (two segment buffers). Returns the plaintext size. `writer` is flushed; on error
+/// (one segment buffer). Returns the plaintext size. `writer` is flushed; on error
 /// the output is incomplete and will never decrypt.
 pub fn encrypt<R: Read + ?Sized, W: Write + ?Sized>(
     reader: &mut R,
@@ -83,25 +127,10 @@ pub fn encrypt<R: Read + ?Sized, W: Write + ?Sized>(
 ) -> Result<u64> {
     let (mut state, header) = SealState::new(sealer);
     writer.write_all(&header)?;
-    let seg = state.layout.segment;
-    let mut cur = Zeroizing::new(vec![0u8; state.layout.sealed()]);
-    let mut next = Zeroizing::new(vec![0u8; state.layout.sealed()]);
-    let mut cur_len = fill(reader, &mut cur[..seg])?;
-    loop {
-        // A full segment is the last one only if nothing follows it.
-        let next_len = if cur_len == seg {
-            fill(reader, &mut next[..seg])?
-        } else {
-            0
-        };
-        let last = next_len == 0;
-        let n = state.seal_next(&mut cur, cur_len, last)?;
-        writer.write_all(&cur[..n])?;
-        if last {
-            break;
-        }
-        std::mem::swap(&mut cur, &mut next);
-        cur_len = next_len;
+    let mut buf = SegmentBuf::new(state.layout.lookahead_buf());
+    while !state.done {
+        let n = state.seal_from(reader, &mut buf)?;
+        writer.write_all(&buf[..n])?;
     }
     writer.flush()?;
     Ok(state.total())
@@ -118,7 +147,7 @@ pub fn encrypt<R: Read + ?Sized, W: Write + ?Sized>(
 pub struct Encryptor<W: Write> {
     inner: W,
     state: SealState,
-    buf: Zeroizing<Vec<u8>>,
+    buf: SegmentBuf,
     filled: usize,
 }
 
@@ -138,7 +167,7 @@ impl<W: Write> Encryptor<W> {
     pub fn new(mut inner: W, sealer: Sealer) -> Result<Self> {
         let (state, header) = SealState::new(sealer);
         inner.write_all(&header)?;
-        let buf = Zeroizing::new(vec![0u8; state.layout.sealed()]);
+        let buf = SegmentBuf::new(state.layout.sealed());
         Ok(Self {
             inner,
             state,
