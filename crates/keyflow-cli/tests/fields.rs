@@ -1,75 +1,19 @@
 //! `keyflow fields encrypt | decrypt` and `keyflow scan` as a user runs them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail by panicking
 
-use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+mod common;
 
+use common::{assert_fails, Sandbox};
 use serde_json::{json, Value};
 
-const PASSWORD: &str = "correct horse battery staple";
-
-struct Sandbox {
-    dir: tempfile::TempDir,
+/// `args` with the JSON document `doc` on stdin; the JSON on stdout.
+fn fields(s: &Sandbox, args: &[&str], doc: &Value) -> Value {
+    s.json(args, doc.to_string().as_bytes())
 }
 
-impl Sandbox {
-    fn new() -> Self {
-        let s = Self {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        s.ok(&["init", "--kdf-iterations", "100000"], b"");
-        s
-    }
-
-    fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    fn run(&self, args: &[&str], stdin: &[u8]) -> Output {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_keyflow"));
-        c.args(args)
-            .current_dir(self.dir.path())
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("KEYFLOW_DATA_DIR", self.data())
-            .env("KEK_PASSWORD", PASSWORD);
-        let mut child = c
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // A command that refuses its arguments exits without reading stdin.
-        if let Err(e) = child.stdin.take().unwrap().write_all(stdin) {
-            assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
-        }
-        child.wait_with_output().unwrap()
-    }
-
-    fn ok(&self, args: &[&str], stdin: &[u8]) -> String {
-        let out = self.run(args, stdin);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn json(&self, args: &[&str], doc: &Value) -> Value {
-        serde_json::from_str(&self.ok(args, doc.to_string().as_bytes())).unwrap()
-    }
-}
-
-/// Asserts a failure: the exit code, and exactly one line on stderr containing `needle`.
-fn assert_fails(out: &Output, code: i32, needle: &str) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(code), "stderr: {err}");
-    assert_eq!(err.lines().count(), 1, "one line on stderr: {err}");
-    assert!(err.starts_with("keyflow: error: "), "{err}");
-    assert!(err.contains(needle), "expected '{needle}' in: {err}");
-    assert!(!err.contains("panicked"), "{err}");
+/// Stdout of a command that must succeed, as it is (trailing newline and all).
+fn ok_text(s: &Sandbox, args: &[&str], stdin: &[u8]) -> String {
+    String::from_utf8(s.ok(args, stdin)).unwrap()
 }
 
 fn is_ct(v: &Value) -> bool {
@@ -78,7 +22,7 @@ fn is_ct(v: &Value) -> bool {
 
 #[test]
 fn encrypt_and_decrypt_a_document() {
-    let s = Sandbox::new();
+    let s = Sandbox::initialized();
     let doc = json!({
         "id": 7,
         "ssn": "123-45-6789",
@@ -86,7 +30,8 @@ fn encrypt_and_decrypt_a_document() {
         "cards": [{"cardNumber": "4111111111111111", "expiry": "12/29"}],
         "email": "ada@example.com"
     });
-    let enc = s.json(
+    let enc = fields(
+        &s,
         &[
             "fields",
             "encrypt",
@@ -110,7 +55,8 @@ fn encrypt_and_decrypt_a_document() {
     assert_eq!(enc["id"], 7);
 
     // Idempotent: encrypting the output again changes nothing.
-    let again = s.json(
+    let again = fields(
+        &s,
         &[
             "fields",
             "encrypt",
@@ -125,7 +71,7 @@ fn encrypt_and_decrypt_a_document() {
     );
     assert_eq!(again, enc);
 
-    let back = s.json(&["fields", "decrypt", "--id", "user-7"], &enc);
+    let back = fields(&s, &["fields", "decrypt", "--id", "user-7"], &enc);
     assert_eq!(back, doc, "types survive (numbers stay numbers)");
 
     // Another document id: refused, naming the path; nothing on stdout.
@@ -137,7 +83,8 @@ fn encrypt_and_decrypt_a_document() {
     assert!(out.stdout.is_empty());
 
     // Only the listed fields.
-    let part = s.json(
+    let part = fields(
+        &s,
         &["fields", "decrypt", "--id", "user-7", "--fields", "ssn"],
         &enc,
     );
@@ -147,13 +94,14 @@ fn encrypt_and_decrypt_a_document() {
 
 #[test]
 fn auto_detect_matches_every_naming_style() {
-    let s = Sandbox::new();
+    let s = Sandbox::initialized();
     let doc = json!({
         "phoneNumber": "+14155550001", "phone_number": "+14155550002",
         "phone-number": "+14155550003", "PhoneNumber": "+14155550004",
         "nickname": "ada"
     });
-    let enc = s.json(
+    let enc = fields(
+        &s,
         &[
             "fields",
             "encrypt",
@@ -167,12 +115,12 @@ fn auto_detect_matches_every_naming_style() {
         assert!(is_ct(&enc[k]), "{k}");
     }
     assert_eq!(enc["nickname"], "ada");
-    assert_eq!(s.json(&["fields", "decrypt"], &enc), doc);
+    assert_eq!(fields(&s, &["fields", "decrypt"], &enc), doc);
 }
 
 #[test]
 fn json_lines_with_an_id_per_document() {
-    let s = Sandbox::new();
+    let s = Sandbox::initialized();
     let input =
         "{\"id\":\"a\",\"ssn\":\"123-45-6789\"}\n\n{\"id\":\"b\",\"ssn\":\"234-56-7890\"}\n";
     let args = [
@@ -185,14 +133,15 @@ fn json_lines_with_an_id_per_document() {
         "--id-field",
         "id",
     ];
-    let out = s.ok(&args, input.as_bytes());
+    let out = ok_text(&s, &args, input.as_bytes());
     let docs: Vec<Value> = out
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(docs.len(), 2);
     assert!(is_ct(&docs[0]["ssn"]) && is_ct(&docs[1]["ssn"]));
-    let back = s.ok(
+    let back = ok_text(
+        &s,
         &["fields", "decrypt", "--lines", "--id-field", "id"],
         out.as_bytes(),
     );
@@ -214,7 +163,7 @@ fn json_lines_with_an_id_per_document() {
 
 #[test]
 fn sensitive_authentication_data_is_removed_or_refused() {
-    let s = Sandbox::new();
+    let s = Sandbox::initialized();
     let doc = json!({"cardNumber": "4111111111111111", "cvv": "987", "nested": {"pin": "4321"}});
     let out = s.run(
         &[
@@ -255,7 +204,7 @@ fn sensitive_authentication_data_is_removed_or_refused() {
 
 #[test]
 fn usage_errors_exit_2() {
-    let s = Sandbox::new();
+    let s = Sandbox::initialized();
     let doc = b"{\"ssn\": \"1\"}";
     assert_fails(
         &s.run(&["fields", "encrypt", "--purpose", "userData"], doc),
@@ -326,7 +275,7 @@ fn usage_errors_exit_2() {
 
 #[test]
 fn scan_reports_paths_and_detectors_and_gates_ci() {
-    let s = Sandbox::new();
+    let s = Sandbox::initialized();
     let dirty = json!({
         "user": {"contact": "ada@example.com", "note": "hello"},
         "payments": [{"ref": "4532015112830366"}, {"ref": "4532015112830367"}],
@@ -353,7 +302,8 @@ fn scan_reports_paths_and_detectors_and_gates_ci() {
     );
 
     // After encryption the same document is clean.
-    let enc = s.ok(
+    let enc = ok_text(
+        &s,
         &[
             "fields",
             "encrypt",

@@ -3,91 +3,12 @@
 //! left at OUT when decryption fails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail by panicking
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+mod common;
 
+use std::path::Path;
+
+use common::{assert_fails, Sandbox};
 use serde_json::Value;
-
-const PASSWORD: &str = "correct horse battery staple";
-
-struct Sandbox {
-    dir: tempfile::TempDir,
-}
-
-impl Sandbox {
-    fn new() -> Self {
-        let s = Self {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        s.ok(&["init", "--kdf-iterations", "100000"], b"");
-        s
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_keyflow"));
-        c.args(args)
-            .current_dir(self.dir.path())
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("KEYFLOW_DATA_DIR", self.dir.path().join("data"))
-            .env("KEK_PASSWORD", PASSWORD);
-        c
-    }
-
-    fn run(&self, args: &[&str], stdin: &[u8]) -> Output {
-        let mut child = self
-            .cmd(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut input = child.stdin.take().unwrap();
-        let data = stdin.to_vec();
-        // Written from a thread: the command may write stdout while we feed stdin.
-        let feeder = std::thread::spawn(move || {
-            if let Err(e) = input.write_all(&data) {
-                assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
-            }
-        });
-        let out = child.wait_with_output().unwrap();
-        feeder.join().unwrap();
-        out
-    }
-
-    fn ok(&self, args: &[&str], stdin: &[u8]) -> Vec<u8> {
-        let out = self.run(args, stdin);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
-    }
-
-    /// Names in the sandbox directory (to prove no temporary file was left behind).
-    fn entries(&self) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(self.dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
-    }
-}
-
-fn assert_fails(out: &Output, code: i32, needle: &str) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(code), "stderr: {err}");
-    assert_eq!(err.lines().count(), 1, "one line on stderr: {err}");
-    assert!(err.starts_with("keyflow: error: "), "{err}");
-    assert!(err.contains(needle), "expected '{needle}' in: {err}");
-}
 
 /// Deterministic, incompressible-looking bytes.
 fn data(n: usize) -> Vec<u8> {
@@ -110,7 +31,7 @@ const SEG: usize = 64 * 1024;
 
 #[test]
 fn files_round_trip_at_segment_boundaries_with_metadata() {
-    let s = Sandbox::new();
+    let s = Sandbox::initialized();
     for size in [0, 1, SEG - 1, SEG, SEG + 1, 5 * SEG + 1234] {
         let plain = data(size);
         write(&s.path("in.csv"), &plain);
@@ -134,8 +55,7 @@ fn files_round_trip_at_segment_boundaries_with_metadata() {
             plain,
             "size {size}"
         );
-        let meta: Value =
-            serde_json::from_slice(&s.ok(&["file", "inspect", "in.csv.kf"], b"")).unwrap();
+        let meta = s.json(&["file", "inspect", "in.csv.kf"], b"");
         assert_eq!(
             meta,
             serde_json::json!({
@@ -154,7 +74,7 @@ fn files_round_trip_at_segment_boundaries_with_metadata() {
 
 #[test]
 fn pipes_work_both_ways_and_size_is_unknown_until_the_end() {
-    let s = Sandbox::new();
+    let s = Sandbox::initialized();
     let plain = data(3 * SEG + 17);
     let enc = s.ok(
         &[
@@ -171,7 +91,7 @@ fn pipes_work_both_ways_and_size_is_unknown_until_the_end() {
         &plain,
     );
     assert_eq!(s.ok(&["file", "decrypt", "-", "-o", "-"], &enc), plain);
-    let meta: Value = serde_json::from_slice(&s.ok(&["file", "inspect", "-"], &enc)).unwrap();
+    let meta = s.json(&["file", "inspect", "-"], &enc);
     assert_eq!(meta["purpose"], "healthData");
     assert_eq!(meta["name"], "scan.dcm");
     assert_eq!(meta["mimeType"], Value::Null);
@@ -182,14 +102,14 @@ fn pipes_work_both_ways_and_size_is_unknown_until_the_end() {
     );
     // Saved to a file, the size is derived and authenticated from the final segment.
     write(&s.path("piped.kf"), &enc);
-    let meta: Value = serde_json::from_slice(&s.ok(&["file", "inspect", "piped.kf"], b"")).unwrap();
+    let meta = s.json(&["file", "inspect", "piped.kf"], b"");
     assert_eq!(meta["size"], plain.len());
     assert_eq!(meta["sizeVerified"], true);
 }
 
 #[test]
 fn failed_decryption_leaves_nothing_at_out() {
-    let s = Sandbox::new();
+    let s = Sandbox::initialized();
     let plain = data(6 * SEG + 5);
     write(&s.path("in.bin"), &plain);
     s.ok(&["file", "encrypt", "in.bin", "-o", "good.kf"], b"");
@@ -278,8 +198,8 @@ fn failed_decryption_leaves_nothing_at_out() {
 
 #[test]
 fn foreign_revoked_and_unusable_keys_are_refused() {
-    let a = Sandbox::new();
-    let b = Sandbox::new();
+    let a = Sandbox::initialized();
+    let b = Sandbox::initialized();
     write(&a.path("in.txt"), b"quarterly numbers");
     a.ok(
         &[
@@ -347,13 +267,13 @@ fn foreign_revoked_and_unusable_keys_are_refused() {
         ],
         b"",
     );
-    let meta: Value = serde_json::from_slice(&a.ok(&["file", "inspect", "v2.kf"], b"")).unwrap();
+    let meta = a.json(&["file", "inspect", "v2.kf"], b"");
     assert_eq!(meta["keyVersion"], 2);
 }
 
 #[test]
 fn usage_errors_exit_2() {
-    let s = Sandbox::new();
+    let s = Sandbox::initialized();
     write(&s.path("in.txt"), b"x");
     let out = s.run(&["file", "encrypt", "in.txt"], b"");
     assert_eq!(out.status.code(), Some(2), "missing -o");

@@ -4,11 +4,6 @@
 mod common;
 
 use common::{assert_fails, text, Sandbox};
-use serde_json::Value;
-
-fn json(b: Vec<u8>) -> Value {
-    serde_json::from_slice(&b).unwrap()
-}
 
 #[test]
 fn policy_rotate_due_revoke_reinstate_destroy() {
@@ -16,9 +11,9 @@ fn policy_rotate_due_revoke_reinstate_destroy() {
     s.init();
     let ct = text(s.ok(&["encrypt", "--purpose", "userData"], b"123-45-6789"));
     // Policy: defaults, then changed, shown in `keys list`.
-    let p = json(s.ok(&["keys", "policy", "--purpose", "userData"], b""));
+    let p = s.json(&["keys", "policy", "--purpose", "userData"], b"");
     assert_eq!(p["policy"]["rotationDays"], 90);
-    let p = json(s.ok(
+    let p = s.json(
         &[
             "keys",
             "policy",
@@ -30,7 +25,7 @@ fn policy_rotate_due_revoke_reinstate_destroy() {
             "3",
         ],
         b"",
-    ));
+    );
     assert_eq!(p["policy"]["rotationDays"], 30);
     assert_eq!(p["policy"]["graceDays"], 30);
     let out = s.run(
@@ -50,16 +45,16 @@ fn policy_rotate_due_revoke_reinstate_destroy() {
         listed.contains("rotate every 30 d, warn 3 d before"),
         "{listed}"
     );
-    let listed = json(s.ok(&["keys", "list", "--json"], b""));
+    let listed = s.json(&["keys", "list", "--json"], b"");
     assert_eq!(listed[0]["policy"]["rotationDays"], 30);
     assert!(listed[0]["rotationDueAt"].is_string());
     // rotate-due: nothing now; planned and applied at +40 days.
-    let r = json(s.ok(&["keys", "rotate-due"], b""));
+    let r = s.json(&["keys", "rotate-due"], b"");
     assert_eq!(r["actions"], serde_json::json!([]));
     let at = "2099-01-01T00:00:00Z";
-    let r = json(s.ok(&["keys", "rotate-due", "--at", at, "--dry-run"], b""));
+    let r = s.json(&["keys", "rotate-due", "--at", at, "--dry-run"], b"");
     assert_eq!(r["actions"][0]["outcome"], "skipped (dry run)");
-    let r = json(s.ok(&["keys", "rotate-due", "--at", at], b""));
+    let r = s.json(&["keys", "rotate-due", "--at", at], b"");
     assert_eq!(r["actions"][0]["outcome"], "applied", "{r}");
     assert_fails(
         &s.run(&["keys", "rotate-due", "--at", "soon"], b""),
@@ -84,7 +79,7 @@ fn policy_rotate_due_revoke_reinstate_destroy() {
         1,
         "rotate the purpose first",
     );
-    let r = json(s.ok(
+    let r = s.json(
         &[
             "keys",
             "revoke",
@@ -96,7 +91,7 @@ fn policy_rotate_due_revoke_reinstate_destroy() {
             "lost laptop",
         ],
         b"",
-    ));
+    );
     assert_eq!(
         (r["status"].as_str(), r["revokedReason"].as_str()),
         (Some("revoked"), Some("lost laptop"))
@@ -153,7 +148,7 @@ fn policy_rotate_due_revoke_reinstate_destroy() {
         ],
         b"",
     );
-    let r = json(s.ok(
+    let r = s.json(
         &[
             "keys",
             "destroy",
@@ -164,7 +159,7 @@ fn policy_rotate_due_revoke_reinstate_destroy() {
             "--yes",
         ],
         b"",
-    ));
+    );
     assert_eq!(r["status"], "destroyed");
     assert_fails(&s.run(&["decrypt"], ct.as_bytes()), 1, "destroyed");
     assert_fails(

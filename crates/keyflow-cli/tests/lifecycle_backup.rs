@@ -2,104 +2,41 @@
 //! runs them: files, stdout, stderr and exit codes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail by panicking
 
-use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+mod common;
 
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Output;
+
+use common::{ok, run, text, Sandbox};
 use serde_json::Value;
 
-const PASSWORD: &str = "correct horse battery staple";
 const BACKUP_PASSWORD: &str = "backup password, long enough";
 
-struct Sandbox {
-    dir: tempfile::TempDir,
+/// A sandbox whose commands have the backup password.
+fn sandbox() -> Sandbox {
+    Sandbox::new().with_env("KEYFLOW_BACKUP_PASSWORD", BACKUP_PASSWORD)
 }
 
 impl Sandbox {
-    fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// A command with a clean environment: only what the test sets.
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_keyflow"));
-        c.args(args)
-            .current_dir(self.dir.path())
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("KEYFLOW_DATA_DIR", self.path("data"))
-            .env("KEK_PASSWORD", PASSWORD)
-            .env("KEYFLOW_BACKUP_PASSWORD", BACKUP_PASSWORD);
-        c
-    }
-
-    fn run(&self, args: &[&str], stdin: &[u8]) -> Output {
-        run(self.cmd(args), stdin)
-    }
-
-    fn ok(&self, args: &[&str], stdin: &[u8]) -> String {
-        ok(self.cmd(args), stdin)
-    }
-
-    fn init(&self) {
-        self.ok(&["init", "--kdf-iterations", "100000"], b"");
-    }
-
     fn encrypt(&self, purpose: &str, plain: &str) -> String {
-        self.ok(&["encrypt", "--purpose", purpose], plain.as_bytes())
+        self.ok_str(&["encrypt", "--purpose", purpose], plain.as_bytes())
     }
 
     fn decrypt(&self, ct: &str) -> String {
-        self.ok(&["decrypt"], ct.as_bytes())
+        self.ok_str(&["decrypt"], ct.as_bytes())
     }
 
     fn list(&self) -> Value {
-        serde_json::from_str(&self.ok(&["keys", "list", "--json"], b"")).unwrap()
+        self.json(&["keys", "list", "--json"], b"")
     }
 }
 
-fn run(mut c: Command, stdin: &[u8]) -> Output {
-    let mut child = c
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // A command that refuses its arguments exits without reading stdin.
-    if let Err(e) = child.stdin.take().unwrap().write_all(stdin) {
-        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
-    }
-    child.wait_with_output().unwrap()
-}
-
-fn ok(c: Command, stdin: &[u8]) -> String {
-    let out = run(c, stdin);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
-/// Asserts a failure: the exit code, and exactly one line on stderr containing `needle`.
+/// The shared failure contract, and the backup password never shown either.
 fn assert_fails(out: &Output, code: i32, needle: &str) {
+    common::assert_fails(out, code, needle);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(code), "stderr: {err}");
-    assert_eq!(err.lines().count(), 1, "one line on stderr: {err}");
-    assert!(err.starts_with("keyflow: error: "), "{err}");
-    assert!(err.contains(needle), "expected '{needle}' in: {err}");
-    assert!(
-        !err.contains(PASSWORD) && !err.contains(BACKUP_PASSWORD) && !err.contains("panicked"),
-        "{err}"
-    );
+    assert!(!err.contains(BACKUP_PASSWORD), "{err}");
 }
 
 fn mode(p: &Path) -> u32 {
@@ -121,7 +58,7 @@ fn without_kek(list: &Value) -> Vec<Value> {
 
 #[test]
 fn backup_restores_into_another_environment_and_merges() {
-    let a = Sandbox::new();
+    let a = sandbox();
     a.init();
     let ct1 = a.encrypt("userData", "123-45-6789");
     a.ok(&["keys", "rotate", "--purpose", "userData"], b"");
@@ -143,7 +80,7 @@ fn backup_restores_into_another_environment_and_merges() {
 
     let file = a.path("keys.kfbackup");
     let f = file.to_str().unwrap();
-    let out = a.ok(
+    let out = a.ok_str(
         &["keys", "backup", "-o", f, "--kdf-iterations", "100000"],
         b"",
     );
@@ -182,22 +119,19 @@ fn backup_restores_into_another_environment_and_merges() {
         "replaced (fresh salt)"
     );
     assert_eq!(mode(&file), 0o600);
-    let names: Vec<_> = std::fs::read_dir(a.dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let names = a.entries();
     assert!(names.iter().all(|n| !n.contains(".tmp-")), "{names:?}");
 
     // Another environment, another KEK.
-    let b = Sandbox::new();
+    let b = sandbox();
     b.init();
-    let dry = b.ok(&["keys", "restore", f, "--dry-run"], b"");
+    let dry = b.ok_str(&["keys", "restore", f, "--dry-run"], b"");
     assert!(
         dry.contains("would insert") && dry.contains("nothing was written"),
         "{dry}"
     );
     assert_eq!(b.list(), Value::Array(vec![]));
-    let done = b.ok(&["keys", "restore", f], b"");
+    let done = b.ok_str(&["keys", "restore", f], b"");
     assert!(done.contains("restored: 3 inserted, 0 skipped"), "{done}");
     assert_eq!(without_kek(&b.list()), without_kek(&a.list()));
     assert_ne!(b.list()[0]["kekId"], a.list()[0]["kekId"]);
@@ -207,7 +141,7 @@ fn backup_restores_into_another_environment_and_merges() {
     assert_fails(&b.run(&["decrypt"], ct1.as_bytes()), 1, "revoked");
 
     // Again: everything identical.
-    let json: Value = serde_json::from_str(&b.ok(&["keys", "restore", f, "--json"], b"")).unwrap();
+    let json = b.json(&["keys", "restore", f, "--json"], b"");
     assert_eq!(
         (json["inserted"].as_u64(), json["skipped"].as_u64()),
         (Some(0), Some(3))
@@ -217,7 +151,7 @@ fn backup_restores_into_another_environment_and_merges() {
 
 #[test]
 fn refusals_write_nothing_and_say_why_in_one_line() {
-    let a = Sandbox::new();
+    let a = sandbox();
     a.init();
     a.encrypt("userData", "x");
     let file = a.path("keys.kfbackup");
@@ -227,7 +161,7 @@ fn refusals_write_nothing_and_say_why_in_one_line() {
         b"",
     );
 
-    let b = Sandbox::new();
+    let b = sandbox();
     b.init();
     b.encrypt("userData", "different key, same name");
     let before = b.list();
@@ -273,14 +207,14 @@ fn refusals_write_nothing_and_say_why_in_one_line() {
 
 #[test]
 fn kek_rotate_and_change_password() {
-    let s = Sandbox::new();
+    let s = sandbox();
     s.init();
     let ct1 = s.encrypt("userData", "one");
     s.ok(&["keys", "rotate", "--purpose", "userData"], b"");
     let ct2 = s.encrypt("userData", "two");
     let old_id = s.list()[0]["kekId"].as_str().unwrap().to_owned();
 
-    let out = s.ok(&["kek", "rotate", "--kdf-iterations", "100000"], b"");
+    let out = s.ok_str(&["kek", "rotate", "--kdf-iterations", "100000"], b"");
     assert!(
         out.starts_with(&format!("KEK rotated: {old_id} -> ")),
         "{out}"
@@ -308,7 +242,7 @@ fn kek_rotate_and_change_password() {
     const NEW: &str = "a brand new KEK password for the test";
     let mut change = s.cmd(&["kek", "change-password", "--kdf-iterations", "100000"]);
     change.env("KEYFLOW_NEW_KEK_PASSWORD", NEW);
-    let out = ok(change, b"");
+    let out = text(ok(change, b""));
     assert!(
         out.starts_with(&format!("KEK password changed for KEK {new_id}")),
         "{out}"
@@ -320,7 +254,7 @@ fn kek_rotate_and_change_password() {
     );
     let mut with_new = s.cmd(&["decrypt"]);
     with_new.env("KEK_PASSWORD", NEW);
-    assert_eq!(ok(with_new, ct2.as_bytes()), "two");
+    assert_eq!(text(ok(with_new, ct2.as_bytes())), "two");
 
     // Production rules apply to the new password.
     let mut weak = s.cmd(&["kek", "change-password"]);

@@ -2,13 +2,15 @@
 //! SIGKILL in the middle of a re-encryption and the rerun that finishes it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail by panicking
 
+mod common;
+
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{Sandbox, PASSWORD};
 use keyflow_kms::kek_provider::{self, KekPassword};
 use keyflow_kms::{Context, EncryptionService, Keystore, ServiceConfig};
 use keyflow_store_sqlite::SqliteKeystore;
@@ -16,53 +18,10 @@ use serde_json::Value;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::SqlitePool;
 
-const PASSWORD: &str = "correct horse battery staple";
-
-struct Sandbox {
-    dir: tempfile::TempDir,
-}
-
+/// What these tests add to the shared sandbox: the application's SQLite database.
 impl Sandbox {
-    fn new() -> Self {
-        let s = Self {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        s.ok(&["init", "--kdf-iterations", "100000"]);
-        s
-    }
-
-    fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
     fn app_url(&self) -> String {
-        format!("sqlite:{}", self.dir.path().join("app.db").display())
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_keyflow"));
-        c.args(args)
-            .current_dir(self.dir.path())
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("KEYFLOW_DATA_DIR", self.data())
-            .env("KEK_PASSWORD", PASSWORD)
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        format!("sqlite:{}", self.path("app.db").display())
     }
 
     /// `reencrypt`/`migrate` with the app database and `--json`; the parsed output.
@@ -72,7 +31,7 @@ impl Sandbox {
             verb, "--db", &url, "--table", "users", "--column", "ssn", "--json",
         ];
         args.extend_from_slice(extra);
-        serde_json::from_str(&self.ok(&args)).unwrap()
+        self.json(&args, b"")
     }
 
     async fn app(&self) -> SqlitePool {
@@ -160,7 +119,7 @@ fn census(v: &Value) -> &Value {
 
 #[tokio::test]
 async fn migrate_rotate_reencrypt() {
-    let s = Sandbox::new();
+    let s = Sandbox::initialized();
     let pool = s.plaintext_table(600).await;
 
     let dry = s.job("migrate", &["--purpose", "userData", "--dry-run"]);
@@ -185,7 +144,7 @@ async fn migrate_rotate_reencrypt() {
     );
     assert_eq!(census(&m2)["unchanged"], 599);
 
-    s.ok(&["keys", "rotate", "--purpose", "userData"]);
+    s.ok(&["keys", "rotate", "--purpose", "userData"], b"");
     let before = rows(&pool).await;
     let dry = s.job("reencrypt", &["--dry-run"]);
     assert_eq!(census(&dry)["rewritten"], 599);
@@ -220,25 +179,28 @@ async fn migrate_rotate_reencrypt() {
 
 #[tokio::test]
 async fn failed_rows_are_reported_without_values_and_exit_1() {
-    let s = Sandbox::new();
+    let s = Sandbox::initialized();
     let pool = s.plaintext_table(20).await;
     s.job("migrate", &["--purpose", "userData"]);
-    s.ok(&["keys", "rotate", "--purpose", "userData"]);
+    s.ok(&["keys", "rotate", "--purpose", "userData"], b"");
     sqlx::query("UPDATE users SET ssn = 'secret-plaintext-999' WHERE id = 5")
         .execute(&pool)
         .await
         .unwrap();
     let url = s.app_url();
-    let out = s.run(&[
-        "reencrypt",
-        "--db",
-        &url,
-        "--table",
-        "users",
-        "--column",
-        "ssn",
-        "--json",
-    ]);
+    let out = s.run(
+        &[
+            "reencrypt",
+            "--db",
+            &url,
+            "--table",
+            "users",
+            "--column",
+            "ssn",
+            "--json",
+        ],
+        b"",
+    );
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8(out.stdout).unwrap();
     let stderr = String::from_utf8(out.stderr).unwrap();
@@ -260,40 +222,49 @@ async fn failed_rows_are_reported_without_values_and_exit_1() {
 
 #[test]
 fn invalid_identifiers_and_urls_are_usage_errors() {
-    let s = Sandbox::new();
+    let s = Sandbox::initialized();
     let url = s.app_url();
     for (table, column) in [
         ("users; DROP TABLE users", "ssn"),
         ("users", "ssn\" OR 1=1 --"),
         ("keyflow_reencrypt_checkpoint", "state"),
     ] {
-        let out = s.run(&[
-            "reencrypt",
-            "--db",
-            &url,
-            "--table",
-            table,
-            "--column",
-            column,
-        ]);
+        let out = s.run(
+            &[
+                "reencrypt",
+                "--db",
+                &url,
+                "--table",
+                table,
+                "--column",
+                column,
+            ],
+            b"",
+        );
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{err}");
         assert_eq!(err.lines().count(), 1, "{err}");
         assert!(err.starts_with("keyflow: error: invalid "), "{err}");
     }
-    let out = s.run(&[
-        "reencrypt",
-        "--db",
-        "mysql://x/y",
-        "--table",
-        "users",
-        "--column",
-        "ssn",
-    ]);
+    let out = s.run(
+        &[
+            "reencrypt",
+            "--db",
+            "mysql://x/y",
+            "--table",
+            "users",
+            "--column",
+            "ssn",
+        ],
+        b"",
+    );
     assert_eq!(out.status.code(), Some(2));
-    let out = s.run(&[
-        "migrate", "--db", &url, "--table", "users", "--column", "ssn",
-    ]);
+    let out = s.run(
+        &[
+            "migrate", "--db", &url, "--table", "users", "--column", "ssn",
+        ],
+        b"",
+    );
     assert_eq!(out.status.code(), Some(2), "--purpose is required");
 }
 
@@ -302,10 +273,10 @@ fn invalid_identifiers_and_urls_are_usage_errors() {
 #[tokio::test]
 async fn sigkill_mid_run_then_rerun_finishes() {
     const N: i64 = 40_000;
-    let s = Sandbox::new();
+    let s = Sandbox::initialized();
     let pool = s.plaintext_table(N).await;
     s.job("migrate", &["--purpose", "userData", "--batch", "5000"]);
-    s.ok(&["keys", "rotate", "--purpose", "userData"]);
+    s.ok(&["keys", "rotate", "--purpose", "userData"], b"");
 
     let url = s.app_url();
     let mut child = s
@@ -320,6 +291,7 @@ async fn sigkill_mid_run_then_rerun_finishes() {
             "--batch",
             "50",
         ])
+        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -1,5 +1,6 @@
 //! `Encrypted<T>` and `BlindIndexValue` as TEXT columns through sqlx: SQLite always,
-//! PostgreSQL when `TEST_DATABASE_URL` is set (skipped with a notice otherwise).
+//! PostgreSQL in a throwaway database when `TEST_DATABASE_URL` is set (skipped with a
+//! notice otherwise).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail by panicking
 
 mod common;
@@ -7,6 +8,7 @@ mod common;
 use common::{env, purpose};
 use keyflow_fields::{BlindIndexValue, Encrypted};
 use keyflow_kms::Context;
+use keyflow_store_postgres::test_support::with_database;
 use sqlx::Row;
 
 #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -66,82 +68,57 @@ async fn sqlite_round_trip() {
 
 #[tokio::test]
 async fn postgres_round_trip() {
-    let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
-        // Straight to the process's stderr: the test harness captures `eprintln!`.
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "skipped: postgres_round_trip (set TEST_DATABASE_URL=postgres://… to run it)"
-        );
-        return;
-    };
-    let e = env().await;
-    let ctx = Context::from_pairs([("row", "1")]).unwrap();
-    let ct = Encrypted::encrypt(
-        &e.service,
-        &"123-45-6789".to_owned(),
-        &purpose("userData"),
-        &ctx,
-        false,
-    )
-    .await
-    .unwrap();
-    let det = Encrypted::encrypt(
-        &e.service,
-        &"a@example.com".to_owned(),
-        &purpose("userData"),
-        &ctx,
-        true,
-    )
-    .await
-    .unwrap();
-    let bidx = BlindIndexValue::new("abcdef").unwrap();
-
-    let pool = sqlx::PgPool::connect(&url).await.unwrap();
-    let mut suffix = [0u8; 6];
-    getrandom_fill(&mut suffix);
-    let table = format!(
-        "kf_fields_test_{}",
-        keyflow_kms::keyflow_core::to_hex(&suffix)
-    );
-    sqlx::query(&format!(
-        "CREATE TABLE {table} (id INT PRIMARY KEY, ssn TEXT NOT NULL, email TEXT NOT NULL, bidx TEXT NOT NULL)"
-    ))
-    .execute(&pool)
-    .await
-    .unwrap();
-    let result = async {
-        sqlx::query(&format!(
-            "INSERT INTO {table} (id, ssn, email, bidx) VALUES (1, $1, $2, $3)"
-        ))
-        .bind(&ct)
-        .bind(&det)
-        .bind(&bidx)
-        .execute(&pool)
-        .await?;
-        // Deterministic ciphertexts are searchable by equality.
-        sqlx::query(&format!(
-            "SELECT ssn, email, bidx FROM {table} WHERE email = $1 AND bidx = $2"
-        ))
-        .bind(&det)
-        .bind(&bidx)
-        .fetch_one(&pool)
+    // A throwaway database, dropped afterwards; a visible notice without TEST_DATABASE_URL.
+    with_database("postgres_round_trip", |_db, url| async move {
+        let e = env().await;
+        let ctx = Context::from_pairs([("row", "1")]).unwrap();
+        let ct = Encrypted::encrypt(
+            &e.service,
+            &"123-45-6789".to_owned(),
+            &purpose("userData"),
+            &ctx,
+            false,
+        )
         .await
-    }
-    .await;
-    sqlx::query(&format!("DROP TABLE {table}"))
+        .unwrap();
+        let det = Encrypted::encrypt(
+            &e.service,
+            &"a@example.com".to_owned(),
+            &purpose("userData"),
+            &ctx,
+            true,
+        )
+        .await
+        .unwrap();
+        let bidx = BlindIndexValue::new("abcdef").unwrap();
+
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        sqlx::query(
+            "CREATE TABLE accounts (id INT PRIMARY KEY, ssn TEXT NOT NULL, email TEXT NOT NULL, bidx TEXT NOT NULL)",
+        )
         .execute(&pool)
         .await
         .unwrap();
-    let row = result.unwrap();
-    let ssn: Encrypted<String> = row.try_get("ssn").unwrap();
-    assert_eq!(ssn.decrypt(&e.service, &ctx).await.unwrap(), "123-45-6789");
-    let email: Encrypted<String> = row.try_get("email").unwrap();
-    assert_eq!(email, det);
-    assert_eq!(row.try_get::<BlindIndexValue, _>("bidx").unwrap(), bidx);
-}
-
-fn getrandom_fill(buf: &mut [u8]) {
-    use keyflow_kms::keyflow_core::SecureRandom;
-    keyflow_kms::keyflow_core::OsRng.fill(buf).unwrap();
+        sqlx::query("INSERT INTO accounts (id, ssn, email, bidx) VALUES (1, $1, $2, $3)")
+            .bind(&ct)
+            .bind(&det)
+            .bind(&bidx)
+            .execute(&pool)
+            .await
+            .unwrap();
+        // Deterministic ciphertexts are searchable by equality.
+        let row = sqlx::query("SELECT ssn, email, bidx FROM accounts WHERE email = $1 AND bidx = $2")
+            .bind(&det)
+            .bind(&bidx)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        let ssn: Encrypted<String> = row.try_get("ssn").unwrap();
+        assert_eq!(ssn.decrypt(&e.service, &ctx).await.unwrap(), "123-45-6789");
+        let email: Encrypted<String> = row.try_get("email").unwrap();
+        assert_eq!(email, det);
+        assert_eq!(row.try_get::<BlindIndexValue, _>("bidx").unwrap(), bidx);
+        pool.close().await;
+    })
+    .await;
 }

@@ -32,6 +32,16 @@ fn file_id(path: &std::path::Path) -> String {
 
 /// A keystore with several purposes, a rotated ring and a destroyed version, and one
 /// ciphertext per decryptable version.
+/// `kek_provider::change_password` from the environment's password to `new`.
+async fn change_password(
+    env: &Env,
+    store: &dyn Keystore,
+    new: &KekPassword,
+) -> Result<keyflow_core::kek::Kek, KmsError> {
+    kek_provider::change_password(&env.kek_path, &env.password(), new, FAST_KDF, store, &OsRng)
+        .await
+}
+
 async fn populated(env: &Env) -> Vec<(i64, String)> {
     let s = env.service(ServiceConfig::default()).await;
     let mut cts = Vec::new();
@@ -299,16 +309,7 @@ async fn a_held_lease_refuses_a_second_kek_operation() {
         .unwrap_err();
     assert!(matches!(e, KmsError::KekBusy(_)), "{e}");
     let new = KekPassword::new("an entirely different password".into(), false).unwrap();
-    let e = kek_provider::change_password(
-        &env.kek_path,
-        &env.password(),
-        &new,
-        FAST_KDF,
-        &*store,
-        &OsRng,
-    )
-    .await
-    .unwrap_err();
+    let e = change_password(&env, &*store, &new).await.unwrap_err();
     assert!(matches!(e, KmsError::KekBusy(_)), "{e}");
     assert_eq!(std::fs::read(&env.kek_path).unwrap(), before);
     assert!(!next_path(&env.kek_path).exists());
@@ -326,16 +327,7 @@ async fn change_password_rewraps_only_the_kek_file() {
     let old_id = file_id(&env.kek_path);
     let new = KekPassword::new("an entirely different password".into(), false).unwrap();
 
-    let kek = kek_provider::change_password(
-        &env.kek_path,
-        &env.password(),
-        &new,
-        FAST_KDF,
-        &*store,
-        &OsRng,
-    )
-    .await
-    .unwrap();
+    let kek = change_password(&env, &*store, &new).await.unwrap();
     assert_eq!(kek.id(), old_id);
     assert_eq!(file_id(&env.kek_path), old_id, "same KEK");
     assert_eq!(
@@ -370,16 +362,7 @@ async fn change_password_rewraps_only_the_kek_file() {
     );
     // A wrong old password changes nothing.
     let bytes = std::fs::read(&env.kek_path).unwrap();
-    let e = kek_provider::change_password(
-        &env.kek_path,
-        &env.password(),
-        &new,
-        FAST_KDF,
-        &*store,
-        &OsRng,
-    )
-    .await
-    .unwrap_err();
+    let e = change_password(&env, &*store, &new).await.unwrap_err();
     assert!(matches!(e, KmsError::KekUnlockFailed(_)), "{e}");
     assert_eq!(std::fs::read(&env.kek_path).unwrap(), bytes);
 }

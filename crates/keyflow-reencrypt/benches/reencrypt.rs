@@ -2,8 +2,9 @@
 //!
 //! A timing run rather than criterion: one run rewrites a whole table, which is the
 //! quantity the target names. `cargo bench -p keyflow-reencrypt [-- ROWS]`; PostgreSQL
-//! too when `TEST_DATABASE_URL` is set. Each table: ROWS (default 100,000) 11-byte values
-//! encrypted under v1, then a rotation, then timed runs (batch 1000).
+//! too (a throwaway database) when `TEST_DATABASE_URL` is set. Each table: ROWS
+//! (default 100,000) 11-byte values encrypted under v1, then a rotation, then timed
+//! runs (batch 1000).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a bench
 
 #[path = "../tests/common/mod.rs"]
@@ -17,6 +18,7 @@ use keyflow_reencrypt::{
     backend, engine, ContextSpec, EncryptPlaintext, NoProgress, Operation, Rewrap, RunOptions,
     TableSpec,
 };
+use keyflow_store_postgres::test_support::with_database;
 
 async fn bench(env: &Env, db: &Db, rows: i64) {
     db.drop_table().await;
@@ -99,8 +101,10 @@ fn main() {
         let env = Env::new().await;
         let db = Db::sqlite(env.dir.path()).await;
         bench(&env, &db, rows).await;
-        if let Some(db) = Db::postgres("bench").await {
+        with_database("bench", |_, url| async move {
+            let db = Db::postgres(&url).await;
             bench(&env, &db, rows).await;
-        }
+        })
+        .await;
     });
 }

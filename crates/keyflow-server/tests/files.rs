@@ -46,6 +46,21 @@ async fn decrypt(c: &mut Client, token: &str, body: &[u8]) -> Resp {
         .await
 }
 
+/// An HTTP/1.1 connection to `server` over TLS (for requests driven by hand).
+async fn http11<B>(server: &Server) -> hyper::client::conn::http1::SendRequest<B>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let config = client_config(
+        server.cert.as_ref().unwrap(),
+        rustls::DEFAULT_VERSIONS,
+        &[b"http/1.1"],
+    );
+    http1(tls_connect(server.addr, config).await.unwrap()).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_round_trips_at_segment_boundaries() {
     let h = Harness::new().await;
@@ -83,17 +98,7 @@ async fn stream_round_trips_at_segment_boundaries() {
 async fn encryption_streams_while_the_upload_is_in_progress() {
     let h = Harness::new().await;
     let server = h.start_tls().await;
-    let stream = tls_connect(
-        server.addr,
-        client_config(
-            server.cert.as_ref().unwrap(),
-            rustls::DEFAULT_VERSIONS,
-            &[b"http/1.1"],
-        ),
-    )
-    .await
-    .unwrap();
-    let mut sender = http1::<ChannelBody, _>(stream).await;
+    let mut sender = http11::<ChannelBody>(&server).await;
     let (tx, rx) = mpsc::channel::<Bytes>(4);
     let req = Request::builder()
         .method("POST")
@@ -236,17 +241,7 @@ async fn late_tampering_aborts_the_body_after_verified_plaintext_only() {
     let header = good.len() - plain.len() - 40 * 16;
     let mut bad = good.clone();
     bad[header + 30 * (SEG + 16) + 1] ^= 1;
-    let stream = tls_connect(
-        server.addr,
-        client_config(
-            server.cert.as_ref().unwrap(),
-            rustls::DEFAULT_VERSIONS,
-            &[b"http/1.1"],
-        ),
-    )
-    .await
-    .unwrap();
-    let mut sender = http1::<http_body_util::Full<Bytes>, _>(stream).await;
+    let mut sender = http11::<http_body_util::Full<Bytes>>(&server).await;
     let req = request("POST", DECRYPT, Some(&h.service_token))
         .body(http_body_util::Full::new(Bytes::from(bad)))
         .unwrap();

@@ -27,6 +27,11 @@ async fn post(app: &Router, path: &str, token: &str, body: Value) -> Resp {
     oneshot(app, req).await
 }
 
+/// `POST /decrypt` of `ct` without a context.
+async fn decrypt(app: &Router, token: &str, ct: &str) -> Resp {
+    post(app, "/decrypt", token, json!({ "encryptedData": ct })).await
+}
+
 async fn get(app: &Router, path: &str, token: &str) -> Resp {
     let req = request("GET", &format!("/api/encryption{path}"), Some(token))
         .body(Body::empty())
@@ -85,13 +90,7 @@ async fn lifecycle_routes_are_admin_only_and_enforce_states() {
     assert_eq!(r.status.as_u16(), 200, "{r:?}");
     assert_eq!(r.json()["status"], "revoked");
     assert_eq!(r.json()["revokedReason"], "test");
-    let r = post(
-        &app,
-        "/decrypt",
-        &h.service_token,
-        json!({ "encryptedData": ct }),
-    )
-    .await;
+    let r = decrypt(&app, &h.service_token, &ct).await;
     assert_eq!(
         (r.status.as_u16(), r.json()["error"].as_str()),
         (422, Some("key_unavailable"))
@@ -99,13 +98,7 @@ async fn lifecycle_routes_are_admin_only_and_enforce_states() {
     // Reinstated: decrypts again.
     let r = post(&app, "/keys/reinstate", &h.admin, v1.clone()).await;
     assert_eq!(r.json()["status"], "deprecated");
-    let r = post(
-        &app,
-        "/decrypt",
-        &h.service_token,
-        json!({ "encryptedData": ct }),
-    )
-    .await;
+    let r = decrypt(&app, &h.service_token, &ct).await;
     r.assert_json(200, &json!({ "data": "123-45-6789" }));
     // Destroy needs revoked and an explicit confirmation.
     let r = post(&app, "/keys/destroy", &h.admin, v1.clone()).await;
@@ -116,13 +109,7 @@ async fn lifecycle_routes_are_admin_only_and_enforce_states() {
     post(&app, "/keys/revoke", &h.admin, v1.clone()).await;
     let r = post(&app, "/keys/destroy", &h.admin, confirm).await;
     assert_eq!(r.json()["status"], "destroyed", "{r:?}");
-    let r = post(
-        &app,
-        "/decrypt",
-        &h.service_token,
-        json!({ "encryptedData": ct }),
-    )
-    .await;
+    let r = decrypt(&app, &h.service_token, &ct).await;
     assert_eq!(r.status.as_u16(), 422, "{r:?}");
 }
 
@@ -299,13 +286,7 @@ async fn a_revocation_on_one_instance_takes_effect_on_another_within_a_second() 
     let ct = h.ciphertext(&json!("secret"), OWN, &[]).await;
     post(&a, "/keys/rotate", &h.admin, json!({ "purpose": OWN })).await;
     // B caches version 1 (one-hour TTL) by decrypting.
-    let r = post(
-        &b,
-        "/decrypt",
-        &h.service_token,
-        json!({ "encryptedData": ct }),
-    )
-    .await;
+    let r = decrypt(&b, &h.service_token, &ct).await;
     r.assert_json(200, &json!({ "data": "secret" }));
     let r = post(
         &a,
@@ -317,13 +298,7 @@ async fn a_revocation_on_one_instance_takes_effect_on_another_within_a_second() 
     assert_eq!(r.status.as_u16(), 200, "{r:?}");
     let start = Instant::now();
     loop {
-        let r = post(
-            &b,
-            "/decrypt",
-            &h.service_token,
-            json!({ "encryptedData": ct }),
-        )
-        .await;
+        let r = decrypt(&b, &h.service_token, &ct).await;
         if r.status.as_u16() == 422 {
             break;
         }

@@ -1,10 +1,9 @@
 //! Test setup shared by the engine tests and the benchmark: a KeyFlow service over a
-//! temporary SQLite keystore, and a target database (SQLite file, or PostgreSQL from
-//! `TEST_DATABASE_URL` with uniquely named tables dropped afterwards).
+//! temporary SQLite keystore, and a target database (SQLite file, or PostgreSQL: a
+//! throwaway database from `TEST_DATABASE_URL`, see `test_support::with_database`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail by panicking
 #![allow(dead_code, missing_docs)]
 
-use std::io::Write;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -117,29 +116,19 @@ impl Db {
         }
     }
 
-    /// PostgreSQL from `TEST_DATABASE_URL`, or `None` with a visible notice.
-    pub async fn postgres(test: &str) -> Option<Self> {
-        let Ok(url) = std::env::var("TEST_DATABASE_URL") else {
-            // Written to the real stderr (not captured by the test harness).
-            let _ = writeln!(
-                std::io::stderr(),
-                "skipped: {test} on PostgreSQL (set TEST_DATABASE_URL=postgres://… to run it)"
-            );
-            return None;
-        };
+    /// PostgreSQL at `url`: a throwaway database from
+    /// `keyflow_store_postgres::test_support::with_database`.
+    pub async fn postgres(url: &str) -> Self {
         let pool = PgPoolOptions::new()
             .max_connections(2)
-            .connect(&url)
+            .connect(url)
             .await
             .unwrap();
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let short = &test[..test.len().min(30)];
-        let table = format!("kf_test_{}_{n}_{short}", std::process::id());
-        Some(Self {
-            url,
+        Self {
+            url: url.to_owned(),
             pool: Pool::Pg(pool),
-            table,
-        })
+            table: "customers".into(),
+        }
     }
 
     pub async fn exec(&self, sql: &str) {
