@@ -125,12 +125,7 @@ fn per_file(c: &mut Criterion) {
         .header()
         .to_vec();
     g.bench_function("per_file_header_open", |b| {
-        b.iter(|| {
-            read_header(&mut &header[..])
-                .unwrap()
-                .open(&dk)
-                .unwrap()
-        })
+        b.iter(|| read_header(&mut &header[..]).unwrap().open(&dk).unwrap())
     });
     g.finish();
 }

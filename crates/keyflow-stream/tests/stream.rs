@@ -395,3 +395,55 @@ fn errors_through_io_can_be_recovered() {
     let e = std::io::Error::other("disk");
     assert!(matches!(StreamError::from_io(e), StreamError::Io(_)));
 }
+
+/// A `Read` that hands out a few bytes at a time (sizes vary), like a pipe.
+struct SyncTrickle<'a>(&'a [u8], usize);
+
+impl Read for SyncTrickle<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.1 = (self.1 * 7 + 3) % 23 + 1;
+        let n = self.1.min(self.0.len()).min(buf.len());
+        buf[..n].copy_from_slice(&self.0[..n]);
+        self.0 = &self.0[n..];
+        Ok(n)
+    }
+}
+
+/// The one-buffer writers (a read-ahead byte parked past the tag) produce exactly the
+/// bytes of the `Write` adapter, whatever the reader's read sizes, at every boundary.
+#[tokio::test]
+async fn all_writers_produce_identical_files() {
+    let dk = key("documents", 1, 12);
+    let seg = 16usize;
+    for size in [
+        0,
+        1,
+        seg - 1,
+        seg,
+        seg + 1,
+        2 * seg,
+        2 * seg + 1,
+        7 * seg + 5,
+    ] {
+        let data = random(size);
+        let m = meta(Some(size as u64));
+        let sealer = || Sealer::hazmat_from_parts(&dk, &m, 16, [3; 32], [4; 7]).unwrap();
+        let mut via_write = Encryptor::new(Vec::new(), sealer()).unwrap();
+        for piece in data.chunks(5) {
+            via_write.write_all(piece).unwrap();
+        }
+        let (via_write, _) = via_write.finish().unwrap();
+        let mut whole = Vec::new();
+        encrypt(&mut &data[..], &mut whole, sealer()).unwrap();
+        let mut trickled = Vec::new();
+        encrypt(&mut SyncTrickle(&data, 0), &mut trickled, sealer()).unwrap();
+        let mut via_async = Vec::new();
+        encrypt_async(Trickle(&data, 0), &mut via_async, sealer())
+            .await
+            .unwrap();
+        assert_eq!(whole, via_write, "size {size}");
+        assert_eq!(trickled, via_write, "size {size}");
+        assert_eq!(via_async, via_write, "size {size}");
+        assert_eq!(open(&dk, &whole).unwrap(), data);
+    }
+}
