@@ -52,7 +52,9 @@ impl Borrow<str> for PurposeKey {
 #[derive(Default, Clone)]
 struct Snapshot {
     active: HashMap<PurposeKey, Arc<CachedKey>>,
-    versions: HashMap<PurposeKey, HashMap<KeyVersion, Arc<CachedKey>>>,
+    // Inner maps behind `Arc`: a copy-on-write update clones one pointer per purpose,
+    // not every cached version.
+    versions: HashMap<PurposeKey, Arc<HashMap<KeyVersion, Arc<CachedKey>>>>,
 }
 
 /// Cache counters, for `/status` and metrics.
@@ -219,9 +221,7 @@ impl KeyCache {
             {
                 s.active.remove(&p);
             }
-            s.versions
-                .entry(p)
-                .or_default()
+            Arc::make_mut(s.versions.entry(p).or_default())
                 .insert(entry.key.version(), entry.clone());
             Arc::new(s)
         });
@@ -261,7 +261,7 @@ impl KeyCache {
 
     pub fn stats(&self) -> CacheStats {
         CacheStats {
-            entries: self.snap.load().versions.values().map(HashMap::len).sum(),
+            entries: self.snap.load().versions.values().map(|m| m.len()).sum(),
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
         }
