@@ -407,6 +407,61 @@ impl FileKey {
             )
             .map_err(|_| Error::DecryptionFailed)
     }
+
+    /// Encrypts `plaintext` into `ciphertext` (out of place: `plaintext` is only read)
+    /// and returns the 128-bit tag. The result is identical to
+    /// [`FileKey::seal_in_place`] on a copy of `plaintext`, without making that copy:
+    /// the source is read once, by the cipher. `ciphertext` must be exactly as long as
+    /// `plaintext` (otherwise [`Error::Crypto`], and nothing is written).
+    pub fn seal_out_of_place(
+        &self,
+        nonce: [u8; NONCE_LEN],
+        aad: &[u8],
+        plaintext: &[u8],
+        ciphertext: &mut [u8],
+    ) -> Result<[u8; TAG_LEN]> {
+        let mut tag = [0u8; TAG_LEN];
+        self.0
+            .seal_out_of_place_scatter(
+                aead::Nonce::assume_unique_for_key(nonce),
+                aead::Aad::from(aad),
+                plaintext,
+                ciphertext,
+                &[],
+                &mut tag,
+            )
+            .map_err(|_| Error::Crypto)?;
+        Ok(tag)
+    }
+
+    /// Authenticates `ciphertext` with `tag` and decrypts it into `plaintext` (out of
+    /// place: `ciphertext` is only read). `plaintext` must be exactly as long as
+    /// `ciphertext`. Only an `Ok` means `plaintext` holds verified data; on any failure
+    /// — wrong key, nonce, AAD or tag, a modified byte, a length mismatch — `plaintext`
+    /// is wiped (all zero) before [`Error::DecryptionFailed`] is returned, so no
+    /// unverified plaintext is left behind.
+    pub fn open_out_of_place(
+        &self,
+        nonce: [u8; NONCE_LEN],
+        aad: &[u8],
+        ciphertext: &[u8],
+        tag: &[u8; TAG_LEN],
+        plaintext: &mut [u8],
+    ) -> Result<()> {
+        self.0
+            .open_separate_gather(
+                aead::Nonce::assume_unique_for_key(nonce),
+                aead::Aad::from(aad),
+                ciphertext,
+                tag,
+                plaintext,
+            )
+            .map_err(|_| {
+                // aws-lc decrypts before it compares tags: wipe what it wrote.
+                plaintext.zeroize();
+                Error::DecryptionFailed
+            })
+    }
 }
 
 /// AAD = the header bytes (nonce included) ‖ the canonical context encoding. Built on
@@ -656,6 +711,61 @@ mod tests {
         assert!(open(&key("documents", 1, 14).file_key(&s1).unwrap(), b"h").is_err());
         // Debug shows no key material.
         assert_eq!(format!("{:?}", dk.file_key(&s1).unwrap()), "FileKey(..)");
+    }
+
+    #[test]
+    fn file_key_out_of_place_matches_in_place_and_wipes_on_failure() {
+        let dk = key("documents", 1, 15);
+        let fk = dk.file_key(&[3u8; FILE_SALT_LEN]).unwrap();
+        let nonce = [5u8; NONCE_LEN];
+        for len in [0usize, 1, 15, 16, 17, 1000] {
+            let plain: Vec<u8> = (0..len).map(|i| (i * 7 + 1) as u8).collect();
+            let mut in_place = plain.clone();
+            let tag = fk.seal_in_place(nonce, b"aad", &mut in_place).unwrap();
+            let mut ct = vec![0u8; len];
+            let tag2 = fk
+                .seal_out_of_place(nonce, b"aad", &plain, &mut ct)
+                .unwrap();
+            assert_eq!((&ct, tag2), (&in_place, tag), "len {len}");
+            let mut out = vec![0xEEu8; len];
+            fk.open_out_of_place(nonce, b"aad", &ct, &tag, &mut out)
+                .unwrap();
+            assert_eq!(out, plain);
+            // Failure: wrong AAD, tampered tag, tampered ciphertext — output wiped.
+            let mut bad_tag = tag;
+            bad_tag[0] ^= 1;
+            let mut bad_ct = ct.clone();
+            if let Some(b) = bad_ct.first_mut() {
+                *b ^= 0x80;
+            }
+            for (aad, c, t) in [
+                (&b"aaX"[..], &ct, &tag),
+                (&b"aad"[..], &ct, &bad_tag),
+                (&b"aad"[..], &bad_ct, &tag),
+            ] {
+                if len == 0 && c == &bad_ct && t == &tag && aad == b"aad" {
+                    continue; // nothing to tamper with
+                }
+                let mut out = vec![0xEEu8; len];
+                assert_eq!(
+                    fk.open_out_of_place(nonce, aad, c, t, &mut out),
+                    Err(Error::DecryptionFailed)
+                );
+                assert!(out.iter().all(|&b| b == 0), "len {len}: not wiped");
+            }
+        }
+        // Length mismatches are refused; a failed open still wipes.
+        let mut short = [0u8; 3];
+        assert_eq!(
+            fk.seal_out_of_place(nonce, b"", b"four", &mut short),
+            Err(Error::Crypto)
+        );
+        let mut out = [0xEEu8; 3];
+        assert_eq!(
+            fk.open_out_of_place(nonce, b"", b"four", &[0; TAG_LEN], &mut out),
+            Err(Error::DecryptionFailed)
+        );
+        assert_eq!(out, [0; 3]);
     }
 
     #[test]

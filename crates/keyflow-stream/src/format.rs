@@ -503,6 +503,52 @@ impl SegmentCipher {
         Ok(())
     }
 
+    /// Seals `plain` out of place into `out` (ciphertext ‖ tag, `plain.len() + 16`
+    /// bytes); the same bytes as [`SegmentCipher::seal`] without copying `plain`.
+    pub(crate) fn seal_out_of_place(
+        &self,
+        index: u64,
+        last: bool,
+        plain: &[u8],
+        out: &mut [u8],
+    ) -> Result<()> {
+        let nonce = self.nonce(index, last)?;
+        let (ct, tag_out) = out
+            .split_at_mut_checked(plain.len())
+            .ok_or(StreamError::Invalid("segment buffer"))?;
+        let tag = self.key.seal_out_of_place(nonce, &self.aad, plain, ct)?;
+        tag_out
+            .get_mut(..TAG_LEN)
+            .ok_or(StreamError::Invalid("segment buffer"))?
+            .copy_from_slice(&tag);
+        Ok(())
+    }
+
+    /// Opens the sealed segment `sealed` (ciphertext ‖ tag) out of place into
+    /// `out[..sealed.len() - 16]`; returns the plaintext length. On failure that part
+    /// of `out` is wiped.
+    pub(crate) fn open_out_of_place(
+        &self,
+        index: u64,
+        last: bool,
+        sealed: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize> {
+        let nonce = self.nonce(index, last)?;
+        let ct_len = sealed
+            .len()
+            .checked_sub(TAG_LEN)
+            .ok_or(StreamError::DecryptionFailed)?;
+        let (ct, tag) = sealed.split_at(ct_len);
+        let tag: &[u8; TAG_LEN] = tag.try_into().map_err(|_| StreamError::DecryptionFailed)?;
+        let plain = out
+            .get_mut(..ct_len)
+            .ok_or(StreamError::Invalid("segment buffer"))?;
+        self.key
+            .open_out_of_place(nonce, &self.aad, ct, tag, plain)?;
+        Ok(ct_len)
+    }
+
     /// Opens the sealed segment `buf` (ciphertext ‖ tag) in place; returns the
     /// plaintext length (at the front of `buf`).
     pub(crate) fn open(&self, index: u64, last: bool, buf: &mut [u8]) -> Result<usize> {

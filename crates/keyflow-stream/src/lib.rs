@@ -10,9 +10,11 @@
 //!
 //! [`format`](mod@format) is the pure part (header, metadata, nonces, segment arithmetic); the rest
 //! adapts it to I/O: [`Encryptor`] / [`encrypt`] and [`Decryptor`] / [`decrypt`] over
-//! `std::io`, [`SeekableDecryptor`] for byte ranges over `Read + Seek`, and
+//! `std::io`, [`SeekableDecryptor`] for byte ranges over `Read + Seek`,
 //! [`AsyncEncryptor`] / [`AsyncDecryptor`] (plus [`encrypt_async`] / [`decrypt_async`])
-//! over tokio. Keys come from a [`keyflow_core::DataKey`]: with an
+//! over tokio, and [`encrypt_slice`] / [`decrypt_slice`] for data already in memory
+//! (same bytes, sealed and opened out of place: no copy into a segment buffer). Keys
+//! come from a [`keyflow_core::DataKey`]: with an
 //! `EncryptionService`, call [`Sealer::new`] inside `with_active_key` and
 //! [`ParsedHeader::open`] inside `with_decrypt_key`.
 //!
@@ -44,6 +46,7 @@ mod error;
 pub mod format;
 mod read;
 mod seek;
+mod slice;
 mod write;
 
 pub use asynchronous::{
@@ -53,4 +56,5 @@ pub use error::{Result, StreamError};
 pub use format::{encrypted_len, Metadata, Opener, ParsedHeader, Sealer, DEFAULT_SEGMENT_SIZE};
 pub use read::{decrypt, read_header, Decryptor};
 pub use seek::SeekableDecryptor;
+pub use slice::{decrypt_slice, encrypt_slice};
 pub use write::{encrypt, Encryptor};

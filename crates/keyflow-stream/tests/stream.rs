@@ -5,8 +5,8 @@ use std::io::{Cursor, Read, Seek, SeekFrom, Write};
 
 use keyflow_core::{DataKey, KeyVersion, OsRng, Purpose, SecretKey, SecureRandom};
 use keyflow_stream::{
-    decrypt, decrypt_async, encrypt, encrypt_async, read_header, read_header_async, Decryptor,
-    Encryptor, Metadata, Sealer, SeekableDecryptor, StreamError,
+    decrypt, decrypt_async, decrypt_slice, encrypt, encrypt_async, encrypt_slice, read_header,
+    read_header_async, Decryptor, Encryptor, Metadata, Sealer, SeekableDecryptor, StreamError,
 };
 use proptest::prelude::*;
 
@@ -445,5 +445,109 @@ async fn all_writers_produce_identical_files() {
         assert_eq!(trickled, via_write, "size {size}");
         assert_eq!(via_async, via_write, "size {size}");
         assert_eq!(open(&dk, &whole).unwrap(), data);
+    }
+}
+
+/// Decrypts a whole file with [`decrypt_slice`].
+fn open_slice(dk: &DataKey, file: &[u8]) -> Result<Vec<u8>, StreamError> {
+    let mut input = file;
+    let opener = read_header(&mut input)?.open(dk)?;
+    let mut out = Vec::new();
+    let n = decrypt_slice(input, &mut out, opener)?;
+    assert_eq!(n, out.len() as u64);
+    Ok(out)
+}
+
+#[test]
+fn slice_entry_points_match_streaming_byte_for_byte() {
+    let dk = key("documents", 1, 13);
+    for (seg, sizes) in [
+        (16usize, vec![0, 1, 15, 16, 17, 32, 33, 7 * 16 + 5]),
+        (SEG, vec![0, 1, SEG - 1, SEG, SEG + 1, 3 * SEG + 77]),
+    ] {
+        for size in sizes {
+            for declared in [Some(size as u64), None] {
+                let data = random(size);
+                let m = meta(declared);
+                let sealer =
+                    || Sealer::hazmat_from_parts(&dk, &m, seg as u32, [5; 32], [6; 7]).unwrap();
+                let mut streamed = Vec::new();
+                encrypt(&mut &data[..], &mut streamed, sealer()).unwrap();
+                let mut sliced = Vec::new();
+                let n = encrypt_slice(&data, &mut sliced, sealer()).unwrap();
+                assert_eq!(n, size as u64);
+                assert_eq!(sliced, streamed, "segment {seg}, size {size}");
+                assert_eq!(open_slice(&dk, &sliced).unwrap(), data);
+                assert_eq!(open(&dk, &sliced).unwrap(), data);
+            }
+        }
+    }
+}
+
+#[test]
+fn slice_size_mismatch_is_refused_before_writing() {
+    let dk = key("documents", 1, 14);
+    let data = random(40);
+    for declared in [39u64, 41, 0] {
+        let sealer = Sealer::with_segment_size(&dk, &meta(Some(declared)), 16, &OsRng).unwrap();
+        let mut out = Vec::new();
+        let err = encrypt_slice(&data, &mut out, sealer).unwrap_err();
+        assert!(
+            matches!(err, StreamError::SizeMismatch { declared: d, read: 40 } if d == declared),
+            "{err:?}"
+        );
+        assert!(out.is_empty());
+    }
+}
+
+#[test]
+fn slice_decrypt_refuses_every_tamper_and_releases_only_verified_segments() {
+    let dk = key("documents", 1, 15);
+    let data = random(16 * 3 + 5);
+    for declared in [Some(data.len() as u64), None] {
+        let sealer = Sealer::with_segment_size(&dk, &meta(declared), 16, &OsRng).unwrap();
+        let mut file = Vec::new();
+        encrypt_slice(&data, &mut file, sealer).unwrap();
+        let h = read_header(&mut &file[..]).unwrap().len();
+        assert_eq!(open_slice(&dk, &file).unwrap(), data);
+        // Every flipped bit after the header.
+        for i in h..file.len() {
+            let mut t = file.clone();
+            t[i] ^= 0x10;
+            assert!(open_slice(&dk, &t).is_err(), "flip at {i} accepted");
+        }
+        // Every truncation and a one-byte extension, a dropped, duplicated and
+        // swapped segment.
+        for cut in h..file.len() {
+            assert!(open_slice(&dk, &file[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut longer = file.clone();
+        longer.push(0);
+        assert!(open_slice(&dk, &longer).is_err());
+        let segs: Vec<&[u8]> = file[h..].chunks(32).collect();
+        for order in [
+            vec![0, 1, 3],
+            vec![0, 0, 1, 2, 3],
+            vec![1, 0, 2, 3],
+            vec![0, 1, 2],
+        ] {
+            let mut t = file[..h].to_vec();
+            for i in order {
+                t.extend_from_slice(segs[i]);
+            }
+            assert!(
+                matches!(open_slice(&dk, &t), Err(StreamError::DecryptionFailed)),
+                "reordered"
+            );
+        }
+        // Nothing unverified reaches the writer: a bad second segment yields exactly
+        // the first segment's plaintext.
+        let mut t = file.clone();
+        t[h + 32 + 3] ^= 1;
+        let mut input = &t[..];
+        let opener = read_header(&mut input).unwrap().open(&dk).unwrap();
+        let mut out = Vec::new();
+        assert!(decrypt_slice(input, &mut out, opener).is_err());
+        assert_eq!(out, &data[..16]);
     }
 }

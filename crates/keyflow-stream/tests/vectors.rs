@@ -11,7 +11,8 @@ use std::io::Cursor;
 
 use keyflow_core::{DataKey, KeyVersion, Purpose, SecretKey};
 use keyflow_stream::{
-    decrypt, encrypt, read_header, Metadata, Sealer, SeekableDecryptor, StreamError,
+    decrypt, decrypt_slice, encrypt, encrypt_slice, read_header, Metadata, Sealer,
+    SeekableDecryptor, StreamError,
 };
 use serde_json::{json, Value};
 
@@ -62,6 +63,19 @@ fn open_seekable(keys: &[DataKey], file: &[u8]) -> Result<Vec<u8>, StreamError> 
     s.read_range(0, size)
 }
 
+/// The same through the slice entry point (out-of-place opening).
+fn open_slice(keys: &[DataKey], file: &[u8]) -> Result<Vec<u8>, StreamError> {
+    let mut input = file;
+    let h = read_header(&mut input)?;
+    let key = keys
+        .iter()
+        .find(|k| k.purpose() == h.purpose() && k.version() == h.key_version())
+        .ok_or(StreamError::DecryptionFailed)?;
+    let mut out = Vec::new();
+    decrypt_slice(input, &mut out, h.open(key)?)?;
+    Ok(out)
+}
+
 fn code(e: &StreamError) -> &'static str {
     match e {
         StreamError::InvalidHeader => "invalid_header",
@@ -96,26 +110,36 @@ fn committed_vectors() {
         );
         // The writer reproduces the exact bytes from the same inputs.
         let key = &keys[v["key"].as_u64().unwrap() as usize];
-        let sealer = Sealer::hazmat_from_parts(
-            key,
-            &meta,
-            v["segmentSize"].as_u64().unwrap() as u32,
-            hex::decode(v["salt"].as_str().unwrap())
-                .unwrap()
-                .try_into()
-                .unwrap(),
-            hex::decode(v["noncePrefix"].as_str().unwrap())
-                .unwrap()
-                .try_into()
-                .unwrap(),
-        )
-        .unwrap();
+        let sealer = || {
+            Sealer::hazmat_from_parts(
+                key,
+                &meta,
+                v["segmentSize"].as_u64().unwrap() as u32,
+                hex::decode(v["salt"].as_str().unwrap())
+                    .unwrap()
+                    .try_into()
+                    .unwrap(),
+                hex::decode(v["noncePrefix"].as_str().unwrap())
+                    .unwrap()
+                    .try_into()
+                    .unwrap(),
+            )
+            .unwrap()
+        };
+        assert_eq!(open_slice(&keys, &file).unwrap(), plain, "{name} (slice)");
         let mut again = Vec::new();
-        encrypt(&mut &plain[..], &mut again, sealer).unwrap();
+        encrypt(&mut &plain[..], &mut again, sealer()).unwrap();
         assert_eq!(
             hex::encode(&again),
             v["file"].as_str().unwrap(),
             "{name}: writer drifted"
+        );
+        let mut sliced = Vec::new();
+        encrypt_slice(&plain, &mut sliced, sealer()).unwrap();
+        assert_eq!(
+            hex::encode(&sliced),
+            v["file"].as_str().unwrap(),
+            "{name}: slice writer drifted"
         );
     }
     for v in invalid {
@@ -127,6 +151,7 @@ fn committed_vectors() {
             Err(e) => assert_eq!(code(&e), want, "{name}"),
         }
         assert!(open_seekable(&keys, &file).is_err(), "{name} (seekable)");
+        assert!(open_slice(&keys, &file).is_err(), "{name} (slice)");
     }
 }
 

@@ -562,7 +562,8 @@ pub async fn encrypt_file_json(
         .with_active_key(&p, |dk| {
             let sealer = Sealer::new(dk, &metadata, &OsRng)?;
             let mut out = Vec::with_capacity(data.len() + 1024);
-            keyflow_stream::encrypt(&mut &data[..], &mut out, sealer)?;
+            // In memory already: sealed out of place, without a copy per segment.
+            keyflow_stream::encrypt_slice(&data, &mut out, sealer)?;
             Ok::<_, StreamError>((out, dk.version().get()))
         })
         .await
@@ -613,7 +614,7 @@ pub async fn decrypt_file_json(
             let opener = header.open(dk)?;
             let meta = opener.metadata().clone();
             let mut out = zeroize::Zeroizing::new(Vec::new());
-            keyflow_stream::decrypt(input, &mut *out, opener)?;
+            keyflow_stream::decrypt_slice(input, &mut *out, opener)?;
             Ok::<_, StreamError>((meta, out))
         })
         .await
