@@ -30,6 +30,7 @@ pub mod kek_rotation;
 pub mod keystore;
 mod lifecycle;
 pub mod model;
+pub mod rows;
 pub mod scheduler;
 mod service;
 

@@ -8,9 +8,9 @@ use keyflow_kms::model::{
 };
 use keyflow_kms::Purpose;
 use sqlx::postgres::PgRow;
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::{Postgres, Transaction};
 
-use crate::{big, bump, is_check_violation, is_unique_violation, PostgresKeystore};
+use crate::{bump, is_check_violation, is_unique_violation, PostgresKeystore};
 
 /// Refuses (inside `tx`) versions wrapped under another KEK than the one the keystore
 /// records: a process still running with a KEK that was rotated away must not add
@@ -41,19 +41,7 @@ pub(crate) async fn check_kek(
 }
 
 fn policy_from(row: &PgRow) -> Result<(Purpose, Policy), StoreError> {
-    let get = |c: &str| -> Result<i64, StoreError> { row.try_get(c).map_err(StoreError::backend) };
-    let bad = || StoreError("corrupt key_policies row".into());
-    let purpose: String = row.try_get("purpose").map_err(StoreError::backend)?;
-    let small = |c: &str| -> Result<u32, StoreError> { u32::try_from(get(c)?).map_err(|_| bad()) };
-    Ok((
-        Purpose::new(&purpose).map_err(|_| bad())?,
-        Policy {
-            rotation_days: small("rotation_days")?,
-            grace_days: small("grace_days")?,
-            warn_days: small("warn_days")?,
-            max_encryptions: u64::try_from(get("max_encryptions")?).map_err(|_| bad())?,
-        },
-    ))
+    keyflow_kms::rows::policy_record(&crate::Cols(row))
 }
 
 const POLICY_COLUMNS: &str = "purpose, rotation_days, grace_days, warn_days, max_encryptions";
@@ -81,7 +69,7 @@ impl PostgresKeystore {
         .bind(i64::from(p.rotation_days))
         .bind(i64::from(p.grace_days))
         .bind(i64::from(p.warn_days))
-        .bind(big(p.max_encryptions))
+        .bind(keyflow_kms::rows::count_column(p.max_encryptions))
         .execute(&self.pool)
         .await
         .map_err(StoreError::backend)?;

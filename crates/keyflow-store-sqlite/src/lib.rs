@@ -15,7 +15,6 @@ use std::future::Future;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::pin::Pin;
-use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -24,6 +23,7 @@ use keyflow_kms::keystore::{CreateOutcome, Keystore, RotateOutcome, StoreError, 
 use keyflow_kms::model::{
     KeyStatus, KeyVersionRecord, Policy, RewrappedKey, StatusChange, StatusOutcome, VersionFilter,
 };
+use keyflow_kms::rows::{self, Columns};
 use keyflow_kms::{KeyVersion, Purpose};
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::sqlite::{
@@ -91,57 +91,33 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 
-fn corrupt(what: &str) -> StoreError {
-    StoreError(format!("corrupt key_versions row: {what}"))
+/// Reads a row's columns for the shared decoders in [`keyflow_kms::rows`].
+pub(crate) struct Cols<'a>(pub(crate) &'a SqliteRow);
+
+impl Columns for Cols<'_> {
+    fn text(&self, column: &str) -> Result<String, StoreError> {
+        self.0.try_get(column).map_err(StoreError::backend)
+    }
+    fn opt_text(&self, column: &str) -> Result<Option<String>, StoreError> {
+        self.0.try_get(column).map_err(StoreError::backend)
+    }
+    fn int(&self, column: &str) -> Result<i64, StoreError> {
+        self.0.try_get(column).map_err(StoreError::backend)
+    }
+    fn opt_int(&self, column: &str) -> Result<Option<i64>, StoreError> {
+        self.0.try_get(column).map_err(StoreError::backend)
+    }
+    fn opt_bytes(&self, column: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.0.try_get(column).map_err(StoreError::backend)
+    }
 }
 
 fn record(row: &SqliteRow) -> Result<KeyVersionRecord, StoreError> {
-    let purpose: String = row.try_get("purpose").map_err(StoreError::backend)?;
-    let version: i64 = row.try_get("version").map_err(StoreError::backend)?;
-    let status: String = row.try_get("status").map_err(StoreError::backend)?;
-    let encryptions: i64 = row.try_get("encryptions").map_err(StoreError::backend)?;
-    Ok(KeyVersionRecord {
-        purpose: Purpose::new(&purpose).map_err(|_| corrupt("purpose"))?,
-        version: u32::try_from(version)
-            .ok()
-            .and_then(|v| KeyVersion::new(v).ok())
-            .ok_or_else(|| corrupt("version"))?,
-        status: KeyStatus::from_str(&status).map_err(|_| corrupt("status"))?,
-        algorithm: row.try_get("algorithm").map_err(StoreError::backend)?,
-        wrapped_key: row.try_get("wrapped_key").map_err(StoreError::backend)?,
-        kek_id: row.try_get("kek_id").map_err(StoreError::backend)?,
-        created_at: row.try_get("created_at").map_err(StoreError::backend)?,
-        status_changed_at: row
-            .try_get("status_changed_at")
-            .map_err(StoreError::backend)?,
-        encryptions: u64::try_from(encryptions).map_err(|_| corrupt("encryptions"))?,
-        revoked_reason: row.try_get("revoked_reason").map_err(StoreError::backend)?,
-    })
+    rows::version_record(&Cols(row))
 }
 
 fn token(row: &SqliteRow) -> Result<TokenRecord, StoreError> {
-    let hash: Vec<u8> = row.try_get("secret_hash").map_err(StoreError::backend)?;
-    let role: String = row.try_get("role").map_err(StoreError::backend)?;
-    let purposes: String = row.try_get("purposes").map_err(StoreError::backend)?;
-    Ok(TokenRecord {
-        id: row.try_get("id").map_err(StoreError::backend)?,
-        secret_hash: hash
-            .try_into()
-            .map_err(|_| StoreError("corrupt api_tokens row: hash".into()))?,
-        role: role
-            .parse()
-            .map_err(|_| StoreError("corrupt api_tokens row: role".into()))?,
-        purposes: purposes
-            .split(',')
-            .filter(|p| !p.is_empty())
-            .map(Purpose::new)
-            .collect::<Result<_, _>>()
-            .map_err(|_| StoreError("corrupt api_tokens row: purposes".into()))?,
-        name: row.try_get("name").map_err(StoreError::backend)?,
-        created_at: row.try_get("created_at").map_err(StoreError::backend)?,
-        expires_at: row.try_get("expires_at").map_err(StoreError::backend)?,
-        revoked_at: row.try_get("revoked_at").map_err(StoreError::backend)?,
-    })
+    rows::token_record(&Cols(row))
 }
 
 impl SqliteKeystore {
@@ -225,7 +201,7 @@ impl SqliteKeystore {
             .bind(&r.kek_id)
             .bind(r.created_at)
             .bind(r.status_changed_at)
-            .bind(i64::try_from(r.encryptions).unwrap_or(i64::MAX))
+            .bind(rows::count_column(r.encryptions))
             .bind(r.revoked_reason.as_deref())
             .execute(conn)
             .await?;
@@ -371,7 +347,7 @@ impl Keystore for SqliteKeystore {
         count: u64,
     ) -> Result<(), StoreError> {
         sqlx::query("UPDATE key_versions SET encryptions = encryptions + ?1 WHERE purpose = ?2 AND version = ?3")
-            .bind(i64::try_from(count).unwrap_or(i64::MAX))
+            .bind(rows::count_column(count))
             .bind(purpose.as_str())
             .bind(i64::from(version.get()))
             .execute(&self.pool)
@@ -381,7 +357,6 @@ impl Keystore for SqliteKeystore {
     }
 
     async fn insert_token(&self, t: &TokenRecord) -> Result<(), StoreError> {
-        let purposes: Vec<&str> = t.purposes.iter().map(Purpose::as_str).collect();
         sqlx::query(
             "INSERT INTO api_tokens (id, secret_hash, role, purposes, name, created_at, expires_at, revoked_at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -389,7 +364,7 @@ impl Keystore for SqliteKeystore {
         .bind(&t.id)
         .bind(&t.secret_hash[..])
         .bind(t.role.as_str())
-        .bind(purposes.join(","))
+        .bind(rows::purposes_column(&t.purposes))
         .bind(&t.name)
         .bind(t.created_at)
         .bind(t.expires_at)

@@ -7,7 +7,7 @@ use keyflow_kms::model::{
     KeyStatus, KeyVersionRecord, Policy, RewrappedKey, StatusChange, StatusOutcome,
 };
 use keyflow_kms::Purpose;
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Sqlite, Transaction};
 
 use crate::{is_unique_violation, SqliteKeystore, BUMP_GENERATION};
 
@@ -43,19 +43,7 @@ pub(crate) async fn check_kek(
 }
 
 fn policy_from(row: &sqlx::sqlite::SqliteRow) -> Result<(Purpose, Policy), StoreError> {
-    let get = |c: &str| -> Result<i64, StoreError> { row.try_get(c).map_err(StoreError::backend) };
-    let bad = || StoreError("corrupt key_policies row".into());
-    let purpose: String = row.try_get("purpose").map_err(StoreError::backend)?;
-    let small = |c: &str| -> Result<u32, StoreError> { u32::try_from(get(c)?).map_err(|_| bad()) };
-    Ok((
-        Purpose::new(&purpose).map_err(|_| bad())?,
-        Policy {
-            rotation_days: small("rotation_days")?,
-            grace_days: small("grace_days")?,
-            warn_days: small("warn_days")?,
-            max_encryptions: u64::try_from(get("max_encryptions")?).map_err(|_| bad())?,
-        },
-    ))
+    keyflow_kms::rows::policy_record(&crate::Cols(row))
 }
 
 const POLICY_COLUMNS: &str = "purpose, rotation_days, grace_days, warn_days, max_encryptions";
@@ -83,7 +71,7 @@ impl SqliteKeystore {
         .bind(i64::from(p.rotation_days))
         .bind(i64::from(p.grace_days))
         .bind(i64::from(p.warn_days))
-        .bind(i64::try_from(p.max_encryptions).unwrap_or(i64::MAX))
+        .bind(keyflow_kms::rows::count_column(p.max_encryptions))
         .execute(&self.pool)
         .await
         .map_err(StoreError::backend)?;
