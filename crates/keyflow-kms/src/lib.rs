@@ -38,6 +38,7 @@ pub use cache::CacheStats;
 pub use error::{KmsError, Result};
 pub use keyflow_core::{self, Context, KeyVersion, Purpose};
 pub use keystore::{CreateOutcome, Keystore, RotateOutcome, StoreError, WriteOutcome};
+pub use lifecycle::VersionChange;
 pub use model::{
     KeyStatus, KeyVersionRecord, Policy, RewrappedKey, StatusChange, StatusOutcome, VersionFilter,
 };

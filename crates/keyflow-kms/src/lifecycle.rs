@@ -15,7 +15,33 @@ use crate::{KmsError, Result};
 /// Longest revocation reason kept.
 const MAX_REASON_CHARS: usize = 500;
 
+/// A state change of one version asked for by an administrator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionChange<'a> {
+    /// Revoke, with the reason kept beside the version.
+    Revoke(&'a str),
+    /// Reinstate a revoked version.
+    Reinstate,
+    /// Destroy a revoked version's material.
+    Destroy,
+}
+
 impl EncryptionService {
+    /// Applies `change` to version `version` of `purpose` (see [`Self::revoke`],
+    /// [`Self::reinstate`], [`Self::destroy`]).
+    pub async fn change_version(
+        &self,
+        purpose: &Purpose,
+        version: KeyVersion,
+        change: VersionChange<'_>,
+    ) -> Result<KeyVersionRecord> {
+        match change {
+            VersionChange::Revoke(reason) => self.revoke(purpose, version, reason).await,
+            VersionChange::Reinstate => self.reinstate(purpose, version).await,
+            VersionChange::Destroy => self.destroy(purpose, version).await,
+        }
+    }
+
     /// The purpose's rotation policy: the one set, or the default.
     pub async fn policy(&self, purpose: &Purpose) -> Result<Policy> {
         Ok(self.store.get_policy(purpose).await?.unwrap_or_default())

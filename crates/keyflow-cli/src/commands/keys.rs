@@ -4,7 +4,7 @@
 use keyflow_kms::clock::rfc3339;
 use std::collections::HashMap;
 
-use keyflow_kms::{KeyStatus, KeyVersionRecord, Policy, Purpose, VersionFilter};
+use keyflow_kms::{KeyStatus, KeyVersionRecord, Policy, Purpose, VersionChange, VersionFilter};
 use serde_json::json;
 
 use super::{open_service, open_store, parse_purpose};
@@ -123,10 +123,11 @@ pub async fn run(config: &Config, cmd: &KeysCommand) -> Result<(), CliError> {
             version,
             reason,
         } => {
-            super::lifecycle::change(config, "revoke", purpose, *version, Some(reason)).await?;
+            super::lifecycle::change(config, purpose, *version, VersionChange::Revoke(reason))
+                .await?;
         }
         KeysCommand::Reinstate { purpose, version } => {
-            super::lifecycle::change(config, "reinstate", purpose, *version, None).await?;
+            super::lifecycle::change(config, purpose, *version, VersionChange::Reinstate).await?;
         }
         KeysCommand::Destroy {
             purpose,
@@ -138,7 +139,7 @@ pub async fn run(config: &Config, cmd: &KeysCommand) -> Result<(), CliError> {
                     "destroying key material is irreversible: add --yes to confirm".into(),
                 ));
             }
-            super::lifecycle::change(config, "destroy", purpose, *version, None).await?;
+            super::lifecycle::change(config, purpose, *version, VersionChange::Destroy).await?;
         }
         KeysCommand::Rotate { purpose } => {
             let purpose = parse_purpose(purpose)?;

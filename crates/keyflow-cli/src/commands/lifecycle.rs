@@ -1,7 +1,7 @@
 //! `keyflow keys policy | rotate-due | revoke | reinstate | destroy`.
 
 use keyflow_kms::clock::{parse_rfc3339, Clock, SystemClock};
-use keyflow_kms::{KeyVersion, Policy};
+use keyflow_kms::{KeyVersion, Policy, VersionChange};
 use serde_json::json;
 
 use super::{open_service, parse_purpose};
@@ -75,23 +75,14 @@ pub async fn rotate_due(config: &Config, at: Option<&str>, dry_run: bool) -> Res
 /// `keys revoke | reinstate | destroy`.
 pub async fn change(
     config: &Config,
-    action: &str,
     purpose: &str,
     v: u32,
-    reason: Option<&str>,
+    change: VersionChange<'_>,
 ) -> Result<(), CliError> {
     let purpose = parse_purpose(purpose)?;
     let v = version(v)?;
     let service = open_service(config).await?;
-    let r = match action {
-        "revoke" => {
-            service
-                .revoke(&purpose, v, reason.unwrap_or_default())
-                .await?
-        }
-        "reinstate" => service.reinstate(&purpose, v).await?,
-        _ => service.destroy(&purpose, v).await?,
-    };
+    let r = service.change_version(&purpose, v, change).await?;
     let mut out = r.metadata_json();
     out["kekId"] = json!(r.kek_id);
     println!("{out}");

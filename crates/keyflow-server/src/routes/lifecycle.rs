@@ -5,7 +5,7 @@ use axum::extract::{Query, State};
 use axum::Json;
 use keyflow_kms::access::Role;
 use keyflow_kms::clock::{Clock, SystemClock};
-use keyflow_kms::{KeyVersion, KeyVersionRecord, Policy, Purpose};
+use keyflow_kms::{KeyVersion, Policy, Purpose, VersionChange};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
@@ -109,35 +109,43 @@ fn outcome<T>(r: &Result<T, ApiError>) -> &'static str {
     r.as_ref().map_or_else(|e| e.status_and_code().1, |_| "ok")
 }
 
+/// Which change a route asks for (the revoke reason comes from the body).
+#[derive(Clone, Copy)]
+enum Action {
+    Revoke,
+    Reinstate,
+    Destroy,
+}
+
 async fn change(
     state: AppState,
     who: Principal,
     rid: RequestId,
     req: VersionRequest,
-    action: &str,
+    action: Action,
 ) -> ApiResult<Json<Value>> {
     who.require(&[Role::Admin])?;
     let p = purpose(&req.purpose)?;
     let v = version(req.version)?;
-    let svc = &state.service;
-    let result: Result<KeyVersionRecord, ApiError> = match action {
-        "revoke" => {
-            let reason = req
-                .reason
+    let change = match action {
+        Action::Revoke => VersionChange::Revoke(
+            req.reason
                 .as_deref()
-                .ok_or_else(|| ApiError::InvalidRequest("missing field 'reason'".into()))?;
-            svc.revoke(&p, v, reason).await.map_err(ApiError::from)
+                .ok_or_else(|| ApiError::InvalidRequest("missing field 'reason'".into()))?,
+        ),
+        Action::Reinstate => VersionChange::Reinstate,
+        Action::Destroy if !req.confirm => {
+            return Err(ApiError::InvalidRequest(
+                "destroying key material is irreversible: send \"confirm\": true".into(),
+            ))
         }
-        "reinstate" => svc.reinstate(&p, v).await.map_err(ApiError::from),
-        _ => {
-            if !req.confirm {
-                return Err(ApiError::InvalidRequest(
-                    "destroying key material is irreversible: send \"confirm\": true".into(),
-                ));
-            }
-            svc.destroy(&p, v).await.map_err(ApiError::from)
-        }
+        Action::Destroy => VersionChange::Destroy,
     };
+    let result = state
+        .service
+        .change_version(&p, v, change)
+        .await
+        .map_err(ApiError::from);
     record(
         &state,
         Op::KeysLifecycle,
@@ -163,7 +171,7 @@ pub async fn revoke(
     rid: RequestId,
     ApiJson(req): ApiJson<VersionRequest>,
 ) -> ApiResult<Json<Value>> {
-    change(state, who, rid, req, "revoke").await
+    change(state, who, rid, req, Action::Revoke).await
 }
 
 /// Reinstates a revoked version (as `deprecated`).
@@ -177,7 +185,7 @@ pub async fn reinstate(
     rid: RequestId,
     ApiJson(req): ApiJson<VersionRequest>,
 ) -> ApiResult<Json<Value>> {
-    change(state, who, rid, req, "reinstate").await
+    change(state, who, rid, req, Action::Reinstate).await
 }
 
 /// Destroys a revoked version's material (crypto-shredding; irreversible). Needs
@@ -192,7 +200,7 @@ pub async fn destroy(
     rid: RequestId,
     ApiJson(req): ApiJson<VersionRequest>,
 ) -> ApiResult<Json<Value>> {
-    change(state, who, rid, req, "destroy").await
+    change(state, who, rid, req, Action::Destroy).await
 }
 
 fn policy_json(purpose: &Purpose, p: &Policy) -> Value {
