@@ -60,6 +60,23 @@ async fn lifecycle_routes_are_admin_only_and_enforce_states() {
             assert_eq!(r.status.as_u16(), 403, "{path}: {r:?}");
         }
     }
+    // Malformed JSON, a missing field and version 0 are client errors, not faults.
+    let req = request("POST", "/api/encryption/keys/revoke", Some(&h.admin))
+        .header("content-type", "application/json")
+        .body(Body::from("{\"purpose\": "))
+        .unwrap();
+    let r = oneshot(&app, req).await;
+    assert_eq!(
+        (r.status.as_u16(), r.json()["error"].as_str()),
+        (400, Some("invalid_json"))
+    );
+    for body in [
+        json!({ "version": 1, "reason": "x" }),
+        json!({ "purpose": OWN, "version": 0, "reason": "x" }),
+    ] {
+        let r = post(&app, "/keys/revoke", &h.admin, body).await;
+        assert_eq!(r.status.as_u16(), 400, "{r:?}");
+    }
     // The active version cannot be revoked.
     let r = post(&app, "/keys/revoke", &h.admin, v1.clone()).await;
     assert_eq!(r.status.as_u16(), 409, "{r:?}");
@@ -236,6 +253,20 @@ async fn rewrap_one_and_many_within_granted_purposes() {
     assert_eq!(r.status.as_u16(), 403);
     let r = post(&app, "/rewrap", &h.admin, json!({})).await;
     assert_eq!(r.status.as_u16(), 400);
+    // Over the per-request item limit: refused as a whole, nothing rewrapped.
+    let many: Vec<&str> = std::iter::repeat_n(own.as_str(), 1001).collect();
+    let r = post(
+        &app,
+        "/rewrap",
+        &h.admin,
+        json!({ "items": many, "context": {"doc": "7"} }),
+    )
+    .await;
+    assert_eq!(r.status.as_u16(), 400, "{r:?}");
+    assert!(r.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("at most 1000"));
 }
 
 /// A second instance over the same keystore file, with its own cache, tokens and
