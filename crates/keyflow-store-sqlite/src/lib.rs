@@ -131,6 +131,23 @@ impl SqliteKeystore {
                 .create(dir)
                 .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
         }
+        // Opening a new keystore is serialized across processes by an OS file lock
+        // beside the database, held over connecting and migrating:
+        // - switching a fresh file to WAL needs an exclusive lock, and SQLite answers
+        //   "database is locked" at once (no busy wait) when two connections race it;
+        // - sqlx does not lock SQLite during migrations, so both would create the schema.
+        // The loser then finds the file in WAL mode and the schema in place.
+        let lock_path = path.with_extension("db.migrate-lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| StoreError(format!("cannot open {}: {e}", lock_path.display())))?;
+        let lock = tokio::task::spawn_blocking(move || lock.lock().map(|()| lock))
+            .await
+            .map_err(StoreError::backend)?
+            .map_err(|e| StoreError(format!("cannot lock {}: {e}", lock_path.display())))?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -151,20 +168,6 @@ impl SqliteKeystore {
                     path.display()
                 ))
             })?;
-        // sqlx does not lock SQLite during migrations, so two processes opening a new
-        // keystore at once would both try to create the schema. An OS file lock beside
-        // the database serializes them; the loser then finds the schema in place.
-        let lock_path = path.with_extension("db.migrate-lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| StoreError(format!("cannot open {}: {e}", lock_path.display())))?;
-        let lock = tokio::task::spawn_blocking(move || lock.lock().map(|()| lock))
-            .await
-            .map_err(StoreError::backend)?
-            .map_err(|e| StoreError(format!("cannot lock {}: {e}", lock_path.display())))?;
         let migrated = async { Migrator::new(Embedded).await?.run(&pool).await }.await;
         drop(lock);
         migrated.map_err(|e| {
