@@ -12,6 +12,11 @@ use crate::cli::{Cli, Command, KeysGroup};
 use crate::config::Config;
 use crate::error::CliError;
 
+/// mimalloc instead of glibc malloc: the server's hot paths allocate many small, short
+/// lived buffers per request (see docs/ARCHITECTURE.md, decision on the allocator).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     // A panic is a bug; its payload could hold data, so it is never printed.
     std::panic::set_hook(Box::new(|_| {

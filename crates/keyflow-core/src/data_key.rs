@@ -182,39 +182,48 @@ impl DataKey {
         self.seal(Algorithm::Aes256Gcm, nonce, kind, plaintext, context)
     }
 
-    /// Randomized encryption of many values with one context: one OS randomness call for
-    /// all nonces instead of one per value. One result per item, in order.
+    /// Randomized encryption of many values with one context. One result per item, in
+    /// order.
     pub fn encrypt_batch(
         &self,
         items: &[(PayloadKind, &[u8])],
         context: &Context,
         rng: &dyn SecureRandom,
-    ) -> Result<Vec<Result<Vec<u8>>>> {
-        self.encrypt_batch_map(items, context, rng, <[u8]>::to_vec)
+    ) -> Vec<Result<Vec<u8>>> {
+        let mut out = Vec::with_capacity(items.len());
+        self.encrypt_each(items.iter().copied(), context, rng, |r| {
+            out.push(r.map(<[u8]>::to_vec));
+        });
+        out
     }
 
-    /// Like [`DataKey::encrypt_batch`], but hands each envelope to `f` from one reused
-    /// buffer (e.g. to produce the text form without an intermediate allocation).
-    pub fn encrypt_batch_map<T>(
+    /// Randomized encryption of a sequence of values with one context: each item's
+    /// envelope (or its error) is handed to `emit`, in order, from one reused buffer —
+    /// e.g. to write the text form straight into a response. Returns how many items
+    /// were sealed (each one is a use of the key's nonce budget).
+    pub fn encrypt_each<'a>(
         &self,
-        items: &[(PayloadKind, &[u8])],
+        items: impl IntoIterator<Item = (PayloadKind, &'a [u8])>,
         context: &Context,
         rng: &dyn SecureRandom,
-        mut f: impl FnMut(&[u8]) -> T,
-    ) -> Result<Vec<Result<T>>> {
-        let mut nonces = vec![0u8; items.len() * NONCE_LEN];
-        rng.fill(&mut nonces)?;
+        mut emit: impl FnMut(Result<&[u8]>),
+    ) -> u64 {
         let mut buf = Vec::new();
-        Ok(items
-            .iter()
-            .zip(nonces.chunks_exact(NONCE_LEN))
-            .map(|((kind, data), nonce)| {
-                let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| Error::Crypto)?;
-                buf.clear();
-                self.seal_into(Algorithm::Aes256Gcm, nonce, *kind, data, context, &mut buf)?;
-                Ok(f(&buf))
-            })
-            .collect())
+        let mut sealed = 0;
+        for (kind, data) in items {
+            buf.clear();
+            let r = rng.nonce().and_then(|nonce| {
+                self.seal_into(Algorithm::Aes256Gcm, nonce, kind, data, context, &mut buf)
+            });
+            match r {
+                Ok(()) => {
+                    sealed += 1;
+                    emit(Ok(&buf));
+                }
+                Err(e) => emit(Err(e)),
+            }
+        }
+        sealed
     }
 
     /// Deterministic encryption (AES-256-GCM-SIV): the same plaintext, key version and
@@ -547,7 +556,7 @@ mod tests {
             (PayloadKind::Json, b"1"),
             (PayloadKind::Bytes, b""),
         ];
-        let out = dk.encrypt_batch(&items, &ctx, &OsRng).unwrap();
+        let out = dk.encrypt_batch(&items, &ctx, &OsRng);
         let mut nonces = std::collections::HashSet::new();
         for ((kind, data), env) in items.iter().zip(out) {
             let env = env.unwrap();
@@ -556,6 +565,27 @@ mod tests {
             let pt = dk.decrypt(&parsed, &ctx).unwrap();
             assert_eq!((pt.kind(), pt.as_bytes()), (*kind, *data));
         }
+    }
+
+    #[test]
+    fn a_failing_item_is_reported_in_place_and_not_counted() {
+        let dk = key("userData", 1, 12);
+        let ctx = Context::new();
+        let oversize = vec![0u8; MAX_PLAINTEXT_LEN + 1];
+        let items = [
+            (PayloadKind::Text, &b"first"[..]),
+            (PayloadKind::Bytes, &oversize[..]),
+            (PayloadKind::Text, &b"third"[..]),
+        ];
+        let mut seen = Vec::new();
+        let sealed = dk.encrypt_each(items, &ctx, &OsRng, |r| {
+            seen.push(r.map(|env| dk.decrypt(&parse(env).unwrap(), &ctx).unwrap()));
+        });
+        assert_eq!(sealed, 2);
+        assert_eq!(seen.len(), 3);
+        assert_eq!(seen[0].as_ref().unwrap().as_bytes(), b"first");
+        assert!(matches!(seen[1], Err(Error::Invalid(_))));
+        assert_eq!(seen[2].as_ref().unwrap().as_bytes(), b"third");
     }
 
     #[test]

@@ -43,5 +43,6 @@ pub use model::{
     KeyStatus, KeyVersionRecord, Policy, RewrappedKey, StatusChange, StatusOutcome, VersionFilter,
 };
 pub use service::{
-    BlindIndex, Decrypted, EncryptionService, Rewrapped, Rotation, ServiceConfig, Summary,
+    encode_json_text, json_string, BlindIndex, Decrypted, EncryptionService, Rewrapped, Rotation,
+    ServiceConfig, Summary,
 };

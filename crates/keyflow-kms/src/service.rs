@@ -157,6 +157,50 @@ fn encode_value(value: &Value) -> Result<(PayloadKind, Cow<'_, [u8]>)> {
     })
 }
 
+/// Encodes one JSON value given as its JSON text (e.g. a `serde_json::value::RawValue`
+/// from a request) exactly as [`EncryptionService::encrypt_value`] encodes the parsed
+/// value: a string is encrypted as its UTF-8 text — borrowed from `json` when it holds
+/// no escapes — and anything else as compact JSON (object keys sorted). Errors when
+/// `json` is not one JSON value.
+pub fn encode_json_text(json: &str) -> Result<(PayloadKind, Cow<'_, [u8]>)> {
+    let json = json.trim();
+    if json.starts_with('"') {
+        let s = json_string(json).ok_or(KmsError::Invalid("JSON value"))?;
+        return Ok((PayloadKind::Text, cow_bytes(s)));
+    }
+    let value: Value = serde_json::from_str(json).map_err(|_| KmsError::Invalid("JSON value"))?;
+    let (kind, bytes) = encode_value(&value)?;
+    Ok((kind, Cow::Owned(bytes.into_owned())))
+}
+
+/// The text of a JSON string token (`"…"`), borrowed when it holds no escape — then the
+/// token's inside *is* the text, found with one `memchr`-style scan instead of a second
+/// parse. `None` when `json` is not a valid string token.
+pub fn json_string(json: &str) -> Option<Cow<'_, str>> {
+    let inner = json.strip_prefix('"')?.strip_suffix('"')?;
+    // A control character or a lone quote would make the token invalid JSON; a caller
+    // holding an already-parsed token (a `RawValue`) never has one, but a raw `&str`
+    // might, so only a plain token takes the shortcut.
+    // Branch-free per 64-byte chunk so the check vectorizes (large values are base64
+    // payloads of a MiB and more).
+    let special = |c: &[u8]| {
+        c.iter().fold(false, |acc, &b| {
+            acc | (b == b'\\') | (b == b'"') | (b < 0x20)
+        })
+    };
+    if !inner.as_bytes().chunks(64).any(special) {
+        return Some(Cow::Borrowed(inner));
+    }
+    serde_json::from_str::<String>(json).ok().map(Cow::Owned)
+}
+
+fn cow_bytes(s: Cow<'_, str>) -> Cow<'_, [u8]> {
+    match s {
+        Cow::Borrowed(s) => Cow::Borrowed(s.as_bytes()),
+        Cow::Owned(s) => Cow::Owned(s.into_bytes()),
+    }
+}
+
 fn decode(pt: Plaintext) -> Result<Decrypted> {
     Ok(match pt.kind() {
         PayloadKind::Text => Decrypted::Json(Value::String(pt.into_string()?)),
@@ -269,6 +313,27 @@ impl EncryptionService {
         context: &Context,
         deterministic: bool,
     ) -> Result<(String, KeyVersion)> {
+        let mut text = Vec::new();
+        let version = self
+            .encrypt_payload_into(kind, data, purpose, context, deterministic, &mut text)
+            .await?;
+        // The text form is ASCII by construction.
+        let text = String::from_utf8(text).map_err(|_| KmsError::Crypto)?;
+        Ok((text, version))
+    }
+
+    /// Encrypts bytes, randomized or deterministic, appending the ciphertext's text form
+    /// to `out` (e.g. straight into a JSON response body: it needs no escaping). Returns
+    /// the key version used.
+    pub async fn encrypt_payload_into(
+        &self,
+        kind: PayloadKind,
+        data: &[u8],
+        purpose: &Purpose,
+        context: &Context,
+        deterministic: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<KeyVersion> {
         let key = self.active_key(purpose).await?;
         let env = if deterministic {
             key.key.encrypt_deterministic(kind, data, context)?
@@ -276,7 +341,8 @@ impl EncryptionService {
             key.key.encrypt(kind, data, context, &*self.rng)?
         };
         self.count_usage(&key, 1).await;
-        Ok((write::to_text(&env), key.key.version()))
+        write::push_text(&env, out);
+        Ok(key.key.version())
     }
 
     /// Encrypts each value of a batch under one key resolution; one result per item, in
@@ -287,27 +353,44 @@ impl EncryptionService {
         purpose: &Purpose,
         context: &Context,
     ) -> Result<Vec<Result<String>>> {
-        let key = self.active_key(purpose).await?;
         let encoded: Vec<Result<(PayloadKind, Cow<'_, [u8]>)>> =
             items.iter().map(encode_value).collect();
-        let ok: Vec<(PayloadKind, &[u8])> = encoded
+        let ok = encoded
             .iter()
-            .filter_map(|e| e.as_ref().ok().map(|(k, b)| (*k, &b[..])))
-            .collect();
-        let mut sealed = key
-            .key
-            .encrypt_batch_map(&ok, context, &*self.rng, write::to_text)?
-            .into_iter();
-        let results: Vec<Result<String>> = encoded
+            .filter_map(|e| e.as_ref().ok().map(|(k, b)| (*k, &b[..])));
+        let mut sealed = Vec::with_capacity(items.len());
+        self.encrypt_batch_each(ok, purpose, context, |r| {
+            sealed.push(r.map(write::to_text));
+        })
+        .await?;
+        let mut sealed = sealed.into_iter();
+        Ok(encoded
             .into_iter()
             .map(|e| {
                 e?;
-                Ok(sealed.next().ok_or(KmsError::Crypto)??)
+                sealed.next().ok_or(KmsError::Crypto)?
             })
-            .collect();
-        let n = results.iter().filter(|r| r.is_ok()).count() as u64;
-        self.count_usage(&key, n).await;
-        Ok(results)
+            .collect())
+    }
+
+    /// Encrypts already encoded payloads (see [`encode_json_text`]) under one key
+    /// resolution, handing each item's binary envelope — or its own error, such as an
+    /// oversize item — to `emit`, in order, from one reused buffer. For callers that
+    /// write the results straight into a response. Fails as a whole only when the
+    /// purpose itself cannot be used; returns the key version used.
+    pub async fn encrypt_batch_each<'a>(
+        &self,
+        items: impl IntoIterator<Item = (PayloadKind, &'a [u8])>,
+        purpose: &Purpose,
+        context: &Context,
+        mut emit: impl FnMut(Result<&[u8]>),
+    ) -> Result<KeyVersion> {
+        let key = self.active_key(purpose).await?;
+        let sealed = key.key.encrypt_each(items, context, &*self.rng, |r| {
+            emit(r.map_err(KmsError::from));
+        });
+        self.count_usage(&key, sealed).await;
+        Ok(key.key.version())
     }
 
     /// Decrypts a text ciphertext to its original type.
@@ -323,19 +406,33 @@ impl EncryptionService {
 
     /// Decrypts each ciphertext of a batch; one result per item, in order. Consecutive
     /// items under the same key version share one key lookup.
-    pub async fn decrypt_batch(
+    pub async fn decrypt_batch<S: AsRef<str>>(
         &self,
-        items: &[String],
+        items: &[S],
         context: &Context,
     ) -> Vec<Result<Decrypted>> {
+        self.decrypt_batch_raw(items, context)
+            .await
+            .into_iter()
+            .map(|r| r.and_then(decode))
+            .collect()
+    }
+
+    /// [`EncryptionService::decrypt_batch`] to raw plaintexts (with their kind), for
+    /// callers that write the values out themselves.
+    pub async fn decrypt_batch_raw<S: AsRef<str>>(
+        &self,
+        items: &[S],
+        context: &Context,
+    ) -> Vec<Result<Plaintext>> {
         let mut last: Option<Arc<CachedKey>> = None;
         let mut buf = Vec::new();
         let mut out = Vec::with_capacity(items.len());
         for item in items {
-            let r = self
-                .decrypt_reusing(item, context, &mut last, &mut buf)
-                .await;
-            out.push(r.and_then(decode));
+            out.push(
+                self.decrypt_reusing(item.as_ref(), context, &mut last, &mut buf)
+                    .await,
+            );
         }
         out
     }

@@ -260,6 +260,75 @@ async fn batches_report_each_item() {
     assert!(bad.is_ok(), "a new purpose is created on first use");
 }
 
+/// The encoding of a value given as JSON text (what the server reads from a request)
+/// is the encoding of the parsed value: the same plaintext comes back either way.
+#[tokio::test]
+async fn json_text_encodes_like_the_parsed_value() {
+    use std::borrow::Cow;
+
+    use keyflow_kms::encode_json_text;
+    let env = Env::new();
+    let s = env.service(ServiceConfig::default()).await;
+    let p = purpose("userData");
+    // A plain string is borrowed, not copied; an escaped one is unescaped.
+    let (_, plain) = encode_json_text(r#""123-45-6789""#).unwrap();
+    assert!(matches!(plain, Cow::Borrowed(b"123-45-6789")));
+    let texts = [
+        r#""123-45-6789""#,
+        r#""quote \" backslash \\ newline \n \u00e9 \ud83d\ude00""#,
+        "42",
+        "-1.5e3",
+        "true",
+        "null",
+        r#"{ "b": [1, {"c": null}], "a": "x" }"#,
+        "[]",
+    ];
+    let mut encoded = Vec::new();
+    for text in texts {
+        encoded.push(encode_json_text(text).unwrap());
+    }
+    let mut cts = Vec::new();
+    let version = s
+        .encrypt_batch_each(
+            encoded.iter().map(|(k, b)| (*k, &b[..])),
+            &p,
+            &Context::new(),
+            |r| cts.push(keyflow_core::envelope::write::to_text(r.unwrap())),
+        )
+        .await
+        .unwrap();
+    assert_eq!(version, KeyVersion::FIRST);
+    assert_eq!(cts.len(), texts.len());
+    for (text, ct) in texts.iter().zip(&cts) {
+        let want: Value = serde_json::from_str(text).unwrap();
+        match s.decrypt(ct, &Context::new()).await.unwrap() {
+            Decrypted::Json(got) => assert_eq!(got, want, "{text}"),
+            Decrypted::Bytes(_) => panic!("{text} came back as bytes"),
+        }
+    }
+    // String tokens: the shortcut never accepts what a parser would refuse.
+    use keyflow_kms::json_string;
+    let long = format!("\"{}\"", "QUJD".repeat(5000));
+    assert!(matches!(json_string(&long), Some(Cow::Borrowed(s)) if s.len() == 20_000));
+    assert_eq!(json_string(r#""a\"b""#).as_deref(), Some("a\"b"));
+    for bad in [
+        r#""a"b""#,
+        r#""abc"#,
+        "abc",
+        "\"tab\there\"",
+        r#"""#,
+        r#""\""#,
+    ] {
+        assert_eq!(json_string(bad), None, "{bad:?}");
+    }
+    for bad in ["", "{", "1 2", r#""unterminated"#, "nul", "\"a\u{1}\""] {
+        assert!(
+            matches!(encode_json_text(bad), Err(KmsError::Invalid(_))),
+            "{bad:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn usage_is_counted_in_batches_and_flushed() {
     let env = Env::new();

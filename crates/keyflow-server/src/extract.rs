@@ -6,6 +6,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -38,15 +39,38 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| match e {
-            BytesRejection::FailedToBufferBody(_) => {
-                ApiError::PayloadTooLarge(state.limits.json_body_bytes)
-            }
-            _ => ApiError::InvalidRequest("could not read the request body".into()),
-        })?;
-        serde_json::from_slice(&bytes)
+        JsonBody::from_request(req, state)
+            .await?
+            .parse()
             .map(ApiJson)
-            .map_err(|e| describe(&e))
+    }
+}
+
+/// A JSON request body kept as bytes, for requests parsed into types that borrow from
+/// it (`&str`, `&RawValue`): the hot routes read large strings without copying them.
+/// Same limits and error shape as [`ApiJson`].
+pub struct JsonBody(pub Bytes);
+
+impl JsonBody {
+    /// Parses the body; errors never quote a value from it.
+    pub fn parse<'a, T: Deserialize<'a>>(&'a self) -> Result<T, ApiError> {
+        serde_json::from_slice(&self.0).map_err(|e| describe(&e))
+    }
+}
+
+impl FromRequest<AppState> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        Bytes::from_request(req, state)
+            .await
+            .map(JsonBody)
+            .map_err(|e| match e {
+                BytesRejection::FailedToBufferBody(_) => {
+                    ApiError::PayloadTooLarge(state.limits.json_body_bytes)
+                }
+                _ => ApiError::InvalidRequest("could not read the request body".into()),
+            })
     }
 }
 

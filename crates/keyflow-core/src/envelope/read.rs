@@ -1,7 +1,5 @@
 //! Reading envelopes. Every length is checked before slicing; nothing here panics.
 
-use base64::Engine;
-
 use super::{Algorithm, Header, FORMAT_V1, MIN_ENVELOPE_LEN, NONCE_LEN, TAG_LEN, TEXT_PREFIX};
 use crate::ids::{KeyVersion, Purpose};
 use crate::{Error, Result};
@@ -65,8 +63,8 @@ pub fn from_text(text: &str) -> Result<Vec<u8>> {
     let b64 = text
         .strip_prefix(TEXT_PREFIX)
         .ok_or(Error::InvalidEnvelope)?;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(b64)
+    base64_simd::URL_SAFE_NO_PAD
+        .decode_to_vec(b64)
         .map_err(|_| Error::InvalidEnvelope)
 }
 
@@ -77,8 +75,8 @@ pub fn from_text_into(text: &str, out: &mut Vec<u8>) -> Result<()> {
     let b64 = text
         .strip_prefix(TEXT_PREFIX)
         .ok_or(Error::InvalidEnvelope)?;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode_vec(b64, out)
+    base64_simd::URL_SAFE_NO_PAD
+        .decode_append(b64, out)
         .map_err(|_| Error::InvalidEnvelope)
 }
 
@@ -158,5 +156,27 @@ mod tests {
         assert!(from_text("kf2:AAAA").is_err());
         assert!(from_text("kf1:AA==").is_err());
         assert!(from_text("kf1:A A").is_err());
+    }
+
+    /// One binary envelope has exactly one text form: standard-alphabet characters,
+    /// padding, a dangling character and non-zero trailing bits are all refused.
+    #[test]
+    fn text_form_is_canonical() {
+        let mut out = Vec::new();
+        assert_eq!(from_text("kf1:AQI").unwrap(), [1, 2]);
+        assert!(from_text_into("kf1:AQI", &mut out).is_ok());
+        assert_eq!(out, [1, 2]);
+        for bad in [
+            "kf1:AQJ",
+            "kf1:AR",
+            "kf1:AQI=",
+            "kf1:A",
+            "kf1:+/+/",
+            "kf1:AQI\n",
+        ] {
+            assert!(from_text(bad).is_err(), "{bad}");
+            assert!(from_text_into(bad, &mut out).is_err(), "{bad}");
+        }
+        assert_eq!(from_text("kf1:-_-_").unwrap(), [0xfb, 0xff, 0xbf]);
     }
 }

@@ -1,32 +1,43 @@
 //! Data operations: encrypt, decrypt, batches, blind index, mask.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use base64::Engine;
+use keyflow_kms::keyflow_core::data_key::Plaintext;
+use keyflow_kms::keyflow_core::envelope::write::{push_text, text_len};
 use keyflow_kms::keyflow_core::mask::MaskType;
-use keyflow_kms::{Decrypted, EncryptionService};
+use keyflow_kms::keyflow_core::PayloadKind;
+use keyflow_kms::EncryptionService;
+use serde::de::IgnoredAny;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
 use super::{context, purpose};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, RequestId};
+use crate::extract::{ApiJson, JsonBody, RequestId};
 use crate::metrics::{Op, OpRecord};
 use crate::state::AppState;
 
-/// `POST /encrypt`
+/// `POST /encrypt`. Read borrowing from the body: a large `data` string is not copied.
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct EncryptRequest {
-    /// Any JSON value; its type survives decryption.
+pub struct EncryptRequest<'a> {
+    /// Any JSON value; its type survives decryption. With `encoding: "base64"`, a
+    /// base64 string of raw bytes.
+    #[serde(borrow)]
     #[schema(value_type = Object)]
-    pub data: Option<Value>,
+    pub data: Option<&'a RawValue>,
+    /// `"base64"`: `data` is standard base64 (padding optional) of raw bytes, which are
+    /// encrypted as bytes; decrypt returns them the same way, with `encoding: "base64"`.
+    /// The way to send binary data. Absent: `data` is a JSON value.
+    pub encoding: Option<String>,
     /// Key ring to use.
     pub purpose: String,
     /// String pairs bound into the ciphertext; order of keys is irrelevant.
@@ -49,26 +60,30 @@ pub struct DecryptRequest {
     pub context: Option<BTreeMap<String, String>>,
 }
 
-/// `POST /batch/encrypt`
+/// `POST /batch/encrypt`. Read borrowing from the body.
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct BatchEncryptRequest {
-    /// Plain values.
+pub struct BatchEncryptRequest<'a> {
+    /// Plain values (with `encoding: "base64"`, base64 strings of raw bytes).
+    #[serde(borrow)]
     #[schema(value_type = Vec<Object>)]
-    pub items: Vec<Value>,
+    pub items: Vec<&'a RawValue>,
+    /// As for `/encrypt`, applied to every item.
+    pub encoding: Option<String>,
     /// Key ring to use.
     pub purpose: String,
     /// Context bound into every item.
     pub context: Option<BTreeMap<String, String>>,
 }
 
-/// `POST /batch/decrypt`
+/// `POST /batch/decrypt`. Read borrowing from the body.
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct BatchDecryptRequest {
+pub struct BatchDecryptRequest<'a> {
     /// Ciphertext strings.
-    #[schema(value_type = Vec<Object>)]
-    pub items: Vec<Value>,
+    #[serde(borrow)]
+    #[schema(value_type = Vec<String>)]
+    pub items: Vec<&'a RawValue>,
     /// Context given at encryption.
     pub context: Option<BTreeMap<String, String>>,
 }
@@ -124,14 +139,74 @@ fn error_code(e: &ApiError) -> &'static str {
     e.status_and_code().1
 }
 
-fn decrypted_json(d: Decrypted) -> Value {
-    match d {
-        Decrypted::Json(v) => json!({ "data": v }),
-        Decrypted::Bytes(b) => json!({
-            "data": base64::engine::general_purpose::STANDARD.encode(&b[..]),
-            "encoding": "base64",
-        }),
+/// A JSON string's text, borrowed when it holds no escapes; `None` when `raw` is not a
+/// string.
+fn json_str(raw: &RawValue) -> Option<Cow<'_, str>> {
+    keyflow_kms::json_string(raw.get())
+}
+
+/// Decodes standard base64 with or without padding (SIMD: binary payloads are large).
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let engine = if text.len().is_multiple_of(4) {
+        base64_simd::STANDARD
+    } else {
+        base64_simd::STANDARD_NO_PAD
+    };
+    engine.decode_to_vec(text).ok()
+}
+
+/// The bytes to encrypt and their kind, from a value as sent and the request's
+/// `encoding`. Never quotes the value in an error.
+fn payload<'a>(
+    data: &'a RawValue,
+    encoding: Option<&str>,
+) -> ApiResult<(PayloadKind, Cow<'a, [u8]>)> {
+    match encoding {
+        None => keyflow_kms::encode_json_text(data.get()).map_err(ApiError::from),
+        Some("base64") => {
+            let text = json_str(data).ok_or_else(|| {
+                ApiError::InvalidRequest("with encoding 'base64', data must be a string".into())
+            })?;
+            let bytes = base64_decode(&text).ok_or_else(|| {
+                ApiError::InvalidRequest("data is not valid base64 (encoding 'base64')".into())
+            })?;
+            Ok((PayloadKind::Bytes, Cow::Owned(bytes)))
+        }
+        Some(_) => Err(ApiError::InvalidRequest(
+            "encoding: the only encoding is 'base64' (or leave it out for a JSON value)".into(),
+        )),
     }
+}
+
+/// Appends a decrypted value's members — `"data":…` (bytes as base64 with
+/// `"encoding":"base64"`) — to a JSON object being written. A text or JSON plaintext
+/// that is not what its kind says fails like any undecryptable ciphertext.
+fn push_decrypted(pt: &Plaintext, out: &mut Vec<u8>) -> ApiResult<()> {
+    out.extend_from_slice(b"\"data\":");
+    match pt.kind() {
+        PayloadKind::Text => {
+            let text =
+                std::str::from_utf8(pt.as_bytes()).map_err(|_| ApiError::DecryptionFailed)?;
+            serde_json::to_writer(&mut *out, text).map_err(|_| ApiError::DecryptionFailed)?;
+        }
+        PayloadKind::Json => {
+            // Written by `serde_json` at encryption; checked, then copied as it is.
+            serde_json::from_slice::<IgnoredAny>(pt.as_bytes())
+                .map_err(|_| ApiError::DecryptionFailed)?;
+            out.extend_from_slice(pt.as_bytes());
+        }
+        _ => {
+            out.push(b'"');
+            base64_simd::STANDARD.encode_append(pt.as_bytes(), out);
+            out.extend_from_slice(b"\",\"encoding\":\"base64\"");
+        }
+    }
+    Ok(())
+}
+
+/// A JSON body already serialized.
+fn json_body(body: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// Encrypts one value.
@@ -144,39 +219,45 @@ pub async fn encrypt(
     State(state): State<AppState>,
     who: Principal,
     rid: RequestId,
-    ApiJson(req): ApiJson<EncryptRequest>,
+    body: JsonBody,
 ) -> ApiResult<Response> {
+    let req: EncryptRequest<'_> = body.parse()?;
     let p = purpose(&req.purpose)?;
     who.require_purpose(&p)?;
-    let data = required(req.data, "data")?;
+    let data = req
+        .data
+        .filter(|d| d.get() != "null")
+        .ok_or_else(|| ApiError::InvalidRequest("missing field 'data'".into()))?;
+    let (kind, bytes) = payload(data, req.encoding.as_deref())?;
     let ctx = context(req.context)?;
+    // The body is written directly (this is the hottest route): the ciphertext's text
+    // form (`kf1:` + URL-safe base64) needs no JSON escaping.
+    const OPEN: &[u8] = b"{\"encryptedData\":\"";
+    let mut out = Vec::with_capacity(OPEN.len() + text_len(bytes.len() + 128) + 2);
+    out.extend_from_slice(OPEN);
     let result = state
         .service
-        .encrypt_json(&data, &p, &ctx, req.deterministic)
+        .encrypt_payload_into(kind, &bytes, &p, &ctx, req.deterministic, &mut out)
         .await
         .map_err(ApiError::from);
-    let version = result.as_ref().ok().map(|(_, v)| v.get());
     state.metrics.record(&OpRecord {
         op: Op::Encrypt,
         actor: who.id(),
         purpose: Some(p.as_str()),
-        key_version: version,
+        key_version: result.as_ref().ok().map(|v| v.get()),
         items: 1,
         result: result.as_ref().map_or_else(error_code, |_| "ok"),
         request_id: &rid.0,
     });
-    let (ct, _) = result?;
+    result?;
     if req.return_object {
-        let envelope = EncryptionService::summary(&ct)?;
+        let ct = std::str::from_utf8(&out[OPEN.len()..])
+            .map_err(|_| ApiError::Internal("ciphertext text form".into()))?;
+        let envelope = EncryptionService::summary(ct)?;
         return Ok(Json(json!({ "encryptedData": ct, "envelope": envelope })).into_response());
     }
-    // The text form is `kf1:` + URL-safe base64: nothing in it needs JSON escaping, so
-    // the body is written directly (this is the hottest route).
-    Ok((
-        [(header::CONTENT_TYPE, "application/json")],
-        format!("{{\"encryptedData\":\"{ct}\"}}"),
-    )
-        .into_response())
+    out.extend_from_slice(b"\"}");
+    Ok(json_body(out))
 }
 
 /// Authorizes a decrypt: the purpose comes from the ciphertext's own header.
@@ -197,7 +278,7 @@ pub async fn decrypt(
     who: Principal,
     rid: RequestId,
     ApiJson(req): ApiJson<DecryptRequest>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     who.require(&[
         keyflow_kms::access::Role::Admin,
         keyflow_kms::access::Role::Service,
@@ -205,12 +286,13 @@ pub async fn decrypt(
     let ctx = context(req.context)?;
     let ct = req.encrypted_data.trim();
     let authorized = authorize_ciphertext(&who, ct);
+    let mut out = Vec::with_capacity(ct.len() + 32);
+    out.push(b'{');
     let result = match &authorized {
-        Ok(_) => state
-            .service
-            .decrypt(ct, &ctx)
-            .await
-            .map_err(ApiError::from),
+        Ok(_) => match state.service.decrypt_raw(ct, &ctx).await {
+            Ok(pt) => push_decrypted(&pt, &mut out),
+            Err(e) => Err(ApiError::from(e)),
+        },
         Err(_) => Err(ApiError::DecryptionFailed),
     };
     let (p, v) = authorized
@@ -231,17 +313,74 @@ pub async fn decrypt(
         request_id: &rid.0,
     });
     authorized?;
-    Ok(Json(decrypted_json(result?)))
+    result?;
+    out.push(b'}');
+    Ok(json_body(out))
 }
 
-fn batch_response(results: Vec<Value>) -> Json<Value> {
-    let ok = results.iter().filter(|r| r["success"] == true).count();
-    Json(json!({
-        "total": results.len(),
-        "successful": ok,
-        "failed": results.len() - ok,
-        "results": results,
-    }))
+/// Writes a batch answer, `{"results":[…],"total":n,"successful":k,"failed":n-k}`,
+/// item by item straight into the body.
+struct BatchWriter {
+    out: Vec<u8>,
+    total: usize,
+    ok: usize,
+}
+
+impl BatchWriter {
+    fn new(capacity: usize) -> Self {
+        let mut out = Vec::with_capacity(capacity + 64);
+        out.extend_from_slice(b"{\"results\":[");
+        Self {
+            out,
+            total: 0,
+            ok: 0,
+        }
+    }
+
+    fn separate(&mut self) {
+        if self.total > 0 {
+            self.out.push(b',');
+        }
+        self.total += 1;
+    }
+
+    /// One successful item: `write` appends its members after `"success":true,`. If it
+    /// fails, what it wrote is dropped and its error is the item's result.
+    fn push_ok(&mut self, write: impl FnOnce(&mut Vec<u8>) -> ApiResult<()>) {
+        let start = self.out.len();
+        let total = self.total;
+        self.separate();
+        self.out.extend_from_slice(b"{\"success\":true,");
+        match write(&mut self.out) {
+            Ok(()) => {
+                self.out.push(b'}');
+                self.ok += 1;
+            }
+            Err(e) => {
+                self.out.truncate(start);
+                self.total = total;
+                self.push_err(&e);
+            }
+        }
+    }
+
+    /// One failed item: `{"success":false,"error":…,"message":…}`.
+    fn push_err(&mut self, e: &ApiError) {
+        self.separate();
+        // Serializing a `Value` of strings and a bool into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut self.out, &item_error(e));
+    }
+
+    fn finish(mut self) -> Response {
+        let tail = format!(
+            "],\"total\":{},\"successful\":{},\"failed\":{}}}",
+            self.total,
+            self.ok,
+            self.total - self.ok
+        );
+        self.out.extend_from_slice(tail.as_bytes());
+        json_body(self.out)
+    }
 }
 
 fn check_batch_size(state: &AppState, n: usize) -> ApiResult<()> {
@@ -268,34 +407,71 @@ pub async fn batch_encrypt(
     State(state): State<AppState>,
     who: Principal,
     rid: RequestId,
-    ApiJson(req): ApiJson<BatchEncryptRequest>,
-) -> ApiResult<Json<Value>> {
+    body: JsonBody,
+) -> ApiResult<Response> {
+    let req: BatchEncryptRequest<'_> = body.parse()?;
     let p = purpose(&req.purpose)?;
     who.require_purpose(&p)?;
     check_batch_size(&state, req.items.len())?;
     let ctx = context(req.context)?;
+    let encoded: Vec<ApiResult<(PayloadKind, Cow<'_, [u8]>)>> = req
+        .items
+        .iter()
+        .map(|raw| payload(raw, req.encoding.as_deref()))
+        .collect();
+    let mut w = BatchWriter::new(
+        encoded
+            .iter()
+            .map(|e| e.as_ref().map_or(96, |(_, b)| text_len(b.len() + 64) + 48))
+            .sum(),
+    );
+    // Items that could not even be encoded keep their place: before each sealed item,
+    // the errors of the items before it are written.
+    let mut cursor = encoded.iter();
     let outcome = state
         .service
-        .encrypt_batch(&req.items, &p, &ctx)
+        .encrypt_batch_each(
+            encoded
+                .iter()
+                .filter_map(|e| e.as_ref().ok().map(|(k, b)| (*k, &b[..]))),
+            &p,
+            &ctx,
+            |sealed| {
+                for e in cursor.by_ref() {
+                    match e {
+                        Err(e) => w.push_err(e),
+                        Ok(_) => break,
+                    }
+                }
+                match sealed {
+                    Ok(env) => w.push_ok(|out| {
+                        out.extend_from_slice(b"\"encryptedData\":\"");
+                        push_text(env, out);
+                        out.push(b'"');
+                        Ok(())
+                    }),
+                    Err(e) => w.push_err(&ApiError::from(e)),
+                }
+            },
+        )
         .await
         .map_err(ApiError::from);
+    for e in cursor {
+        if let Err(e) = e {
+            w.push_err(e);
+        }
+    }
     state.metrics.record(&OpRecord {
         op: Op::BatchEncrypt,
         actor: who.id(),
         purpose: Some(p.as_str()),
-        key_version: None,
+        key_version: outcome.as_ref().ok().map(|v| v.get()),
         items: req.items.len(),
         result: outcome.as_ref().map_or_else(error_code, |_| "ok"),
         request_id: &rid.0,
     });
-    let results = outcome?
-        .into_iter()
-        .map(|r| match r {
-            Ok(ct) => json!({ "success": true, "encryptedData": ct }),
-            Err(e) => item_error(&ApiError::from(e)),
-        })
-        .collect();
-    Ok(batch_response(results))
+    outcome?;
+    Ok(w.finish())
 }
 
 /// Decrypts a batch; each item is authorized by its own purpose.
@@ -306,66 +482,63 @@ pub async fn batch_decrypt(
     State(state): State<AppState>,
     who: Principal,
     rid: RequestId,
-    ApiJson(req): ApiJson<BatchDecryptRequest>,
-) -> ApiResult<Json<Value>> {
+    body: JsonBody,
+) -> ApiResult<Response> {
     who.require(&[
         keyflow_kms::access::Role::Admin,
         keyflow_kms::access::Role::Service,
     ])?;
+    let req: BatchDecryptRequest<'_> = body.parse()?;
     check_batch_size(&state, req.items.len())?;
     let ctx = context(req.context)?;
     // Authorize every item by its own purpose, then decrypt the allowed ones together.
-    let checked: Vec<ApiResult<String>> = req
+    let checked: Vec<ApiResult<Cow<'_, str>>> = req
         .items
         .iter()
-        .map(|item| {
-            let ct = item
-                .as_str()
-                .ok_or_else(|| ApiError::InvalidRequest("item is not a ciphertext string".into()))?
-                .trim();
-            authorize_ciphertext(&who, ct)?;
-            Ok(ct.to_owned())
+        .map(|raw| {
+            let ct = json_str(raw).ok_or_else(|| {
+                ApiError::InvalidRequest("item is not a ciphertext string".into())
+            })?;
+            authorize_ciphertext(&who, ct.trim())?;
+            Ok(ct)
         })
         .collect();
-    let allowed: Vec<String> = checked
+    let allowed: Vec<&str> = checked
         .iter()
-        .filter_map(|c| c.as_ref().ok().cloned())
+        .filter_map(|c| c.as_ref().ok().map(|ct| ct.trim()))
         .collect();
     let mut decrypted = state
         .service
-        .decrypt_batch(&allowed, &ctx)
+        .decrypt_batch_raw(&allowed, &ctx)
         .await
         .into_iter();
-    let results: Vec<Value> = checked
-        .into_iter()
-        .map(|c| {
-            let r = c.and_then(|_| {
-                decrypted
-                    .next()
-                    .ok_or_else(|| ApiError::Internal("batch result missing".into()))?
-                    .map_err(ApiError::from)
-            });
-            match r {
-                Ok(d) => {
-                    let mut v = decrypted_json(d);
-                    v["success"] = json!(true);
-                    v
-                }
-                Err(e) => item_error(&e),
-            }
-        })
-        .collect();
-    let all_ok = results.iter().all(|r| r["success"] == true);
+    let mut w = BatchWriter::new(allowed.iter().map(|ct| ct.len() + 48).sum());
+    for c in checked {
+        let r = c.and_then(|_| {
+            decrypted
+                .next()
+                .ok_or_else(|| ApiError::Internal("batch result missing".into()))?
+                .map_err(ApiError::from)
+        });
+        match r {
+            Ok(pt) => w.push_ok(|out| push_decrypted(&pt, out)),
+            Err(e) => w.push_err(&e),
+        }
+    }
     state.metrics.record(&OpRecord {
         op: Op::BatchDecrypt,
         actor: who.id(),
         purpose: None,
         key_version: None,
         items: req.items.len(),
-        result: if all_ok { "ok" } else { "partial_failure" },
+        result: if w.ok == w.total {
+            "ok"
+        } else {
+            "partial_failure"
+        },
         request_id: &rid.0,
     });
-    Ok(batch_response(results))
+    Ok(w.finish())
 }
 
 /// Computes a blind index under the purpose's active version (with `allVersions`, also

@@ -1,0 +1,241 @@
+//! What the data routes read and write, byte for byte: binary data sent as base64
+//! (`encoding: "base64"`), strings that need JSON escaping, every JSON type, and the
+//! errors of bad payloads — single and batch, over TLS.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail by panicking
+
+mod common;
+
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use base64::Engine;
+use common::{request, Client, Harness, OWN};
+use serde_json::{json, Value};
+
+fn api(path: &str) -> String {
+    format!("/api/encryption{path}")
+}
+
+async fn encrypt(c: &mut Client, token: &str, body: &Value) -> String {
+    let r = c.post(&api("/encrypt"), Some(token), body).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let b = r.json();
+    assert_eq!(b.as_object().unwrap().len(), 1, "{b}");
+    b["encryptedData"].as_str().unwrap().to_owned()
+}
+
+/// Strings that exercise every escape JSON has, and characters outside ASCII.
+fn awkward_strings() -> Vec<&'static str> {
+    vec![
+        "",
+        "quote \" backslash \\ slash /",
+        "newline \n tab \t return \r",
+        "control \u{0001}\u{001f} and del \u{007f}",
+        "é ü ß 漢字 😀",
+        "\u{2028}\u{2029}",
+    ]
+}
+
+#[tokio::test]
+async fn binary_data_round_trips_as_base64() {
+    let h = Harness::new().await;
+    let server = h.start_tls().await;
+    let mut c = server.client().await;
+    let t = h.admin.as_str();
+    // Every byte value, and lengths around base64's 3-byte groups.
+    let all: Vec<u8> = (0..=255u8).collect();
+    for len in [0usize, 1, 2, 3, 4, 255, 256] {
+        let bytes = &all[..len.min(all.len())];
+        let ct = encrypt(
+            &mut c,
+            t,
+            &json!({ "data": STANDARD.encode(bytes), "purpose": OWN, "encoding": "base64" }),
+        )
+        .await;
+        c.post(&api("/decrypt"), Some(t), &json!({ "encryptedData": ct }))
+            .await
+            .assert_json(
+                200,
+                &json!({ "data": STANDARD.encode(bytes), "encoding": "base64" }),
+            );
+    }
+    // Padding is optional; the bytes are what was encoded, not the base64 text.
+    let ct = encrypt(
+        &mut c,
+        t,
+        &json!({ "data": STANDARD_NO_PAD.encode(b"ab"), "purpose": OWN, "encoding": "base64" }),
+    )
+    .await;
+    c.post(&api("/decrypt"), Some(t), &json!({ "encryptedData": ct }))
+        .await
+        .assert_json(200, &json!({ "data": "YWI=", "encoding": "base64" }));
+    // Deterministic mode works on bytes too: equal bytes, equal ciphertext.
+    let det =
+        json!({ "data": "AAEC", "purpose": OWN, "encoding": "base64", "deterministic": true });
+    assert_eq!(
+        encrypt(&mut c, t, &det).await,
+        encrypt(&mut c, t, &det).await
+    );
+
+    // Batches: every item decoded; a bad item fails alone, in its place.
+    let r = c
+        .post(
+            &api("/batch/encrypt"),
+            Some(t),
+            &json!({ "items": ["AAEC", "not base64!", 5, "/w=="], "purpose": OWN, "encoding": "base64" }),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let b = r.json();
+    assert_eq!(
+        (&b["total"], &b["successful"], &b["failed"]),
+        (&json!(4), &json!(2), &json!(2)),
+        "{b}"
+    );
+    let results = b["results"].as_array().unwrap();
+    assert_eq!(
+        results[1],
+        json!({ "success": false, "error": "invalid_request",
+                "message": "data is not valid base64 (encoding 'base64')" })
+    );
+    assert_eq!(
+        results[2],
+        json!({ "success": false, "error": "invalid_request",
+                "message": "with encoding 'base64', data must be a string" })
+    );
+    let cts = [&results[0], &results[3]].map(|r| r["encryptedData"].as_str().unwrap());
+    c.post(&api("/batch/decrypt"), Some(t), &json!({ "items": cts }))
+        .await
+        .assert_json(
+            200,
+            &json!({ "total": 2, "successful": 2, "failed": 0, "results": [
+                { "success": true, "data": "AAEC", "encoding": "base64" },
+                { "success": true, "data": "/w==", "encoding": "base64" },
+            ]}),
+        );
+}
+
+#[tokio::test]
+async fn bad_payloads_are_clear_400s_that_quote_nothing() {
+    let h = Harness::new().await;
+    let server = h.start_tls().await;
+    let mut c = server.client().await;
+    let t = Some(h.admin.as_str());
+    let secret = "4532123456789012";
+    for (body, message) in [
+        (
+            json!({ "data": format!("{secret}!"), "purpose": OWN, "encoding": "base64" }),
+            "data is not valid base64 (encoding 'base64')",
+        ),
+        (
+            json!({ "data": { "card": secret }, "purpose": OWN, "encoding": "base64" }),
+            "with encoding 'base64', data must be a string",
+        ),
+        (
+            json!({ "data": secret, "purpose": OWN, "encoding": "hex" }),
+            "encoding: the only encoding is 'base64' (or leave it out for a JSON value)",
+        ),
+        (json!({ "purpose": OWN }), "missing field 'data'"),
+        (
+            json!({ "data": null, "purpose": OWN }),
+            "missing field 'data'",
+        ),
+    ] {
+        let r = c.post(&api("/encrypt"), t, &body).await;
+        r.assert_error(400, "invalid_request", message);
+        assert!(!r.text().contains(secret), "{}", r.text());
+    }
+    let r = c
+        .post(
+            &api("/batch/encrypt"),
+            t,
+            &json!({ "items": ["AA=="], "purpose": OWN, "encoding": "hex" }),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.json()["results"][0]["error"], "invalid_request");
+    // Not JSON at all, and a body that is JSON but not an object.
+    for raw in [&b"{\"data\": \"x\", \"purpose\": "[..], b"[1,2]"] {
+        let r = c
+            .send_raw(
+                request("POST", &api("/encrypt"), t).header("content-type", "application/json"),
+                raw.to_vec(),
+            )
+            .await;
+        assert_eq!(r.status, 400, "{r:?}");
+    }
+}
+
+#[tokio::test]
+async fn every_string_and_json_type_comes_back_exactly() {
+    let h = Harness::new().await;
+    let server = h.start_tls().await;
+    let mut c = server.client().await;
+    let t = h.admin.as_str();
+    let mut values: Vec<Value> = awkward_strings().into_iter().map(Value::from).collect();
+    values.extend([
+        json!(0),
+        json!(-12.5e-3),
+        json!(u64::MAX),
+        json!(false),
+        json!([]),
+        json!({}),
+        json!({ "nested": { "list": [1, "two", null, { "k": "quote \" here" }] } }),
+    ]);
+    // One by one…
+    for v in &values {
+        let ct = encrypt(&mut c, t, &json!({ "data": v, "purpose": OWN })).await;
+        c.post(&api("/decrypt"), Some(t), &json!({ "encryptedData": ct }))
+            .await
+            .assert_json(200, &json!({ "data": v }));
+    }
+    // …and in one batch, with `null` as a value of its own.
+    let mut items = values.clone();
+    items.push(Value::Null);
+    let r = c
+        .post(
+            &api("/batch/encrypt"),
+            Some(t),
+            &json!({ "items": items, "purpose": OWN, "context": { "k": "v" } }),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let b = r.json();
+    assert_eq!(b["successful"], json!(items.len()), "{b}");
+    let cts: Vec<Value> = b["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["encryptedData"].clone())
+        .collect();
+    let r = c
+        .post(
+            &api("/batch/decrypt"),
+            Some(t),
+            &json!({ "items": cts, "context": { "k": "v" } }),
+        )
+        .await;
+    let expected: Vec<Value> = items
+        .iter()
+        .map(|v| json!({ "success": true, "data": v }))
+        .collect();
+    r.assert_json(
+        200,
+        &json!({ "total": items.len(), "successful": items.len(), "failed": 0, "results": expected }),
+    );
+    // A ciphertext sent with a JSON escape in it is the same ciphertext.
+    let ct = encrypt(&mut c, t, &json!({ "data": "x", "purpose": OWN })).await;
+    let escaped = format!(
+        "{{\"items\":[\"\\u006b{}\"]}}",
+        ct.strip_prefix('k').unwrap()
+    );
+    let r = c
+        .send_raw(
+            request("POST", &api("/batch/decrypt"), Some(t))
+                .header("content-type", "application/json"),
+            escaped.into_bytes(),
+        )
+        .await;
+    r.assert_json(
+        200,
+        &json!({ "total": 1, "successful": 1, "failed": 0, "results": [{ "success": true, "data": "x" }] }),
+    );
+}
