@@ -208,13 +208,29 @@ impl DataKey {
         rng: &dyn SecureRandom,
         mut emit: impl FnMut(Result<&[u8]>),
     ) -> u64 {
+        // Nonces come from the OS in chunks of up to 64: one `getrandom` per chunk rather
+        // than a pool lookup per item, whose fork check (`getpid`) is itself a syscall.
+        const CHUNK: usize = 64;
+        let items = items.into_iter();
+        let (low, high) = items.size_hint();
+        let chunk = high.unwrap_or(low).clamp(1, CHUNK);
+        let mut nonces = [0u8; CHUNK * NONCE_LEN];
+        let mut next = chunk;
         let mut buf = Vec::new();
         let mut sealed = 0;
         for (kind, data) in items {
             buf.clear();
-            let r = rng.nonce().and_then(|nonce| {
-                self.seal_into(Algorithm::Aes256Gcm, nonce, kind, data, context, &mut buf)
-            });
+            if next == chunk {
+                if let Err(e) = rng.fill(&mut nonces[..chunk * NONCE_LEN]) {
+                    emit(Err(e));
+                    continue;
+                }
+                next = 0;
+            }
+            let mut nonce = [0u8; NONCE_LEN];
+            nonce.copy_from_slice(&nonces[next * NONCE_LEN..(next + 1) * NONCE_LEN]);
+            next += 1;
+            let r = self.seal_into(Algorithm::Aes256Gcm, nonce, kind, data, context, &mut buf);
             match r {
                 Ok(()) => {
                     sealed += 1;
@@ -586,6 +602,52 @@ mod tests {
         assert_eq!(seen[0].as_ref().unwrap().as_bytes(), b"first");
         assert!(matches!(seen[1], Err(Error::Invalid(_))));
         assert_eq!(seen[2].as_ref().unwrap().as_bytes(), b"third");
+    }
+
+    /// Counts `fill` calls; fails them all when `broken`.
+    struct CountingRng {
+        fills: std::sync::atomic::AtomicUsize,
+        broken: bool,
+    }
+
+    impl SecureRandom for CountingRng {
+        fn fill(&self, dest: &mut [u8]) -> Result<()> {
+            self.fills
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if self.broken {
+                return Err(Error::Randomness);
+            }
+            OsRng.fill(dest)
+        }
+    }
+
+    #[test]
+    fn batch_nonces_are_fetched_in_chunks_and_never_repeat() {
+        let dk = key("userData", 1, 13);
+        let ctx = Context::new();
+        let rng = CountingRng {
+            fills: 0.into(),
+            broken: false,
+        };
+        let items = vec![(PayloadKind::Text, &b"x"[..]); 150];
+        let mut nonces = std::collections::HashSet::new();
+        let sealed = dk.encrypt_each(items.iter().copied(), &ctx, &rng, |r| {
+            assert!(nonces.insert(parse(r.unwrap()).unwrap().header.nonce));
+        });
+        assert_eq!((sealed, nonces.len()), (150, 150));
+        assert_eq!(rng.fills.into_inner(), 3, "64 + 64 + 22 items");
+
+        // Without randomness nothing is sealed, and every item says why.
+        let rng = CountingRng {
+            fills: 0.into(),
+            broken: true,
+        };
+        let mut errors = 0;
+        let sealed = dk.encrypt_each(items.iter().copied().take(3), &ctx, &rng, |r| {
+            assert!(matches!(r, Err(Error::Randomness)));
+            errors += 1;
+        });
+        assert_eq!((sealed, errors), (0, 3));
     }
 
     #[test]
