@@ -33,7 +33,8 @@ def w(name, obj):
 w("w1.json", {"data": "123-45-6789", "purpose": "userData"})
 w("w3.json", {"items": ["123-45-%04d" % i for i in range(100)], "purpose": "userData"})
 payload = random.Random(20261128).randbytes(1 << 20)
-w("w4.json", {"data": base64.b64encode(payload).decode(), "purpose": "userData"})
+# The same 1 MiB of bytes OpenBao encrypts: base64 in JSON, decoded by the server.
+w("w4.json", {"data": base64.b64encode(payload).decode(), "purpose": "userData", "encoding": "base64"})
 w("w5.json", {"data": "123-45-6789", "purpose": "searchable", "deterministic": True, "context": {"tenant": "tenant-42"}})
 ctx = ssl._create_unverified_context() if url.startswith("https") else None
 req = urllib.request.Request(url + "/api/encryption/encrypt", data=json.dumps({"data": "123-45-6789", "purpose": "userData"}).encode(),
