@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::HeaderValue;
+use axum::http::{HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, MethodRouter};
 use axum::{BoxError, Router};
@@ -101,6 +101,9 @@ impl<S> tower::Layer<S> for RequestIdLayer {
     }
 }
 
+/// Built at compile time; a `&str` name would be checked and classified per response.
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 #[derive(Clone, Debug)]
 struct RequestIdService<S>(S);
 
@@ -129,7 +132,7 @@ where
         Box::pin(async move {
             let mut resp = fut.await?;
             if let Some(v) = header {
-                resp.headers_mut().insert("x-request-id", v);
+                resp.headers_mut().insert(X_REQUEST_ID, v);
             }
             Ok(resp)
         })

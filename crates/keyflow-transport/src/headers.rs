@@ -1,5 +1,6 @@
 //! Security headers on every response.
 
+use std::sync::LazyLock;
 use std::task::{Context, Poll};
 
 use axum::extract::Request;
@@ -67,13 +68,25 @@ pub struct SecurityHeaders<S> {
     inner: S,
 }
 
+/// [`SECURITY_HEADERS`] as header names and values, built once: `from_static` checks
+/// and classifies a name on every call, which cost ~2 % of a small request.
+static PARSED_SECURITY_HEADERS: LazyLock<Vec<(HeaderName, HeaderValue)>> = LazyLock::new(|| {
+    SECURITY_HEADERS
+        .iter()
+        .map(|(name, value)| {
+            (
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            )
+        })
+        .collect()
+});
+
 /// Sets [`SECURITY_HEADERS`] on `headers`, replacing earlier values.
 pub fn apply_security_headers(headers: &mut HeaderMap) {
-    for (name, value) in SECURITY_HEADERS {
-        headers.insert(
-            HeaderName::from_static(name),
-            HeaderValue::from_static(value),
-        );
+    headers.reserve(SECURITY_HEADERS.len());
+    for (name, value) in PARSED_SECURITY_HEADERS.iter() {
+        headers.insert(name.clone(), value.clone());
     }
 }
 

@@ -164,7 +164,6 @@ fn is_length_limit(err: &(dyn StdError + 'static)) -> bool {
 impl IntegrityPolicy {
     /// `Ok(request)` (body re-attached) to go on, `Err` to refuse.
     async fn verify(&self, req: Request) -> Result<Request, TransportError> {
-        let uri = original_uri(&req).clone();
         let headers = req.headers();
         let signed = [&TIMESTAMP_HEADER, &NONCE_HEADER, &SIGNATURE_HEADER]
             .iter()
@@ -172,10 +171,14 @@ impl IntegrityPolicy {
         let required = self
             .required_prefixes
             .iter()
-            .any(|p| under_prefix(uri.path(), p));
+            .any(|p| under_prefix(original_uri(&req).path(), p));
         if !required && (!signed || self.key.is_none()) {
+            // The common case (an unsigned request on a route that needs no signature)
+            // passes without copying anything.
             return Ok(req);
         }
+        let uri = original_uri(&req).clone();
+        let headers = req.headers();
         let Some(key) = &self.key else {
             return Err(TransportError::IntegrityUnavailable);
         };
