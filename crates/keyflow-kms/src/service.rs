@@ -174,7 +174,7 @@ pub fn encode_json_text(json: &str) -> Result<(PayloadKind, Cow<'_, [u8]>)> {
 }
 
 /// The text of a JSON string token (`"…"`), borrowed when it holds no escape — then the
-/// token's inside *is* the text, found with one `memchr`-style scan instead of a second
+/// token's inside *is* the text, found with one vectorizable scan instead of a second
 /// parse. `None` when `json` is not a valid string token.
 pub fn json_string(json: &str) -> Option<Cow<'_, str>> {
     let inner = json.strip_prefix('"')?.strip_suffix('"')?;

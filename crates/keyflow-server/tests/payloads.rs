@@ -152,15 +152,37 @@ async fn bad_payloads_are_clear_400s_that_quote_nothing() {
         .await;
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.json()["results"][0]["error"], "invalid_request");
-    // Not JSON at all, and a body that is JSON but not an object.
-    for raw in [&b"{\"data\": \"x\", \"purpose\": "[..], b"[1,2]"] {
+    // Not JSON at all, and a body that is JSON but not an object, on every route
+    // that reads its body borrowed.
+    for path in ["/encrypt", "/batch/encrypt", "/batch/decrypt"] {
+        for raw in [&b"{\"items\": [\"x\", "[..], b"[1,2]"] {
+            let r = c
+                .send_raw(
+                    request("POST", &api(path), t).header("content-type", "application/json"),
+                    raw.to_vec(),
+                )
+                .await;
+            assert_eq!(r.status, 400, "{path}: {r:?}");
+        }
+    }
+    batches_without_a_list_of_items(&mut c, t).await;
+}
+
+/// Batches without `items`, or with `items` that is not a list: 400, never a 500.
+async fn batches_without_a_list_of_items(c: &mut Client, t: Option<&str>) {
+    for path in ["/batch/encrypt", "/batch/decrypt"] {
+        c.post(&api(path), t, &json!({ "purpose": OWN }))
+            .await
+            .assert_error(400, "invalid_request", "missing field 'items'");
         let r = c
-            .send_raw(
-                request("POST", &api("/encrypt"), t).header("content-type", "application/json"),
-                raw.to_vec(),
+            .post(
+                &api(path),
+                t,
+                &json!({ "items": "kf1:AAAA", "purpose": OWN }),
             )
             .await;
-        assert_eq!(r.status, 400, "{r:?}");
+        assert_eq!(r.status, 400, "{path}: {r:?}");
+        assert_eq!(r.json()["error"], "invalid_request", "{path}");
     }
 }
 

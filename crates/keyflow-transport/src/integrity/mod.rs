@@ -178,7 +178,6 @@ impl IntegrityPolicy {
             return Ok(req);
         }
         let uri = original_uri(&req).clone();
-        let headers = req.headers();
         let Some(key) = &self.key else {
             return Err(TransportError::IntegrityUnavailable);
         };
