@@ -113,6 +113,11 @@ pub enum Command {
         /// TLS private key (PEM).
         #[arg(long, env = "KEYFLOW_TLS_KEY")]
         tls_key: Option<PathBuf>,
+        /// TLS cipher suites the server accepts, comma-separated, in its order of
+        /// preference (rustls names, e.g. TLS13_AES_256_GCM_SHA384). Default: all AEAD
+        /// suites, AES-128-GCM first, then AES-256-GCM, then ChaCha20-Poly1305.
+        #[arg(long, env = "KEYFLOW_TLS_CIPHER_SUITES", value_delimiter = ',')]
+        tls_cipher_suites: Vec<String>,
         /// Largest JSON request body, bytes.
         #[arg(long, env = "KEYFLOW_MAX_BODY_BYTES", default_value_t = 1 << 20)]
         max_body_bytes: usize,

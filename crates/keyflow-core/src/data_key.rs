@@ -35,6 +35,15 @@ pub const MAX_PLAINTEXT_LEN: usize = 64 << 20;
 /// Length of the random salt from which each streamed file's key is derived.
 pub const FILE_SALT_LEN: usize = 32;
 
+/// How the nonce of an envelope is chosen.
+#[derive(Clone, Copy)]
+pub enum NonceMode<'a> {
+    /// Randomized encryption (AES-256-GCM): a fresh nonce from this source.
+    Random(&'a dyn SecureRandom),
+    /// Deterministic encryption (AES-256-GCM-SIV), as [`DataKey::encrypt_deterministic`].
+    Deterministic,
+}
+
 /// The subkeys of one DEK version, ready to use.
 ///
 /// The DEK itself is not kept: only the derived subkeys, inside aws-lc key objects,
@@ -251,6 +260,42 @@ impl DataKey {
         context: &Context,
     ) -> Result<Vec<u8>> {
         let alg = Algorithm::Aes256GcmSivDeterministic;
+        let nonce = self.deterministic_nonce(context)?;
+        self.seal(alg, nonce, kind, plaintext, context)
+    }
+
+    /// Encrypts a plaintext that `fill` writes straight into the envelope, appended to
+    /// `out`: `fill` must append exactly `len` bytes to the buffer it is given. A large
+    /// payload that arrives encoded (base64 in JSON) is decoded in place, with no copy
+    /// of its own. Randomized, or deterministic as [`Self::encrypt_deterministic`].
+    /// When `fill` fails, or appends another length, `out` is left as it was.
+    pub fn encrypt_filled_into(
+        &self,
+        mode: NonceMode<'_>,
+        kind: PayloadKind,
+        len: usize,
+        fill: impl FnOnce(&mut Vec<u8>) -> Result<()>,
+        context: &Context,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        let (alg, nonce) = match mode {
+            NonceMode::Deterministic => (
+                Algorithm::Aes256GcmSivDeterministic,
+                self.deterministic_nonce(context)?,
+            ),
+            NonceMode::Random(rng) => (Algorithm::Aes256Gcm, rng.nonce()?),
+        };
+        let start = out.len();
+        let r = self.seal_into_with(alg, nonce, kind, len, context, out, fill);
+        if r.is_err() {
+            out.truncate(start);
+        }
+        r
+    }
+
+    /// The nonce of deterministic encryption under `context`.
+    fn deterministic_nonce(&self, context: &Context) -> Result<[u8; NONCE_LEN]> {
+        let alg = Algorithm::Aes256GcmSivDeterministic;
         // The nonce is derived from the key and everything the caller binds — not from
         // the plaintext: GCM-SIV is nonce-misuse resistant, so a repeated nonce leaks
         // only equality of plaintexts, which is exactly what this mode is for.
@@ -263,7 +308,7 @@ impl DataKey {
         let tag = hmac::sign(&self.det_nonce, &msg);
         let mut nonce = [0u8; NONCE_LEN];
         nonce.copy_from_slice(tag.as_ref().get(..NONCE_LEN).ok_or(Error::Crypto)?);
-        self.seal(alg, nonce, kind, plaintext, context)
+        Ok(nonce)
     }
 
     /// Encrypts with a caller-chosen nonce. Only for test vectors: reusing a nonce with
@@ -310,18 +355,41 @@ impl DataKey {
         context: &Context,
         out: &mut Vec<u8>,
     ) -> Result<()> {
-        if plaintext.len() > MAX_PLAINTEXT_LEN {
+        self.seal_into_with(algorithm, nonce, kind, plaintext.len(), context, out, |o| {
+            o.extend_from_slice(plaintext);
+            Ok(())
+        })
+    }
+
+    /// Appends the envelope to `out` (expected empty, apart from what precedes the
+    /// envelope); `fill` appends the `len` plaintext bytes in place.
+    #[allow(clippy::too_many_arguments)]
+    fn seal_into_with(
+        &self,
+        algorithm: Algorithm,
+        nonce: [u8; NONCE_LEN],
+        kind: PayloadKind,
+        len: usize,
+        context: &Context,
+        out: &mut Vec<u8>,
+        fill: impl FnOnce(&mut Vec<u8>) -> Result<()>,
+    ) -> Result<()> {
+        if len > MAX_PLAINTEXT_LEN {
             return Err(Error::Invalid(
                 "plaintext (over 64 MiB; use file encryption)",
             ));
         }
+        let start = out.len();
         let purpose = self.purpose.as_str().as_bytes();
-        let hlen = FIXED_HEADER_LEN + purpose.len();
-        out.reserve(hlen + 1 + plaintext.len() + TAG_LEN);
+        let hlen = start + FIXED_HEADER_LEN + purpose.len();
+        out.reserve(FIXED_HEADER_LEN + purpose.len() + 1 + len + TAG_LEN);
         encode_header_parts(algorithm, purpose, self.version, &nonce, out);
-        let aad = Aad::new(out, context);
+        let aad = Aad::new(&out[start..], context);
         out.push(kind.byte());
-        out.extend_from_slice(plaintext);
+        fill(out)?;
+        if out.len() != hlen + 1 + len {
+            return Err(Error::Invalid("plaintext (not the length announced)"));
+        }
         let body = out.get_mut(hlen..).ok_or(Error::Crypto)?;
         let tag = self
             .key_for(algorithm)
@@ -858,6 +926,97 @@ mod tests {
             Err(Error::DecryptionFailed)
         );
         assert_eq!(out, [0; 3]);
+    }
+
+    #[test]
+    fn filled_encryption_is_the_same_envelope_as_from_bytes() {
+        let k = key("userData", 3, 7);
+        let ctx = Context::from_pairs([("recordId", "r-1")]).unwrap();
+        let data = b"bytes written in place";
+        let fill = |o: &mut Vec<u8>| {
+            o.extend_from_slice(data);
+            Ok(())
+        };
+        // Randomized: appended after what `out` held, and it decrypts.
+        let mut out = b"prefix".to_vec();
+        k.encrypt_filled_into(
+            NonceMode::Random(&OsRng),
+            PayloadKind::Bytes,
+            data.len(),
+            fill,
+            &ctx,
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(&out[..6], b"prefix");
+        let pt = k.decrypt(&parse(&out[6..]).unwrap(), &ctx).unwrap();
+        assert_eq!((pt.kind(), pt.as_bytes()), (PayloadKind::Bytes, &data[..]));
+        // Deterministic: exactly the envelope `encrypt_deterministic` makes.
+        let mut det = Vec::new();
+        k.encrypt_filled_into(
+            NonceMode::Deterministic,
+            PayloadKind::Bytes,
+            data.len(),
+            fill,
+            &ctx,
+            &mut det,
+        )
+        .unwrap();
+        let want = k
+            .encrypt_deterministic(PayloadKind::Bytes, data, &ctx)
+            .unwrap();
+        assert_eq!(det, want);
+    }
+
+    #[test]
+    fn a_failed_or_short_fill_leaves_the_buffer_as_it_was() {
+        let k = key("userData", 1, 9);
+        let ctx = Context::new();
+        let mut out = b"kept".to_vec();
+        let failing = |o: &mut Vec<u8>| {
+            o.extend_from_slice(b"half");
+            Err(Error::Invalid("base64 data"))
+        };
+        assert_eq!(
+            k.encrypt_filled_into(
+                NonceMode::Random(&OsRng),
+                PayloadKind::Bytes,
+                8,
+                failing,
+                &ctx,
+                &mut out
+            ),
+            Err(Error::Invalid("base64 data"))
+        );
+        assert_eq!(out, b"kept");
+        for written in [7usize, 9] {
+            let wrong = |o: &mut Vec<u8>| {
+                o.extend(std::iter::repeat_n(1u8, written));
+                Ok(())
+            };
+            let r = k.encrypt_filled_into(
+                NonceMode::Deterministic,
+                PayloadKind::Bytes,
+                8,
+                wrong,
+                &ctx,
+                &mut out,
+            );
+            assert!(matches!(r, Err(Error::Invalid(_))), "{written}: {r:?}");
+            assert_eq!(out, b"kept");
+        }
+        // The size limit holds before anything is written.
+        let never = |_: &mut Vec<u8>| -> Result<()> { panic!("fill must not run") };
+        let r = k.encrypt_filled_into(
+            NonceMode::Random(&OsRng),
+            PayloadKind::Bytes,
+            MAX_PLAINTEXT_LEN + 1,
+            never,
+            &ctx,
+            &mut out,
+        );
+        assert!(matches!(r, Err(Error::Invalid(_))));
+        assert_eq!(out, b"kept");
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use keyflow_core::data_key::NonceMode;
 use keyflow_core::envelope::{read, write};
 use keyflow_core::kek::Kek;
 use keyflow_core::mask::{self, MaskType};
@@ -334,12 +335,38 @@ impl EncryptionService {
         deterministic: bool,
         out: &mut Vec<u8>,
     ) -> Result<KeyVersion> {
-        let key = self.active_key(purpose).await?;
-        let env = if deterministic {
-            key.key.encrypt_deterministic(kind, data, context)?
-        } else {
-            key.key.encrypt(kind, data, context, &*self.rng)?
+        let fill = |buf: &mut Vec<u8>| {
+            buf.extend_from_slice(data);
+            Ok(())
         };
+        self.encrypt_filled_into(kind, data.len(), fill, purpose, context, deterministic, out)
+            .await
+    }
+
+    /// As [`Self::encrypt_payload_into`], for a plaintext of `len` bytes that `fill`
+    /// appends straight into the envelope (e.g. decoding base64 in place, which saves a
+    /// copy of a large payload). A `fill` error is returned as it is, with nothing
+    /// appended to `out` and no use of the key counted.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn encrypt_filled_into(
+        &self,
+        kind: PayloadKind,
+        len: usize,
+        fill: impl FnOnce(&mut Vec<u8>) -> keyflow_core::Result<()>,
+        purpose: &Purpose,
+        context: &Context,
+        deterministic: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<KeyVersion> {
+        let key = self.active_key(purpose).await?;
+        let mut env = Vec::new();
+        let mode = if deterministic {
+            NonceMode::Deterministic
+        } else {
+            NonceMode::Random(&*self.rng)
+        };
+        key.key
+            .encrypt_filled_into(mode, kind, len, fill, context, &mut env)?;
         self.count_usage(&key, 1).await;
         write::push_text(&env, out);
         Ok(key.key.version())

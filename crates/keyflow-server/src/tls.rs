@@ -13,7 +13,7 @@ use rustls::crypto::{aws_lc_rs, verify_tls12_signature, verify_tls13_signature, 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme, SupportedCipherSuite};
 
 /// A TLS setup failure (message names files, never key contents).
 #[derive(Debug, thiserror::Error)]
@@ -24,14 +24,102 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(aws_lc_rs::default_provider())
 }
 
-/// Builds the server's TLS configuration from PEM files. With `request_client_certs`,
-/// clients may present a certificate; it is not validated against a CA here — the
-/// transport layer pins it by SHA-256 fingerprint — but its handshake signature is.
+/// Server TLS options beyond the certificate.
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions {
+    /// Ask clients for a certificate (for fingerprint pinning). It is not validated
+    /// against a CA here — the transport layer pins it by SHA-256 fingerprint — but its
+    /// handshake signature is.
+    pub request_client_certs: bool,
+    /// The cipher suites to offer, in the server's order of preference, by rustls name
+    /// (`TLS13_AES_256_GCM_SHA384`, …; `KEYFLOW_TLS_CIPHER_SUITES`). Empty: every
+    /// suite of the provider (all AEAD), AES-128-GCM first, then AES-256-GCM, then
+    /// ChaCha20-Poly1305.
+    pub cipher_suites: Vec<String>,
+}
+
+/// The cipher suites in the server's order of preference. The default puts AES-128-GCM
+/// first, as Go's TLS stack (and so OpenBao/Vault) does: both AES key sizes are strong,
+/// and AES-128 has 10 rounds against 14 — a large request or response costs ~30 % less
+/// TLS work. A deployment that must use AES-256 lists only the suites it wants.
+pub fn cipher_suites(names: &[String]) -> Result<Vec<SupportedCipherSuite>, TlsError> {
+    let all = aws_lc_rs::default_provider().cipher_suites;
+    let name = |s: &SupportedCipherSuite| s.suite().as_str().unwrap_or("");
+    if names.is_empty() {
+        let rank = |s: &SupportedCipherSuite| {
+            let n = name(s);
+            let tls12 = !n.starts_with("TLS13_");
+            let aead = if n.contains("AES_128_GCM") {
+                0
+            } else if n.contains("AES_256_GCM") {
+                1
+            } else {
+                2
+            };
+            (tls12, aead)
+        };
+        let mut ordered = all;
+        ordered.sort_by_key(rank);
+        return Ok(ordered);
+    }
+    names
+        .iter()
+        .map(|wanted| {
+            all.iter()
+                .find(|s| name(s).eq_ignore_ascii_case(wanted.trim()))
+                .copied()
+                .ok_or_else(|| {
+                    let known: Vec<&str> = all.iter().map(name).collect();
+                    TlsError(format!(
+                        "unknown TLS cipher suite '{}' (known: {})",
+                        wanted.trim(),
+                        known.join(", ")
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// Builds the server's TLS configuration from PEM files, with the default options and,
+/// with `request_client_certs`, optional client certificates (see [`TlsOptions`]).
 pub fn server_config(
     cert: &Path,
     key: &Path,
     request_client_certs: bool,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let options = TlsOptions {
+        request_client_certs,
+        ..TlsOptions::default()
+    };
+    server_config_with(cert, key, &options)
+}
+
+/// Builds the server's TLS configuration from PEM files. The server, not the client,
+/// chooses the cipher suite, in the order of `options.cipher_suites`.
+pub fn server_config_with(
+    cert: &Path,
+    key: &Path,
+    options: &TlsOptions,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let suites = cipher_suites(&options.cipher_suites)?;
+    let tls13 = suites
+        .iter()
+        .any(|s| s.version() == &rustls::version::TLS13);
+    let tls12 = suites
+        .iter()
+        .any(|s| s.version() == &rustls::version::TLS12);
+    let versions: Vec<&'static rustls::SupportedProtocolVersion> = [
+        (tls13, &rustls::version::TLS13),
+        (tls12, &rustls::version::TLS12),
+    ]
+    .into_iter()
+    .filter_map(|(on, v)| on.then_some(v))
+    .collect();
+    let with_suites = Arc::new(CryptoProvider {
+        cipher_suites: suites,
+        ..aws_lc_rs::default_provider()
+    });
+    let request_client_certs = options.request_client_certs;
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|e| TlsError(format!("cannot read certificate {}: {e}", cert.display())))?
         .collect::<Result<_, _>>()
@@ -46,9 +134,9 @@ pub fn server_config(
     }
     let key = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| TlsError(format!("cannot read private key {}: {e}", key.display())))?;
-    let builder = rustls::ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| TlsError(e.to_string()))?;
+    let builder = rustls::ServerConfig::builder_with_provider(with_suites)
+        .with_protocol_versions(&versions)
+        .map_err(|e| TlsError(format!("TLS cipher suites: {e}")))?;
     let builder = if request_client_certs {
         builder.with_client_cert_verifier(Arc::new(AnyClientCert(provider())))
     } else {
@@ -58,6 +146,7 @@ pub fn server_config(
         .with_single_cert(certs, key)
         .map_err(|e| TlsError(format!("certificate and key do not form a valid pair: {e}")))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.ignore_client_order = true;
     Ok(Arc::new(config))
 }
 

@@ -113,6 +113,74 @@ async fn binary_data_round_trips_as_base64() {
         );
 }
 
+/// Base64 text is decoded in place from the raw body when it holds no JSON escape; a
+/// text with escapes (legal JSON, e.g. `\/`) takes the unescaping path and gives the
+/// same bytes. A large payload with one bad character fails whole, quoting nothing.
+#[tokio::test]
+async fn base64_with_json_escapes_and_large_payloads() {
+    let h = Harness::new().await;
+    let server = h.start_tls().await;
+    let mut c = server.client().await;
+    let t = h.admin.as_str();
+    let bytes = [0xFFu8, 0xFE, 0x3F, 0x00, 0xFB];
+    let text = STANDARD.encode(bytes);
+    assert!(text.contains('/'), "{text}");
+    for deterministic in [false, true] {
+        let escaped = text.replace('/', "\\/").replacen('A', "\\u0041", 1);
+        let body = format!(
+            r#"{{"data":"{escaped}","purpose":"{OWN}","encoding":"base64","deterministic":{deterministic}}}"#
+        );
+        let r = c
+            .send_raw(
+                request("POST", &api("/encrypt"), Some(t))
+                    .header("content-type", "application/json"),
+                body.into_bytes(),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{r:?}");
+        let ct = r.json()["encryptedData"].as_str().unwrap().to_owned();
+        c.post(&api("/decrypt"), Some(t), &json!({ "encryptedData": ct }))
+            .await
+            .assert_json(200, &json!({ "data": text, "encoding": "base64" }));
+        if deterministic {
+            let plain = json!({ "data": text, "purpose": OWN, "encoding": "base64", "deterministic": true });
+            assert_eq!(encrypt(&mut c, t, &plain).await, ct);
+        }
+    }
+
+    // 256 KiB of bytes round trip; the same text with one bad character, or a length
+    // base64 cannot have, is a 400 that quotes nothing.
+    let big: Vec<u8> = (0..256 * 1024u32)
+        .map(|i| (i * 7 + i / 251) as u8)
+        .collect();
+    let text = STANDARD.encode(&big);
+    let ct = encrypt(
+        &mut c,
+        t,
+        &json!({ "data": text, "purpose": OWN, "encoding": "base64" }),
+    )
+    .await;
+    c.post(&api("/decrypt"), Some(t), &json!({ "encryptedData": ct }))
+        .await
+        .assert_json(200, &json!({ "data": text, "encoding": "base64" }));
+    let mut bad = text.clone().into_bytes();
+    bad[text.len() / 2] = b'!';
+    let bad = String::from_utf8(bad).unwrap();
+    for data in [bad, format!("{text}A")] {
+        let r = c
+            .post(
+                &api("/encrypt"),
+                Some(t),
+                &json!({ "data": data, "purpose": OWN, "encoding": "base64" }),
+            )
+            .await;
+        r.assert_json(
+            400,
+            &json!({ "error": "invalid_request", "message": "data is not valid base64 (encoding 'base64')" }),
+        );
+    }
+}
+
 #[tokio::test]
 async fn bad_payloads_are_clear_400s_that_quote_nothing() {
     let h = Harness::new().await;

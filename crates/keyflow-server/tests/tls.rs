@@ -1006,6 +1006,110 @@ async fn tls_1_2_and_1_3_only() {
     );
 }
 
+/// A client (aws-lc-rs provider) offering only `suites`, in that order.
+fn client_offering(
+    cert: &rustls::pki_types::CertificateDer<'static>,
+    suites: &[rustls::SupportedCipherSuite],
+) -> std::sync::Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.clone()).unwrap();
+    let provider = rustls::crypto::CryptoProvider {
+        cipher_suites: suites.to_vec(),
+        ..rustls::crypto::aws_lc_rs::default_provider()
+    };
+    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    std::sync::Arc::new(config)
+}
+
+/// The suite a handshake with `config` negotiates (`None`: refused).
+async fn negotiated_suite(
+    addr: std::net::SocketAddr,
+    config: std::sync::Arc<rustls::ClientConfig>,
+) -> Option<rustls::CipherSuite> {
+    let tls = bounded("TLS connect", tls_connect(addr, config))
+        .await
+        .ok()?;
+    tls.get_ref().1.negotiated_cipher_suite().map(|s| s.suite())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_chooses_the_cipher_suite() {
+    use rustls::crypto::aws_lc_rs::cipher_suite as cs;
+    use rustls::CipherSuite;
+    let h = Harness::new().await;
+    let cert = h.cert_der();
+    let (cert_file, key_file) = h.cert_files();
+
+    // Default: AES-128-GCM first, whatever the client prefers (rustls clients list
+    // AES-256 first), on TLS 1.3 and on TLS 1.2; AES-256 when it is all a client offers.
+    let server = h.start_tls().await;
+    let all = rustls::crypto::aws_lc_rs::default_provider().cipher_suites;
+    for (offer, want) in [
+        (all.clone(), CipherSuite::TLS13_AES_128_GCM_SHA256),
+        (
+            vec![
+                cs::TLS13_AES_256_GCM_SHA384,
+                cs::TLS13_CHACHA20_POLY1305_SHA256,
+            ],
+            CipherSuite::TLS13_AES_256_GCM_SHA384,
+        ),
+        (
+            vec![
+                cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+                cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            ],
+            CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        ),
+    ] {
+        let got = negotiated_suite(server.addr, client_offering(&cert, &offer)).await;
+        assert_eq!(got, Some(want), "offered {offer:?}");
+    }
+
+    // Restricted by configuration (KEYFLOW_TLS_CIPHER_SUITES): only AES-256-GCM on
+    // TLS 1.3; a client without it, or speaking only TLS 1.2, is refused.
+    let options = keyflow_server::tls::TlsOptions {
+        cipher_suites: vec!["TLS13_AES_256_GCM_SHA384".into()],
+        ..Default::default()
+    };
+    let config = keyflow_server::tls::server_config_with(&cert_file, &key_file, &options).unwrap();
+    let strict = h.start_with(h.app(Default::default()), Some(config)).await;
+    assert_eq!(
+        negotiated_suite(strict.addr, client_offering(&cert, &all)).await,
+        Some(CipherSuite::TLS13_AES_256_GCM_SHA384)
+    );
+    for offer in [
+        vec![cs::TLS13_AES_128_GCM_SHA256],
+        vec![cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384],
+    ] {
+        assert_eq!(
+            negotiated_suite(strict.addr, client_offering(&cert, &offer)).await,
+            None,
+            "offered {offer:?}"
+        );
+    }
+    // The restricted server still answers requests.
+    let (_, r) = health_over(client_offering(&cert, &all), strict.addr).await;
+    assert_eq!(r.status, 200, "{r:?}");
+
+    // A name the provider does not know stops the start, naming it and the known ones.
+    let options = keyflow_server::tls::TlsOptions {
+        cipher_suites: vec!["TLS_RSA_WITH_RC4_128_SHA".into()],
+        ..Default::default()
+    };
+    let err = keyflow_server::tls::server_config_with(&cert_file, &key_file, &options)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("'TLS_RSA_WITH_RC4_128_SHA'") && err.contains("TLS13_AES_256_GCM_SHA384"),
+        "{err}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_by_alpn() {
     let h = Harness::new().await;

@@ -28,6 +28,7 @@ pub struct ServeArgs<'a> {
     pub listen: &'a str,
     pub tls_cert: Option<&'a Path>,
     pub tls_key: Option<&'a Path>,
+    pub tls_cipher_suites: &'a [String],
     pub max_body_bytes: usize,
     pub max_file_bytes: u64,
     pub max_concurrency: usize,
@@ -131,7 +132,11 @@ pub async fn run(config: &Config, data_dir: &Path, args: ServeArgs<'_>) -> Resul
     let tls = tls_files
         .as_ref()
         .map(|(c, k)| {
-            keyflow_server::tls::server_config(c, k, !transport.pinned_client_certs.is_empty())
+            let options = keyflow_server::tls::TlsOptions {
+                request_client_certs: !transport.pinned_client_certs.is_empty(),
+                cipher_suites: args.tls_cipher_suites.to_vec(),
+            };
+            keyflow_server::tls::server_config_with(c, k, &options)
         })
         .transpose()
         .map_err(|e| CliError::Config(e.to_string()))?;

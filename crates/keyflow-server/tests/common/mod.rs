@@ -189,6 +189,11 @@ impl Harness {
             let (cert, key) = self.cert_files();
             keyflow_server::tls::server_config(&cert, &key, false).unwrap()
         });
+        self.start_with(app, tls).await
+    }
+
+    /// Serves `app` with this TLS configuration (plain HTTP with `None`).
+    pub async fn start_with(&self, app: Router, tls: Option<Arc<rustls::ServerConfig>>) -> Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
