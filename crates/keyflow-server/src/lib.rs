@@ -73,8 +73,9 @@ impl Default for HttpSettings {
     }
 }
 
-/// Request ids: a random per-process prefix and a counter — unique, cheap, and
-/// revealing nothing but the order of requests within one process.
+/// Request ids: a random per-process prefix and a counter, 24 lowercase hex digits —
+/// unique, cheap, and revealing nothing but the order of requests within one process.
+/// Written digit by digit: `format!` was ~1 % of a small request's CPU.
 fn next_request_id() -> String {
     static PREFIX: OnceLock<u32> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -83,10 +84,13 @@ fn next_request_id() -> String {
         let _ = OsRng.fill(&mut b);
         u32::from_be_bytes(b)
     });
-    format!(
-        "{prefix:08x}{:016x}",
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let value = (u128::from(prefix) << 64) | u128::from(n);
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    (0..24)
+        .rev()
+        .map(|i| char::from(HEX[((value >> (4 * i)) & 0xF) as usize]))
+        .collect()
 }
 
 /// Gives every request an id (request extension) and echoes it as `x-request-id`.
@@ -229,4 +233,23 @@ pub fn app(state: AppState, settings: &HttpSettings) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .service(router);
     Router::new().fallback_service(stack)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_request_id;
+
+    #[test]
+    fn request_ids_are_24_hex_digits_with_one_prefix_and_a_counter() {
+        let (a, b) = (next_request_id(), next_request_id());
+        for id in [&a, &b] {
+            assert_eq!(id.len(), 24, "{id}");
+            assert!(id
+                .bytes()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        }
+        assert_eq!(a[..8], b[..8], "one prefix per process");
+        let n = |id: &str| u64::from_str_radix(&id[8..], 16).unwrap();
+        assert!(n(&b) > n(&a), "{a} then {b}");
+    }
 }
