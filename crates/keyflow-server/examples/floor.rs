@@ -35,7 +35,10 @@ async fn answer(req: Request<hyper::body::Incoming>) -> Result<Response<Full<Byt
 
 fn main() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let listen = args.first().map_or("127.0.0.1:18090", String::as_str).to_owned();
+    let listen = args
+        .first()
+        .map_or("127.0.0.1:18090", String::as_str)
+        .to_owned();
     let tls = match (args.get(1), args.get(2)) {
         (Some(cert), Some(key)) => Some(
             keyflow_server::tls::server_config(Path::new(cert), Path::new(key), false)
