@@ -9,15 +9,10 @@
 # Needs: `cargo build --release -p keyflow-server --example floor`, wrk; for HTTPS, the
 # dev certificate that bench/http-vs-openbao.sh creates (its `serve --dev` run).
 # Output: the shared run.sh tables, appended to /tmp/keyflow-bench/floor.md.
-set -euo pipefail
-MODES=${1:-both}
-DUR=${2:-8s}
-CONCS=${3:-1,16,64}
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-SHARED=${SHARED_BENCH:-$ROOT/../shared/bench}
+# shellcheck source=bench/common.sh
+source "$(dirname "$0")/common.sh"
 FLOOR=$ROOT/target/release/examples/floor
-OUT=/tmp/keyflow-bench
-TLS=$OUT/data/tls
+TLS=$KEYFLOW_DATA_DIR/tls
 [[ -x $FLOOR ]] || { echo "build first: cargo build --release -p keyflow-server --example floor" >&2; exit 2; }
 mkdir -p "$OUT/bodies-floor"
 echo '{"data":"123-45-6789","purpose":"userData"}' > "$OUT/bodies-floor/w1.json"

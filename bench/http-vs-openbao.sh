@@ -8,20 +8,10 @@
 # (`apt-get install -y wrk`), python3. OpenBao is installed from PyPI by the shared
 # start script. Everything listens on 127.0.0.1 only; every level is bounded by DURATION.
 # Output: the shared run.sh tables, appended to /tmp/keyflow-bench/results.md.
-set -euo pipefail
-MODES=${1:-both}
-DUR=${2:-8s}
-CONCS=${3:-1,16,64}
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-SHARED=${SHARED_BENCH:-$ROOT/../shared/bench}
-KF=$ROOT/target/release/keyflow
-OUT=/tmp/keyflow-bench
-mkdir -p "$OUT"
+# shellcheck source=bench/common.sh
+source "$(dirname "$0")/common.sh"
 RESULTS=$OUT/results.md
-command -v wrk >/dev/null || { echo "wrk missing: apt-get install -y wrk" >&2; exit 2; }
 [[ -x $KF ]] || { echo "build first: cargo build --release -p keyflow-cli" >&2; exit 2; }
-
-export KEYFLOW_DATA_DIR=$OUT/data KEK_PASSWORD=bench-password-bench-password-00 KEYFLOW_LOG=warn
 
 bodies() { # $1 = dir, $2 = base URL, $3 = token, $4 = curl TLS flag
   python3 - "$1" "$2" "$3" "$4" <<'PY'

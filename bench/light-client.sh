@@ -9,17 +9,10 @@
 #
 # Output: one markdown row per level (also appended to /tmp/keyflow-bench/light.md):
 #   | server | proto | conc | req/s | p50 ms | p99 ms | non-2xx | server CPU % |
-set -euo pipefail
-MODES=${1:-both}
-DUR=${2:-8s}
-CONCS=${3:-1,16,64}
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-SHARED=${SHARED_BENCH:-$ROOT/../shared/bench}
-KF=$ROOT/target/release/keyflow
-OUT=/tmp/keyflow-bench
+# shellcheck source=bench/common.sh
+source "$(dirname "$0")/common.sh"
 [[ -f $OUT/bodies-kf/w4.json && -f $OUT/bodies-bao/w4-encrypt-1mib.json ]] || {
   echo "run bench/http-vs-openbao.sh first (it writes the bodies)" >&2; exit 2; }
-export KEYFLOW_DATA_DIR=$OUT/data KEK_PASSWORD=bench-password-bench-password-00 KEYFLOW_LOG=warn
 LUA=$OUT/light.lua
 cat > "$LUA" <<'LUA'
 function init(args)

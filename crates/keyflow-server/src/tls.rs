@@ -40,8 +40,8 @@ pub struct TlsOptions {
 
 /// The cipher suites in the server's order of preference. The default puts AES-128-GCM
 /// first, as Go's TLS stack (and so OpenBao/Vault) does: both AES key sizes are strong,
-/// and AES-128 has 10 rounds against 14 — a large request or response costs ~30 % less
-/// TLS work. A deployment that must use AES-256 lists only the suites it wants.
+/// and AES-128 has 10 rounds against 14, so bulk TLS data costs less. A deployment that
+/// must use AES-256 lists only the suites it wants.
 pub fn cipher_suites(names: &[String]) -> Result<Vec<SupportedCipherSuite>, TlsError> {
     let all = aws_lc_rs::default_provider().cipher_suites;
     let name = |s: &SupportedCipherSuite| s.suite().as_str().unwrap_or("");
@@ -102,24 +102,16 @@ pub fn server_config_with(
     options: &TlsOptions,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let suites = cipher_suites(&options.cipher_suites)?;
-    let tls13 = suites
-        .iter()
-        .any(|s| s.version() == &rustls::version::TLS13);
-    let tls12 = suites
-        .iter()
-        .any(|s| s.version() == &rustls::version::TLS12);
-    let versions: Vec<&'static rustls::SupportedProtocolVersion> = [
-        (tls13, &rustls::version::TLS13),
-        (tls12, &rustls::version::TLS12),
-    ]
-    .into_iter()
-    .filter_map(|(on, v)| on.then_some(v))
-    .collect();
+    // Only the protocol versions some listed suite belongs to.
+    let versions: Vec<&'static rustls::SupportedProtocolVersion> =
+        [&rustls::version::TLS13, &rustls::version::TLS12]
+            .into_iter()
+            .filter(|v| suites.iter().any(|s| s.version() == *v))
+            .collect();
     let with_suites = Arc::new(CryptoProvider {
         cipher_suites: suites,
         ..aws_lc_rs::default_provider()
     });
-    let request_client_certs = options.request_client_certs;
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|e| TlsError(format!("cannot read certificate {}: {e}", cert.display())))?
         .collect::<Result<_, _>>()
@@ -137,7 +129,7 @@ pub fn server_config_with(
     let builder = rustls::ServerConfig::builder_with_provider(with_suites)
         .with_protocol_versions(&versions)
         .map_err(|e| TlsError(format!("TLS cipher suites: {e}")))?;
-    let builder = if request_client_certs {
+    let builder = if options.request_client_certs {
         builder.with_client_cert_verifier(Arc::new(AnyClientCert(provider())))
     } else {
         builder.with_no_client_auth()

@@ -263,33 +263,31 @@ pub async fn encrypt(
     // The body is written directly (this is the hottest route): the ciphertext's text
     // form (`kf1:` + URL-safe base64) needs no JSON escaping.
     const OPEN: &[u8] = b"{\"encryptedData\":\"";
+    let plain_len = match &payload {
+        Payload::Ready(_, bytes) => bytes.len(),
+        Payload::Base64(text) => base64_engine(text)
+            .decoded_length(text.as_bytes())
+            .map_err(|_| bad_base64())?,
+    };
+    let mut out = Vec::with_capacity(OPEN.len() + text_len(plain_len + 128) + 2);
+    out.extend_from_slice(OPEN);
     let result = match payload {
-        Payload::Ready(kind, bytes) => {
-            let mut out = Vec::with_capacity(OPEN.len() + text_len(bytes.len() + 128) + 2);
-            out.extend_from_slice(OPEN);
-            state
-                .service
-                .encrypt_payload_into(kind, &bytes, &p, &ctx, req.deterministic, &mut out)
-                .await
-                .map(|v| (v, out))
-                .map_err(ApiError::from)
-        }
+        Payload::Ready(kind, bytes) => state
+            .service
+            .encrypt_payload_into(kind, &bytes, &p, &ctx, req.deterministic, &mut out)
+            .await
+            .map_err(ApiError::from),
         Payload::Base64(text) => {
             // Decoded straight into the envelope: a large binary payload is not copied.
-            let engine = base64_engine(&text);
-            let len = engine
-                .decoded_length(text.as_bytes())
-                .map_err(|_| bad_base64())?;
-            let mut out = Vec::with_capacity(OPEN.len() + text_len(len + 128) + 2);
-            out.extend_from_slice(OPEN);
-            // The decoder's failure, told apart from the service's own errors.
+            // The decoder's failure is told apart from the service's own errors.
             const UNDECODABLE: &str = "base64 data";
             let fill = |buf: &mut Vec<u8>| {
                 let start = buf.len();
-                buf.resize(start + len, 0);
+                buf.resize(start + plain_len, 0);
                 let tail = buf.get_mut(start..).unwrap_or_default();
-                match engine.decode(text.as_bytes(), base64_simd::Out::from_slice(tail)) {
-                    Ok(d) if d.len() == len => Ok(()),
+                let out = base64_simd::Out::from_slice(tail);
+                match base64_engine(&text).decode(text.as_bytes(), out) {
+                    Ok(d) if d.len() == plain_len => Ok(()),
                     _ => Err(keyflow_kms::keyflow_core::Error::Invalid(UNDECODABLE)),
                 }
             };
@@ -297,7 +295,7 @@ pub async fn encrypt(
                 .service
                 .encrypt_filled_into(
                     PayloadKind::Bytes,
-                    len,
+                    plain_len,
                     fill,
                     &p,
                     &ctx,
@@ -305,7 +303,6 @@ pub async fn encrypt(
                     &mut out,
                 )
                 .await
-                .map(|v| (v, out))
                 .map_err(|e| match e {
                     KmsError::Invalid(UNDECODABLE) => bad_base64(),
                     e => ApiError::from(e),
@@ -316,12 +313,12 @@ pub async fn encrypt(
         op: Op::Encrypt,
         actor: who.id(),
         purpose: Some(p.as_str()),
-        key_version: result.as_ref().ok().map(|(v, _)| v.get()),
+        key_version: result.as_ref().ok().map(|v| v.get()),
         items: 1,
         result: result.as_ref().map_or_else(error_code, |_| "ok"),
         request_id: &rid.0,
     });
-    let (_, mut out) = result?;
+    result?;
     if req.return_object {
         let ct = std::str::from_utf8(&out[OPEN.len()..])
             .map_err(|_| ApiError::Internal("ciphertext text form".into()))?;

@@ -168,10 +168,8 @@ impl IntegrityPolicy {
         let signed = [&TIMESTAMP_HEADER, &NONCE_HEADER, &SIGNATURE_HEADER]
             .iter()
             .any(|h| headers.contains_key(*h));
-        let required = self
-            .required_prefixes
-            .iter()
-            .any(|p| under_prefix(original_uri(&req).path(), p));
+        let path = original_uri(&req).path();
+        let required = self.required_prefixes.iter().any(|p| under_prefix(path, p));
         if !required && (!signed || self.key.is_none()) {
             // The common case (an unsigned request on a route that needs no signature)
             // passes without copying anything.
