@@ -42,9 +42,16 @@ pub struct TlsOptions {
 /// first, as Go's TLS stack (and so OpenBao/Vault) does: both AES key sizes are strong,
 /// and AES-128 has 10 rounds against 14, so bulk TLS data costs less. A deployment that
 /// must use AES-256 lists only the suites it wants.
+/// Blank names (an empty `KEYFLOW_TLS_CIPHER_SUITES`, a trailing comma) are ignored;
+/// none left means the default.
 pub fn cipher_suites(names: &[String]) -> Result<Vec<SupportedCipherSuite>, TlsError> {
     let all = aws_lc_rs::default_provider().cipher_suites;
     let name = |s: &SupportedCipherSuite| s.suite().as_str().unwrap_or("");
+    let names: Vec<&str> = names
+        .iter()
+        .map(|n| n.trim())
+        .filter(|n| !n.is_empty())
+        .collect();
     if names.is_empty() {
         let rank = |s: &SupportedCipherSuite| {
             let n = name(s);
@@ -66,13 +73,12 @@ pub fn cipher_suites(names: &[String]) -> Result<Vec<SupportedCipherSuite>, TlsE
         .iter()
         .map(|wanted| {
             all.iter()
-                .find(|s| name(s).eq_ignore_ascii_case(wanted.trim()))
+                .find(|s| name(s).eq_ignore_ascii_case(wanted))
                 .copied()
                 .ok_or_else(|| {
                     let known: Vec<&str> = all.iter().map(name).collect();
                     TlsError(format!(
-                        "unknown TLS cipher suite '{}' (known: {})",
-                        wanted.trim(),
+                        "unknown TLS cipher suite '{wanted}' (known: {})",
                         known.join(", ")
                     ))
                 })

@@ -1096,6 +1096,18 @@ async fn the_server_chooses_the_cipher_suite() {
     let (_, r) = health_over(client_offering(&cert, &all), strict.addr).await;
     assert_eq!(r.status, 200, "{r:?}");
 
+    // Blank names (an empty variable, a trailing comma) leave the default order.
+    let blank = [String::new(), " ".into()];
+    assert_eq!(
+        keyflow_server::tls::cipher_suites(&blank).unwrap(),
+        keyflow_server::tls::cipher_suites(&[]).unwrap()
+    );
+    let trailing = ["TLS13_AES_256_GCM_SHA384".to_owned(), String::new()];
+    assert_eq!(
+        keyflow_server::tls::cipher_suites(&trailing).unwrap(),
+        vec![cs::TLS13_AES_256_GCM_SHA384]
+    );
+
     // A name the provider does not know stops the start, naming it and the known ones.
     let options = keyflow_server::tls::TlsOptions {
         cipher_suites: vec!["TLS_RSA_WITH_RC4_128_SHA".into()],
