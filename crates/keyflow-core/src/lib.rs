@@ -6,7 +6,8 @@
 //!
 //! This crate does no I/O: it reads no files, opens no sockets, spawns no tasks and
 //! has no async code. Randomness is passed in as a [`rng::SecureRandom`] value;
-//! outside tests it is always [`rng::OsRng`], the operating system's CSPRNG.
+//! outside tests it is always [`rng::OsRng`], the operating system's CSPRNG. Time is
+//! passed in the same way, as a [`clock::Clock`] value.
 //!
 //! ```
 //! use keyflow_core::{Context, DataKey, KeyVersion, OsRng, PayloadKind, Purpose, SecretKey};
@@ -24,6 +25,7 @@
 //! # Ok::<(), keyflow_core::Error>(())
 //! ```
 
+pub mod clock;
 pub mod context;
 pub mod data_key;
 pub mod envelope;
@@ -34,6 +36,7 @@ pub mod mask;
 pub mod rng;
 pub mod secret;
 
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use context::Context;
 pub use data_key::{DataKey, Plaintext};
 pub use envelope::{Algorithm, Header, PayloadKind};

@@ -23,11 +23,12 @@ use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use keyflow_core::{DataKey, KeyVersion, Purpose};
 
+use crate::clock::Clock;
 use crate::model::KeyStatus;
 
 /// One unwrapped key version, with its subkeys ready.
@@ -38,7 +39,8 @@ pub(crate) struct CachedKey {
     /// Encryptions not yet persisted; shared with the cache's usage table so that a
     /// reload of the entry never loses counts.
     pub usage: Arc<AtomicU64>,
-    loaded_at: Instant,
+    /// When it was loaded, on the cache clock's monotonic reading.
+    loaded_at: Duration,
 }
 
 #[derive(Hash, PartialEq, Eq, Clone)]
@@ -84,8 +86,11 @@ pub(crate) struct KeyCache {
     snap: ArcSwap<Snapshot>,
     ttl: Duration,
     max_staleness: Option<Duration>,
-    born: Instant,
-    /// Milliseconds after `born` of the last successful validation.
+    /// Entry age and staleness are measured on this clock's monotonic reading, so tests
+    /// move time instead of sleeping.
+    clock: Arc<dyn Clock>,
+    /// The clock's monotonic reading, in milliseconds, at the last successful
+    /// validation (at creation before the first).
     validated_ms: AtomicU64,
     epoch: AtomicU64,
     hits: AtomicU64,
@@ -94,13 +99,14 @@ pub(crate) struct KeyCache {
 }
 
 impl KeyCache {
-    pub fn new(ttl: Duration, max_staleness: Option<Duration>) -> Self {
+    pub fn new(ttl: Duration, max_staleness: Option<Duration>, clock: Arc<dyn Clock>) -> Self {
+        let validated_ms = AtomicU64::new(millis(clock.monotonic()));
         Self {
             snap: ArcSwap::from_pointee(Snapshot::default()),
             ttl,
             max_staleness,
-            born: Instant::now(),
-            validated_ms: AtomicU64::new(0),
+            clock,
+            validated_ms,
             epoch: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -109,27 +115,27 @@ impl KeyCache {
     }
 
     fn fresh(&self, k: &Arc<CachedKey>) -> bool {
-        let now = Instant::now();
-        now.duration_since(k.loaded_at) < self.ttl
+        let now = self.clock.monotonic();
+        now.saturating_sub(k.loaded_at) < self.ttl
             && self
                 .max_staleness
                 .is_none_or(|bound| self.since_validated(now) < bound)
     }
 
-    fn since_validated(&self, now: Instant) -> Duration {
+    fn since_validated(&self, now: Duration) -> Duration {
         let at = Duration::from_millis(self.validated_ms.load(Ordering::Acquire));
-        now.duration_since(self.born).saturating_sub(at)
+        now.saturating_sub(at)
     }
 
     /// Time since the last successful validation.
     pub fn staleness(&self) -> Duration {
-        self.since_validated(Instant::now())
+        self.since_validated(self.clock.monotonic())
     }
 
     /// Records a successful validation now.
     pub fn mark_validated(&self) {
-        let ms = u64::try_from(self.born.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.validated_ms.store(ms, Ordering::Release);
+        self.validated_ms
+            .store(millis(self.clock.monotonic()), Ordering::Release);
     }
 
     /// The current epoch; take it before reading a key from the keystore and pass it
@@ -204,7 +210,7 @@ impl KeyCache {
             key,
             status,
             usage,
-            loaded_at: Instant::now(),
+            loaded_at: self.clock.monotonic(),
         });
         self.snap.rcu(|old| {
             if epoch.is_some_and(|e| e != self.epoch.load(Ordering::Acquire)) {
@@ -268,10 +274,19 @@ impl KeyCache {
     }
 }
 
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::{ManualClock, SystemClock};
     use keyflow_core::SecretKey;
+
+    fn cache(ttl: Duration) -> KeyCache {
+        KeyCache::new(ttl, None, Arc::new(SystemClock))
+    }
 
     fn dk(p: &str, v: u32) -> DataKey {
         DataKey::derive(
@@ -284,7 +299,7 @@ mod tests {
 
     #[test]
     fn hit_miss_ttl_and_invalidate() {
-        let c = KeyCache::new(Duration::from_secs(3600), None);
+        let c = cache(Duration::from_secs(3600));
         assert!(c.active("userData").is_none());
         c.insert(dk("userData", 1), KeyStatus::Active);
         assert!(c.active("userData").is_some());
@@ -294,14 +309,14 @@ mod tests {
         c.invalidate(&Purpose::new("userData").unwrap());
         assert!(c.active("userData").is_none());
 
-        let expired = KeyCache::new(Duration::ZERO, None);
+        let expired = cache(Duration::ZERO);
         expired.insert(dk("userData", 1), KeyStatus::Active);
         assert!(expired.active("userData").is_none());
     }
 
     #[test]
     fn usage_survives_reload_and_drains_once() {
-        let c = KeyCache::new(Duration::from_secs(3600), None);
+        let c = cache(Duration::from_secs(3600));
         let a = c.insert(dk("userData", 1), KeyStatus::Active);
         a.usage.fetch_add(5, Ordering::Relaxed);
         let b = c.insert(dk("userData", 1), KeyStatus::Active);
@@ -314,7 +329,7 @@ mod tests {
 
     #[test]
     fn a_load_that_raced_an_invalidation_is_not_cached() {
-        let c = KeyCache::new(Duration::from_secs(3600), None);
+        let c = cache(Duration::from_secs(3600));
         let epoch = c.epoch();
         c.invalidate(&Purpose::new("userData").unwrap()); // e.g. a revocation
         let got = c.insert_loaded(dk("userData", 1), KeyStatus::Active, Some(epoch));
@@ -332,22 +347,45 @@ mod tests {
 
     #[test]
     fn staleness_bound_stops_serving_unconfirmed_keys() {
-        let c = KeyCache::new(Duration::from_secs(3600), Some(Duration::from_millis(30)));
+        let clock = Arc::new(ManualClock::new(0));
+        let c = KeyCache::new(
+            Duration::from_secs(3600),
+            Some(Duration::from_millis(30)),
+            clock.clone(),
+        );
         c.insert(dk("userData", 1), KeyStatus::Active);
         assert!(c.active("userData").is_some());
-        std::thread::sleep(Duration::from_millis(40));
+        clock.advance(Duration::from_millis(29));
+        assert!(c.active("userData").is_some(), "still inside the bound");
+        clock.advance(Duration::from_millis(1));
         assert!(
             c.active("userData").is_none(),
             "unconfirmed beyond the bound"
         );
+        assert_eq!(c.staleness(), Duration::from_millis(30));
         c.mark_validated();
         assert!(c.active("userData").is_some(), "confirmed again");
-        assert!(c.staleness() < Duration::from_millis(30));
+        assert_eq!(c.staleness(), Duration::ZERO);
+    }
+
+    #[test]
+    fn entries_expire_after_the_ttl_on_the_monotonic_clock() {
+        let clock = Arc::new(ManualClock::new(0));
+        let c = KeyCache::new(Duration::from_secs(60), None, clock.clone());
+        c.insert(dk("userData", 1), KeyStatus::Active);
+        // A wall-clock step does not age or rejuvenate entries.
+        clock.set_wall(i64::MAX / 2);
+        assert!(c.active("userData").is_some());
+        clock.advance(Duration::from_secs(59));
+        assert!(c.active("userData").is_some());
+        clock.advance(Duration::from_secs(1));
+        assert!(c.active("userData").is_none(), "expired at the TTL");
+        assert!(c.version("userData", KeyVersion::FIRST).is_none());
     }
 
     #[test]
     fn non_active_insert_clears_stale_active() {
-        let c = KeyCache::new(Duration::from_secs(3600), None);
+        let c = cache(Duration::from_secs(3600));
         c.insert(dk("userData", 1), KeyStatus::Active);
         c.insert(dk("userData", 1), KeyStatus::Rotating);
         assert!(c.active("userData").is_none());

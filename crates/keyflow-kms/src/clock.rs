@@ -1,23 +1,8 @@
-//! Wall-clock time, passed in as a value so tests can control it.
+//! Time, passed in as a value so tests can control it: the [`Clock`] trait and its two
+//! providers live in `keyflow_core::clock` (re-exported here); this module adds the
+//! RFC 3339 formatting that key metadata and reports use.
 
-/// A source of wall-clock time.
-pub trait Clock: Send + Sync {
-    /// Now, in Unix milliseconds.
-    fn now_millis(&self) -> i64;
-}
-
-/// The system clock.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now_millis(&self) -> i64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-            .unwrap_or(0)
-    }
-}
+pub use keyflow_core::clock::{Clock, ManualClock, SystemClock};
 
 /// Formats Unix milliseconds as RFC 3339 (UTC), e.g. `2026-11-28T10:26:08.123Z`.
 pub fn rfc3339(millis: i64) -> String {

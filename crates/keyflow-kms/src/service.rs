@@ -220,16 +220,32 @@ impl EncryptionService {
             kek,
             rng: Arc::new(OsRng),
             clock: Arc::new(SystemClock),
-            cache: KeyCache::new(config.cache_ttl, config.max_staleness),
+            cache: KeyCache::new(
+                config.cache_ttl,
+                config.max_staleness,
+                Arc::new(SystemClock),
+            ),
             config,
             seen_generation: std::sync::atomic::AtomicI64::new(i64::MIN),
         }
     }
 
-    /// Replaces the clock (tests).
+    /// Replaces the clock: timestamps, policies and the key cache's TTL and staleness
+    /// bound all read it (tests pass a [`crate::clock::ManualClock`]). Call it before
+    /// the first use: it starts an empty key cache on the new clock.
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.cache = KeyCache::new(
+            self.config.cache_ttl,
+            self.config.max_staleness,
+            clock.clone(),
+        );
         self.clock = clock;
         self
+    }
+
+    /// The clock this service reads (for callers that schedule work around it).
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
     }
 
     /// Replaces the random source (tests).

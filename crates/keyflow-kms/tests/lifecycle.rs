@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::Env;
-use keyflow_kms::clock::{Clock, SystemClock};
+use keyflow_kms::clock::{Clock, ManualClock, SystemClock};
 use keyflow_kms::model::DAY_MS;
 use keyflow_kms::scheduler::ActionKind;
 use keyflow_kms::{
@@ -385,12 +385,14 @@ async fn another_process_revocation_is_seen_after_revalidation() {
 #[tokio::test]
 async fn a_cache_past_its_staleness_bound_goes_back_to_the_keystore() {
     let env = Env::new();
+    let clock = Arc::new(ManualClock::starting_now());
     let s = env
         .service(ServiceConfig {
             max_staleness: Some(Duration::from_millis(50)),
             ..ServiceConfig::default()
         })
-        .await;
+        .await
+        .with_clock(clock.clone());
     s.revalidate().await.unwrap();
     s.encrypt_value(&json!(1), &p("userData"), &Context::new())
         .await
@@ -400,8 +402,14 @@ async fn a_cache_past_its_staleness_bound_goes_back_to_the_keystore() {
         .await
         .unwrap();
     assert_eq!(s.cache_stats().hits, before.hits + 1, "served from cache");
-    tokio::time::sleep(Duration::from_millis(80)).await;
-    assert!(s.cache_staleness() >= Duration::from_millis(50));
+    clock.advance(Duration::from_millis(49));
+    let before = s.cache_stats();
+    s.encrypt_value(&json!(1), &p("userData"), &Context::new())
+        .await
+        .unwrap();
+    assert_eq!(s.cache_stats().hits, before.hits + 1, "inside the bound");
+    clock.advance(Duration::from_millis(1));
+    assert_eq!(s.cache_staleness(), Duration::from_millis(50));
     let before = s.cache_stats();
     s.encrypt_value(&json!(1), &p("userData"), &Context::new())
         .await

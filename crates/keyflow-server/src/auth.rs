@@ -7,7 +7,7 @@
 //! process therefore takes effect within a second.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -21,14 +21,16 @@ use keyflow_kms::{Keystore, Purpose, StoreError};
 use crate::error::ApiError;
 use crate::state::AppState;
 
-const MIN_REFRESH_GAP_MS: i64 = 250;
+const MIN_REFRESH_GAP_MS: u64 = 250;
+const NEVER: u64 = u64::MAX;
 
 /// The token table, as last read from the keystore.
 pub struct TokenCache {
     snap: ArcSwap<HashMap<String, Arc<TokenRecord>>>,
     store: Arc<dyn Keystore>,
     clock: Arc<dyn Clock>,
-    last_refresh: AtomicI64,
+    /// The clock's monotonic reading (ms) at the last refresh; [`NEVER`] before the first.
+    last_refresh: AtomicU64,
 }
 
 impl TokenCache {
@@ -38,14 +40,14 @@ impl TokenCache {
             snap: ArcSwap::from_pointee(HashMap::new()),
             store,
             clock,
-            last_refresh: AtomicI64::new(i64::MIN),
+            last_refresh: AtomicU64::new(NEVER),
         }
     }
 
     /// Re-reads every token from the keystore.
     pub async fn refresh(&self) -> Result<(), StoreError> {
         self.last_refresh
-            .store(self.clock.now_millis(), Ordering::Relaxed);
+            .store(self.monotonic_ms(), Ordering::Relaxed);
         let tokens = self.store.list_tokens().await?;
         let map = tokens
             .into_iter()
@@ -53,6 +55,10 @@ impl TokenCache {
             .collect();
         self.snap.store(Arc::new(map));
         Ok(())
+    }
+
+    fn monotonic_ms(&self) -> u64 {
+        u64::try_from(self.clock.monotonic().as_millis()).unwrap_or(u64::MAX - 1)
     }
 
     /// How many tokens exist (revoked included).
@@ -76,9 +82,8 @@ impl TokenCache {
         let (id, secret) = access::parse(token).ok_or(ApiError::Unauthorized)?;
         let mut record = self.snap.load().get(id).cloned();
         if record.is_none() {
-            let now = self.clock.now_millis();
             let last = self.last_refresh.load(Ordering::Relaxed);
-            if now.saturating_sub(last) >= MIN_REFRESH_GAP_MS {
+            if last == NEVER || self.monotonic_ms().saturating_sub(last) >= MIN_REFRESH_GAP_MS {
                 self.refresh()
                     .await
                     .map_err(|e| ApiError::Internal(e.to_string()))?;

@@ -1,7 +1,7 @@
 //! Shared server state.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
 
 use keyflow_kms::EncryptionService;
 
@@ -44,20 +44,31 @@ pub struct Inner {
     pub limits: Limits,
     /// Operation counters.
     pub metrics: Metrics,
-    /// When the server started.
-    pub started: Instant,
+    /// When the server started, on the service clock's monotonic reading.
+    pub started: Duration,
 }
 
 impl AppState {
     /// Builds the state.
     pub fn new(service: Arc<EncryptionService>, tokens: TokenCache, limits: Limits) -> Self {
+        let started = service.clock().monotonic();
         Self(Arc::new(Inner {
             service,
             tokens,
             limits,
             metrics: Metrics::default(),
-            started: Instant::now(),
+            started,
         }))
+    }
+}
+
+impl AppState {
+    /// Time since the server started, on the service clock.
+    pub fn uptime(&self) -> Duration {
+        self.service
+            .clock()
+            .monotonic()
+            .saturating_sub(self.started)
     }
 }
 

@@ -9,7 +9,6 @@
 
 use std::time::Duration;
 
-use keyflow_kms::clock::{Clock, SystemClock};
 use tokio::task::JoinSet;
 
 use crate::state::AppState;
@@ -121,7 +120,7 @@ async fn scheduler_loop(state: AppState, every: Duration, holder: String) {
     );
     loop {
         tick.tick().await;
-        let now = SystemClock.now_millis();
+        let now = state.service.clock().now_millis();
         match state
             .service
             .scheduler_pass(now, false, &holder, lease_ms)

@@ -473,3 +473,58 @@ async fn unsigned_garbage_never_fills_the_nonce_table() {
     let signed = Signed::new("POST", "/v1/keys", b"{}");
     assert_eq!(send(&app, signed.request()).await.0, StatusCode::OK);
 }
+
+/// 401 with `code`, from the integrity layer alone (no security-header layer around it).
+async fn refused(app: &Router, req: Request, code: &str) {
+    let (status, _, body) = send(app, req).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{code}");
+    assert_error(&body, code);
+}
+
+/// The window's edges and the nonce table's memory, on a clock the test moves: exact
+/// boundaries instead of margins that a slow run might eat.
+#[tokio::test]
+async fn the_window_and_the_nonce_table_follow_the_injected_clock() {
+    use keyflow_core::clock::ManualClock;
+    use keyflow_transport::RequestIntegrityLayer;
+    use std::sync::Arc;
+
+    let t0 = 1_800_000_000u64;
+    let clock = Arc::new(ManualClock::new(i64::try_from(t0 * 1000).unwrap()));
+    let app = Router::new()
+        .route(
+            "/v1/keys",
+            axum::routing::post(|body: Bytes| async move { body }),
+        )
+        .layer(RequestIntegrityLayer::from_config_and_clock(
+            &config(),
+            clock.clone(),
+        ));
+    let at = |timestamp: u64| Signed {
+        timestamp,
+        ..Signed::new("POST", "/v1/keys", b"{}")
+    };
+    // Exactly at the edges of the ±300 s window: accepted; one second beyond: stale.
+    for ts in [t0 - 300, t0 + 300] {
+        assert_eq!(send(&app, at(ts).request()).await.0, StatusCode::OK, "{ts}");
+    }
+    for ts in [t0 - 301, t0 + 301] {
+        refused(&app, at(ts).request(), "integrity_stale").await;
+    }
+
+    // A nonce is remembered while its timestamp is inside the window...
+    let signed = at(t0);
+    assert_eq!(send(&app, signed.request()).await.0, StatusCode::OK);
+    clock.advance(Duration::from_secs(300));
+    refused(&app, signed.request(), "integrity_replayed").await;
+    // ...and once the timestamp has left the window the request is stale, not a replay.
+    clock.advance(Duration::from_secs(1));
+    refused(&app, signed.request(), "integrity_stale").await;
+    // The nonce itself may be used again under a new timestamp once the old one expired.
+    let reused = Signed {
+        nonce: signed.nonce.clone(),
+        ..at(t0 + 301)
+    };
+    assert_eq!(send(&app, reused.request()).await.0, StatusCode::OK);
+    refused(&app, reused.request(), "integrity_replayed").await;
+}

@@ -55,7 +55,7 @@ pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
                 "keyCache": if cache_ok { "confirmed" } else { "unconfirmed" },
                 "keyCacheAgeMs": u64::try_from(staleness.as_millis()).unwrap_or(u64::MAX),
             },
-            "uptimeSeconds": state.started.elapsed().as_secs(),
+            "uptimeSeconds": state.uptime().as_secs(),
         })),
     )
 }
@@ -165,10 +165,9 @@ pub async fn metrics(
     who: Principal,
 ) -> ApiResult<impl IntoResponse> {
     who.require(&[Role::Admin, Role::Auditor])?;
-    let body = state.metrics.render(
-        state.service.cache_stats(),
-        state.started.elapsed().as_secs(),
-    );
+    let body = state
+        .metrics
+        .render(state.service.cache_stats(), state.uptime().as_secs());
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body))
 }
 

@@ -6,7 +6,6 @@ mod sign;
 use std::error::Error as StdError;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::hmac;
 use axum::body::Body;
@@ -17,6 +16,8 @@ use http::{HeaderMap, HeaderName};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use subtle::ConstantTimeEq;
 use tower::{Layer, Service};
+
+use keyflow_core::clock::{Clock, SystemClock};
 
 use crate::config::TransportConfig;
 use crate::error::TransportError;
@@ -61,6 +62,8 @@ pub struct RequestIntegrityLayer {
 }
 
 struct IntegrityPolicy {
+    /// The window and the nonce table read this clock's wall time.
+    clock: Arc<dyn Clock>,
     key: Option<hmac::Key>,
     required_prefixes: Vec<String>,
     window_secs: u64,
@@ -83,12 +86,19 @@ impl RequestIntegrityLayer {
     /// Takes `integrity_secret`, `integrity_required_prefixes`, `integrity_window`,
     /// `integrity_max_body` and `integrity_max_nonces` from `config`.
     pub fn from_config(config: &TransportConfig) -> Self {
+        Self::from_config_and_clock(config, Arc::new(SystemClock))
+    }
+
+    /// [`Self::from_config`] with the clock that the timestamp window and the nonce
+    /// table read (tests pass a `keyflow_core::ManualClock`).
+    pub fn from_config_and_clock(config: &TransportConfig, clock: Arc<dyn Clock>) -> Self {
         let key = config
             .integrity_secret
             .as_ref()
             .map(|s| hmac::Key::new(hmac::HMAC_SHA256, s.expose()));
         Self {
             policy: Arc::new(IntegrityPolicy {
+                clock,
                 key,
                 required_prefixes: config.integrity_required_prefixes.clone(),
                 window_secs: config.integrity_window.as_secs(),
@@ -144,12 +154,6 @@ fn single_header<'a>(
         .map_err(|_| TransportError::IntegrityInvalid)
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 fn is_length_limit(err: &(dyn StdError + 'static)) -> bool {
     let mut current = Some(err);
     while let Some(e) = current {
@@ -195,7 +199,7 @@ impl IntegrityPolicy {
         }
         let presented =
             sign::decode_signature(signature).ok_or(TransportError::IntegrityInvalid)?;
-        let now = unix_now();
+        let now = u64::try_from(self.clock.now_millis() / 1000).unwrap_or(0);
         if now.abs_diff(timestamp) > self.window_secs {
             return Err(TransportError::IntegrityStale);
         }
