@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Sandbox, PASSWORD};
-use keyflow_store_postgres::test_support::{with_database, TestDb};
+use keyflow_testkit::postgres::{with_database, TestDb};
 use serde_json::Value;
 use sqlx::{Connection, PgConnection};
 

@@ -8,7 +8,7 @@ mod common;
 use common::{env, purpose};
 use keyflow_fields::{BlindIndexValue, Encrypted};
 use keyflow_kms::Context;
-use keyflow_store_postgres::test_support::with_database;
+use keyflow_testkit::postgres::with_database;
 use sqlx::Row;
 
 #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]

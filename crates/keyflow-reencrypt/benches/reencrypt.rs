@@ -18,7 +18,7 @@ use keyflow_reencrypt::{
     backend, engine, ContextSpec, EncryptPlaintext, NoProgress, Operation, Rewrap, RunOptions,
     TableSpec,
 };
-use keyflow_store_postgres::test_support::with_database;
+use keyflow_testkit::postgres::with_database;
 
 async fn bench(env: &Env, db: &Db, rows: i64) {
     db.drop_table().await;

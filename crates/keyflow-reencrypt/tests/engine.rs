@@ -15,7 +15,7 @@ use keyflow_reencrypt::{
     backend, engine, Backend, ContextSpec, EncryptPlaintext, Error, NoProgress, Operation, Outcome,
     Report, Rewrap, RowId, RunOptions, TableSpec, ValueTransform,
 };
-use keyflow_store_postgres::test_support::with_database;
+use keyflow_testkit::postgres::with_database;
 
 const N: i64 = 1200;
 

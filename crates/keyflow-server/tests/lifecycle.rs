@@ -12,7 +12,7 @@ use axum::body::Body;
 use axum::Router;
 use common::{oneshot, request, Harness, Resp, OTHER, OWN};
 use keyflow_kms::clock::{Clock, ManualClock, SystemClock};
-use keyflow_kms::kek_provider::{self, KekPassword};
+use keyflow_kms::kek_provider;
 use keyflow_kms::{EncryptionService, Keystore, ServiceConfig};
 use keyflow_server::auth::TokenCache;
 use keyflow_server::upkeep::{self, UpkeepConfig};
@@ -277,13 +277,8 @@ async fn second_instance(
     bound: Duration,
     clock: Arc<dyn Clock>,
 ) -> (AppState, Arc<SqliteKeystore>) {
-    let store = Arc::new(
-        SqliteKeystore::open(&h.dir.path().join("keyflow.db"))
-            .await
-            .unwrap(),
-    );
-    let password = KekPassword::new("correct horse battery staple".into(), false).unwrap();
-    let kek = kek_provider::unlock(&h.dir.path().join("kek.json"), &password, &*store)
+    let store = Arc::new(SqliteKeystore::open(&h.env.db_path).await.unwrap());
+    let kek = kek_provider::unlock(&h.env.kek_path, &h.env.password(), &*store)
         .await
         .unwrap();
     let dyn_store: Arc<dyn Keystore> = store.clone();

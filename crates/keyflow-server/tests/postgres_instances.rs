@@ -20,7 +20,7 @@ use keyflow_kms::{EncryptionService, Keystore, ServiceConfig};
 use keyflow_server::auth::TokenCache;
 use keyflow_server::upkeep::{self, UpkeepConfig};
 use keyflow_server::{AppState, HttpSettings, Limits};
-use keyflow_store_postgres::test_support::with_database;
+use keyflow_testkit::postgres::with_database;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 

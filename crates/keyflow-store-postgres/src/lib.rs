@@ -54,8 +54,6 @@ use tokio::sync::Notify;
 
 mod lifecycle;
 mod listen;
-#[cfg(feature = "test-support")]
-pub mod test_support;
 
 use lifecycle::check_kek;
 

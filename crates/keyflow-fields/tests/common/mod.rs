@@ -1,43 +1,18 @@
-//! A real EncryptionService over SQLite in a temporary directory.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail by panicking
-#![allow(dead_code, missing_docs)]
+//! A real EncryptionService over an in-memory keystore (`keyflow-testkit`).
+#![allow(dead_code, unused_imports)]
 
-use std::sync::Arc;
+use keyflow_kms::{EncryptionService, ServiceConfig};
 
-use keyflow_kms::kek_provider::{self, KekPassword};
-use keyflow_kms::keyflow_core::kek::{KdfParams, MIN_PBKDF2_ITERATIONS};
-use keyflow_kms::keyflow_core::OsRng;
-use keyflow_kms::{EncryptionService, Keystore, Purpose, ServiceConfig};
-use keyflow_store_sqlite::SqliteKeystore;
+pub use keyflow_testkit::env::purpose;
 
+/// The environment (its directory holds the KEK) and a service over it.
 pub struct Env {
-    pub dir: tempfile::TempDir,
+    pub dir: keyflow_testkit::Env,
     pub service: EncryptionService,
 }
 
 pub async fn env() -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Keystore> = Arc::new(
-        SqliteKeystore::open(&dir.path().join("keyflow.db"))
-            .await
-            .unwrap(),
-    );
-    let password = KekPassword::new("correct horse battery staple".into(), false).unwrap();
-    let (_, kek) = kek_provider::init(
-        &dir.path().join("kek.json"),
-        &password,
-        KdfParams {
-            iterations: MIN_PBKDF2_ITERATIONS,
-        },
-        &*store,
-        &OsRng,
-    )
-    .await
-    .unwrap();
-    let service = EncryptionService::new(store, kek, ServiceConfig::default());
+    let dir = keyflow_testkit::Env::new();
+    let service = dir.service(ServiceConfig::default()).await;
     Env { dir, service }
-}
-
-pub fn purpose(name: &str) -> Purpose {
-    Purpose::new(name).unwrap()
 }

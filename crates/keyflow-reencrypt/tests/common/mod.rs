@@ -117,7 +117,7 @@ impl Db {
     }
 
     /// PostgreSQL at `url`: a throwaway database from
-    /// `keyflow_store_postgres::test_support::with_database`.
+    /// `keyflow_testkit::postgres::with_database`.
     pub async fn postgres(url: &str) -> Self {
         let pool = PgPoolOptions::new()
             .max_connections(2)

@@ -3,6 +3,7 @@
 //! an ephemeral loopback port, and a small hyper + rustls client.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail by panicking
 #![allow(dead_code, missing_docs)]
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,15 +20,11 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Frame;
 use hyper_util::rt::TokioIo;
-use keyflow_kms::access::{self, Role};
+use keyflow_kms::access::Role;
 use keyflow_kms::clock::{Clock, SystemClock};
-use keyflow_kms::kek_provider::{self, KekPassword};
-use keyflow_kms::keyflow_core::kek::{KdfParams, MIN_PBKDF2_ITERATIONS};
-use keyflow_kms::keyflow_core::OsRng;
 use keyflow_kms::{Context as KmsContext, EncryptionService, Keystore, Purpose, ServiceConfig};
 use keyflow_server::auth::TokenCache;
 use keyflow_server::{AppState, HttpSettings, Limits};
-use keyflow_store_sqlite::SqliteKeystore;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, RootCertStore, SupportedProtocolVersion};
@@ -60,7 +57,8 @@ pub fn now_millis() -> i64 {
 /// A keystore, a KEK, a service, the token cache and three tokens: admin, service
 /// (granted [`OWN`] only) and auditor. [`OWN`] and [`OTHER`] have version 1.
 pub struct Harness {
-    pub dir: tempfile::TempDir,
+    /// The temporary directory with `kek.json` and `keyflow.db`.
+    pub env: keyflow_testkit::Env,
     pub store: Arc<dyn Keystore>,
     pub service: Arc<EncryptionService>,
     pub state: AppState,
@@ -76,24 +74,9 @@ impl Harness {
     }
 
     pub async fn with_limits(limits: Limits) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Keystore> = Arc::new(
-            SqliteKeystore::open(&dir.path().join("keyflow.db"))
-                .await
-                .unwrap(),
-        );
-        let password = KekPassword::new("correct horse battery staple".into(), false).unwrap();
-        let (_, kek) = kek_provider::init(
-            &dir.path().join("kek.json"),
-            &password,
-            KdfParams {
-                iterations: MIN_PBKDF2_ITERATIONS,
-            },
-            &*store,
-            &OsRng,
-        )
-        .await
-        .unwrap();
+        let env = keyflow_testkit::Env::sqlite();
+        let store = env.store().await;
+        let kek = env.init(&*store).await;
         let service = Arc::new(EncryptionService::new(
             store.clone(),
             kek,
@@ -106,7 +89,7 @@ impl Harness {
         tokens.refresh().await.unwrap();
         let state = AppState::new(service.clone(), tokens, limits);
         let mut h = Self {
-            dir,
+            env,
             store,
             service,
             state,
@@ -130,18 +113,10 @@ impl Harness {
         purposes: &[&str],
         expires_at: Option<i64>,
     ) -> (String, String) {
-        let new = access::generate(
-            role,
-            purposes.iter().map(|p| Purpose::new(p).unwrap()).collect(),
-            format!("test {role}"),
-            now_millis() - 60_000,
-            expires_at,
-            &OsRng,
-        )
-        .unwrap();
-        self.store.insert_token(&new.record).await.unwrap();
+        let (token, id) =
+            keyflow_testkit::env::token(&*self.store, role, purposes, expires_at).await;
         self.state.tokens.refresh().await.unwrap();
-        (new.token.to_string(), new.record.id.clone())
+        (token, id)
     }
 
     /// Revokes a token the way `keyflow tokens revoke` does, then refreshes the cache.
@@ -176,7 +151,7 @@ impl Harness {
 
     /// The dev certificate (self-signed for localhost and 127.0.0.1), generated once.
     pub fn cert_files(&self) -> (PathBuf, PathBuf) {
-        keyflow_server::tls::dev_certificate(&self.dir.path().join("tls")).unwrap()
+        keyflow_server::tls::dev_certificate(&self.env.dir.path().join("tls")).unwrap()
     }
 
     pub fn cert_der(&self) -> CertificateDer<'static> {

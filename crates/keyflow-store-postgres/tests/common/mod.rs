@@ -1,4 +1,4 @@
-//! The shared PostgreSQL test support (`keyflow_store_postgres::test_support`).
+//! The shared PostgreSQL test support (`keyflow_testkit::postgres`).
 #![allow(unused_imports)] // each test file uses a different part
 
-pub use keyflow_store_postgres::test_support::*;
+pub use keyflow_testkit::postgres::*;

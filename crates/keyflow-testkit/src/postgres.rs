@@ -1,16 +1,16 @@
-//! Test support (feature `test-support`): a throwaway PostgreSQL database per test,
-//! from `TEST_DATABASE_URL`. Used by this crate's tests and by other crates' tests that
-//! need a real PostgreSQL keystore.
+//! A throwaway PostgreSQL database per test, from `TEST_DATABASE_URL` (feature
+//! `postgres`), for every crate whose tests need a real PostgreSQL keystore.
+//! `scripts/test-postgres.sh up` starts a server and prints the URL.
 //!
 //! Without `TEST_DATABASE_URL` a test prints `SKIPPED: TEST_DATABASE_URL not set` to
 //! stderr and passes, so `cargo test --workspace` works on a machine without PostgreSQL.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test support fails by panicking
+//! With it set, a PostgreSQL that does not answer fails the test with that reason.
 
 use std::future::Future;
 use std::io::Write;
 use std::str::FromStr;
 
-use crate::{PoolSettings, PostgresKeystore};
+use keyflow_store_postgres::{PoolSettings, PostgresKeystore};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection};
 

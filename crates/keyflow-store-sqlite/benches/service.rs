@@ -1,4 +1,5 @@
-//! The EncryptionService hot path with keys cached (PRODUCT.md §10 targets):
+//! The EncryptionService hot path with keys cached, over the SQLite keystore (PRODUCT.md
+//! §10 targets):
 //! a 64 B field encrypt/decrypt, envelope and text form included; a batch of 100;
 //! 1 MiB; encrypt speed with 1 vs 1,000 versions in the ring; rotation latency.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)] // a benchmark harness
