@@ -329,7 +329,8 @@ fn a_killed_rotation_leaves_a_consistent_keystore() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        // Spread the kill over the run: KDF, keystore open, transaction, exit.
+        // Spread the kill over the run: KDF, keystore open, transaction, exit. Not a wait
+        // for anything: every kill point, early or late, must leave a consistent ring.
         std::thread::sleep(std::time::Duration::from_millis(5 + i * 9));
         let _ = child.kill();
         let _ = child.wait();

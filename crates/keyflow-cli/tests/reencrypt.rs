@@ -316,6 +316,7 @@ async fn sigkill_mid_run_then_rerun_finishes() {
             child.try_wait().unwrap().is_none(),
             "finished before the kill"
         );
+        // Paces the polling of a checkpoint that another process writes (120 s bound).
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let last_seen = progressed.expect("checkpoint showed progress");

