@@ -16,9 +16,10 @@
 use std::fmt;
 use std::num::NonZeroU32;
 
-use aws_lc_rs::{aead, pbkdf2};
+use aws_lc_rs::{aead, hkdf, hmac, pbkdf2};
 use base64::{engine::general_purpose::STANDARD as B64, Engine};
 use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use crate::envelope::{NONCE_LEN, TAG_LEN};
@@ -339,6 +340,49 @@ impl Kek {
     /// Constant-time comparison of two KEKs' material.
     pub fn same_material(&self, other: &Kek) -> bool {
         self.material.ct_eq(&other.material)
+    }
+
+    /// An HMAC-SHA256 key derived from the KEK for one use named by `label` (HKDF-SHA256,
+    /// `label` as info), e.g. the audit chain's. Distinct labels give independent keys;
+    /// the KEK itself never signs anything.
+    pub fn derive_mac_key(&self, label: &[u8]) -> Result<MacKey> {
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, MAC_KEY_SALT).extract(self.material.expose());
+        let mut out = Zeroizing::new([0u8; KEY_LEN]);
+        prk.expand(&[label], hkdf::HKDF_SHA256)
+            .and_then(|okm| okm.fill(&mut out[..]))
+            .map_err(|_| Error::Crypto)?;
+        Ok(MacKey(hmac::Key::new(hmac::HMAC_SHA256, &out[..])))
+    }
+}
+
+const MAC_KEY_SALT: &[u8] = b"keyflow kek mac keys v1";
+
+/// An HMAC-SHA256 key derived from a KEK ([`Kek::derive_mac_key`]). `Debug` shows no
+/// key bytes; verification is constant time.
+pub struct MacKey(hmac::Key);
+
+impl fmt::Debug for MacKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MacKey(<redacted>)")
+    }
+}
+
+impl MacKey {
+    /// HMAC-SHA256 over the concatenation of `parts`.
+    pub fn sign(&self, parts: &[&[u8]]) -> [u8; 32] {
+        let mut ctx = hmac::Context::with_key(&self.0);
+        for p in parts {
+            ctx.update(p);
+        }
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ctx.sign().as_ref());
+        out
+    }
+
+    /// Whether `tag` is the HMAC of `parts`, compared in constant time.
+    pub fn verify(&self, parts: &[&[u8]], tag: &[u8]) -> bool {
+        let expected = self.sign(parts);
+        expected.ct_eq(tag).into()
     }
 }
 

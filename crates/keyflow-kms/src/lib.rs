@@ -21,6 +21,7 @@
 
 pub mod access;
 pub mod atomic_file;
+pub mod audit;
 pub mod backup;
 mod cache;
 pub mod clock;

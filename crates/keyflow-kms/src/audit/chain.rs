@@ -1,0 +1,383 @@
+//! Sealing and verifying the audit chain. Pure: no I/O.
+//!
+//! Record `n` carries `mac_n = HMAC-SHA256(K, "keyflow-audit-v1" ‖ mac_{n-1} ‖ n (u64 BE)
+//! ‖ len(kek_id) (u16 BE) ‖ kek_id ‖ body)`, where `body` is the event's canonical JSON
+//! (the exact text stored), `mac_0` is 32 zero bytes and `K` is derived from the KEK
+//! named by `kek_id` ([`AUDIT_KEY_LABEL`]). Sequence numbers start at 1 and have no
+//! gaps. The indexed copies a store keeps beside the body (time, actor, operation,
+//! result, purposes) are checked against the body, so a filter cannot be fooled either.
+
+use keyflow_core::kek::{Kek, MacKey};
+
+use super::AuditEvent;
+
+/// The HKDF label of the audit chain's key.
+pub const AUDIT_KEY_LABEL: &[u8] = b"keyflow audit chain v1";
+const DOMAIN: &[u8] = b"keyflow-audit-v1";
+
+/// The chain's last record: its sequence number and MAC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ChainHead {
+    /// The last sequence number (0: empty chain).
+    pub seq: u64,
+    /// The last MAC (zeros: empty chain).
+    pub mac: [u8; 32],
+}
+
+/// A sealed record as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAudit {
+    /// Position in the chain, from 1.
+    pub seq: u64,
+    /// The KEK whose derived key sealed it.
+    pub kek_id: String,
+    /// Indexed copy of the event's time.
+    pub time: i64,
+    /// Indexed copy of the event's actor.
+    pub actor: String,
+    /// Indexed copy of the event's operation.
+    pub operation: String,
+    /// Indexed copy of the event's result.
+    pub result: String,
+    /// Indexed copy of the event's purposes.
+    pub purposes: Vec<String>,
+    /// The event's canonical JSON: what the MAC covers.
+    pub body: String,
+    /// The record's MAC.
+    pub mac: [u8; 32],
+}
+
+impl StoredAudit {
+    /// The event, parsed from the body.
+    pub fn event(&self) -> Result<AuditEvent, serde_json::Error> {
+        serde_json::from_str(&self.body)
+    }
+}
+
+/// Seals events with the audit key of one KEK.
+pub struct AuditSealer {
+    key: MacKey,
+    kek_id: String,
+}
+
+impl std::fmt::Debug for AuditSealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditSealer")
+            .field("kek_id", &self.kek_id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn mac_input<'a>(
+    prev: &'a [u8; 32],
+    seq: &'a [u8; 8],
+    kek_len: &'a [u8; 2],
+    kek_id: &'a str,
+    body: &'a str,
+) -> [&'a [u8]; 6] {
+    [
+        DOMAIN,
+        prev,
+        seq,
+        kek_len,
+        kek_id.as_bytes(),
+        body.as_bytes(),
+    ]
+}
+
+impl AuditSealer {
+    /// The sealer of `kek`'s audit key.
+    pub fn new(kek: &Kek) -> keyflow_core::Result<Self> {
+        Ok(Self {
+            key: kek.derive_mac_key(AUDIT_KEY_LABEL)?,
+            kek_id: kek.id().to_owned(),
+        })
+    }
+
+    /// The KEK id records sealed here carry.
+    pub fn kek_id(&self) -> &str {
+        &self.kek_id
+    }
+
+    /// Seals `event` as record `seq` after a record whose MAC is `prev`.
+    pub fn seal(
+        &self,
+        prev: &[u8; 32],
+        seq: u64,
+        event: &AuditEvent,
+    ) -> Result<StoredAudit, serde_json::Error> {
+        let body = serde_json::to_string(event)?;
+        let seq_be = seq.to_be_bytes();
+        let kek_len = u16::try_from(self.kek_id.len())
+            .unwrap_or(u16::MAX)
+            .to_be_bytes();
+        let mac = self
+            .key
+            .sign(&mac_input(prev, &seq_be, &kek_len, &self.kek_id, &body));
+        Ok(StoredAudit {
+            seq,
+            kek_id: self.kek_id.clone(),
+            time: event.time,
+            actor: event.actor.clone(),
+            operation: event.operation.clone(),
+            result: event.result.clone(),
+            purposes: event.purposes.clone(),
+            body,
+            mac,
+        })
+    }
+
+    fn verifies(&self, prev: &[u8; 32], r: &StoredAudit) -> bool {
+        let seq_be = r.seq.to_be_bytes();
+        let kek_len = u16::try_from(r.kek_id.len())
+            .unwrap_or(u16::MAX)
+            .to_be_bytes();
+        self.key.verify(
+            &mac_input(prev, &seq_be, &kek_len, &r.kek_id, &r.body),
+            &r.mac,
+        )
+    }
+}
+
+/// Why a record does not verify.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChainBreak {
+    /// A record is missing before this one, or it is out of order, or repeated.
+    #[error("record {found}: expected sequence number {expected} (a record was removed, inserted or reordered)")]
+    Sequence {
+        /// The sequence number that should come next.
+        expected: u64,
+        /// The one found.
+        found: u64,
+    },
+    /// The MAC does not match: the record, or one before it, was changed.
+    #[error("record {seq}: MAC mismatch (the record was edited, or the chain before it)")]
+    Mac {
+        /// The record.
+        seq: u64,
+    },
+    /// The body is not an event, or an indexed copy differs from it.
+    #[error("record {seq}: {what} does not match the sealed body")]
+    Copy {
+        /// The record.
+        seq: u64,
+        /// Which column.
+        what: &'static str,
+    },
+    /// Sealed under a KEK whose key is not available here.
+    #[error("record {seq}: sealed under KEK {kek_id}, which is not available to verify it")]
+    UnknownKek {
+        /// The record.
+        seq: u64,
+        /// The KEK id it names.
+        kek_id: String,
+    },
+    /// The stored head does not point at the last record: the tail was cut (or the head
+    /// was moved).
+    #[error("the chain head says record {head_seq} but the last record is {last_seq}: records were removed from the end")]
+    Head {
+        /// The head's sequence number.
+        head_seq: u64,
+        /// The last record's.
+        last_seq: u64,
+    },
+}
+
+/// Verifies records pushed in ascending order, from sequence number 1.
+#[derive(Debug)]
+pub struct ChainVerifier<'k> {
+    sealers: Vec<&'k AuditSealer>,
+    prev: ChainHead,
+}
+
+impl<'k> ChainVerifier<'k> {
+    /// A verifier knowing the audit keys of `sealers` (usually just the current KEK's).
+    pub fn new(sealers: Vec<&'k AuditSealer>) -> Self {
+        Self {
+            sealers,
+            prev: ChainHead::default(),
+        }
+    }
+
+    /// How far the chain verified so far.
+    pub fn verified(&self) -> ChainHead {
+        self.prev
+    }
+
+    /// Checks the next record.
+    pub fn push(&mut self, r: &StoredAudit) -> Result<(), ChainBreak> {
+        let expected = self.prev.seq + 1;
+        if r.seq != expected {
+            return Err(ChainBreak::Sequence {
+                expected,
+                found: r.seq,
+            });
+        }
+        let sealer = self
+            .sealers
+            .iter()
+            .find(|s| s.kek_id == r.kek_id)
+            .ok_or_else(|| ChainBreak::UnknownKek {
+                seq: r.seq,
+                kek_id: r.kek_id.clone(),
+            })?;
+        if !sealer.verifies(&self.prev.mac, r) {
+            return Err(ChainBreak::Mac { seq: r.seq });
+        }
+        let copy = |what| ChainBreak::Copy { seq: r.seq, what };
+        let e = r.event().map_err(|_| copy("body"))?;
+        if e.time != r.time {
+            return Err(copy("time"));
+        }
+        if e.actor != r.actor {
+            return Err(copy("actor"));
+        }
+        if e.operation != r.operation {
+            return Err(copy("operation"));
+        }
+        if e.result != r.result {
+            return Err(copy("result"));
+        }
+        if e.purposes != r.purposes {
+            return Err(copy("purposes"));
+        }
+        self.prev = ChainHead {
+            seq: r.seq,
+            mac: r.mac,
+        };
+        Ok(())
+    }
+
+    /// After the last record: the stored head must be the last record verified.
+    pub fn finish(&self, head: &ChainHead) -> Result<ChainHead, ChainBreak> {
+        if head.seq != self.prev.seq || head.mac != self.prev.mac {
+            return Err(ChainBreak::Head {
+                head_seq: head.seq,
+                last_seq: self.prev.seq,
+            });
+        }
+        Ok(self.prev)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::Source;
+    use keyflow_core::OsRng;
+
+    fn chain(sealer: &AuditSealer, n: u64) -> Vec<StoredAudit> {
+        let mut prev = [0u8; 32];
+        (1..=n)
+            .map(|seq| {
+                let mut e = AuditEvent::new(1_000 + seq as i64, Source::Http, "tok1", "encrypt");
+                e.purposes = vec!["userData".into()];
+                let r = sealer.seal(&prev, seq, &e).unwrap();
+                prev = r.mac;
+                r
+            })
+            .collect()
+    }
+
+    fn verify(
+        sealer: &AuditSealer,
+        rows: &[StoredAudit],
+        head: ChainHead,
+    ) -> Result<ChainHead, ChainBreak> {
+        let mut v = ChainVerifier::new(vec![sealer]);
+        for r in rows {
+            v.push(r)?;
+        }
+        v.finish(&head)
+    }
+
+    fn head(rows: &[StoredAudit]) -> ChainHead {
+        rows.last().map_or_else(ChainHead::default, |r| ChainHead {
+            seq: r.seq,
+            mac: r.mac,
+        })
+    }
+
+    #[test]
+    fn every_kind_of_tampering_names_the_first_bad_record() {
+        let kek = Kek::generate(&OsRng).unwrap();
+        let s = AuditSealer::new(&kek).unwrap();
+        let rows = chain(&s, 6);
+        let h = head(&rows);
+        assert_eq!(verify(&s, &rows, h).unwrap().seq, 6);
+        assert_eq!(verify(&s, &[], ChainHead::default()).unwrap().seq, 0);
+
+        // An edited body.
+        let mut edited = rows.clone();
+        edited[2].body = edited[2].body.replace("tok1", "tok2");
+        assert_eq!(verify(&s, &edited, h), Err(ChainBreak::Mac { seq: 3 }));
+        // An edited indexed copy (what filters read).
+        let mut copy = rows.clone();
+        copy[1].actor = "someone-else".into();
+        assert_eq!(
+            verify(&s, &copy, h),
+            Err(ChainBreak::Copy {
+                seq: 2,
+                what: "actor"
+            })
+        );
+        // A deleted middle record.
+        let mut deleted = rows.clone();
+        deleted.remove(3);
+        assert_eq!(
+            verify(&s, &deleted, h),
+            Err(ChainBreak::Sequence {
+                expected: 4,
+                found: 5
+            })
+        );
+        // Two swapped.
+        let mut swapped = rows.clone();
+        swapped.swap(1, 2);
+        assert_eq!(
+            verify(&s, &swapped, h),
+            Err(ChainBreak::Sequence {
+                expected: 2,
+                found: 3
+            })
+        );
+        // One inserted, renumbered: its MAC cannot be made without the key.
+        let mut inserted = rows.clone();
+        let forger = AuditSealer::new(&Kek::generate(&OsRng).unwrap()).unwrap();
+        let mut fake = forger
+            .seal(
+                &rows[1].mac,
+                3,
+                &AuditEvent::new(5, Source::Http, "x", "decrypt"),
+            )
+            .unwrap();
+        fake.kek_id = s.kek_id().to_owned();
+        inserted.insert(2, fake);
+        for (i, r) in inserted.iter_mut().enumerate().skip(3) {
+            r.seq = i as u64 + 1;
+        }
+        assert_eq!(verify(&s, &inserted, h), Err(ChainBreak::Mac { seq: 3 }));
+        // The tail cut, head left alone.
+        assert_eq!(
+            verify(&s, &rows[..4], h),
+            Err(ChainBreak::Head {
+                head_seq: 6,
+                last_seq: 4
+            })
+        );
+        // Records sealed under a KEK not at hand.
+        let other = AuditSealer::new(&Kek::generate(&OsRng).unwrap()).unwrap();
+        assert!(matches!(
+            verify(&other, &rows, h),
+            Err(ChainBreak::UnknownKek { seq: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn debug_shows_no_key() {
+        let kek = Kek::generate(&OsRng).unwrap();
+        let s = AuditSealer::new(&kek).unwrap();
+        let text = format!("{s:?}");
+        assert!(text.contains(kek.id()) && !text.contains("key:"), "{text}");
+    }
+}
