@@ -53,5 +53,41 @@ pub fn to_hex(bytes: &[u8]) -> String {
     }
     s
 }
+
+/// The bytes of hex text (either case), or `None` if it is not an even run of hex digits.
+pub fn from_hex(text: &str) -> Option<Vec<u8>> {
+    fn digit(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            b'A'..=b'F' => Some(c - b'A' + 10),
+            _ => None,
+        }
+    }
+    let raw = text.as_bytes();
+    if !raw.len().is_multiple_of(2) {
+        return None;
+    }
+    raw.chunks_exact(2)
+        .map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?))
+        .collect()
+}
 pub use rng::{OsRng, SecureRandom};
 pub use secret::SecretKey;
+
+#[cfg(test)]
+mod hex_tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trips_and_refuses_non_hex() {
+        let bytes = [0x00, 0x7f, 0x80, 0xff, 0x1a];
+        assert_eq!(to_hex(&bytes), "007f80ff1a");
+        assert_eq!(from_hex("007f80ff1a").as_deref(), Some(&bytes[..]));
+        assert_eq!(from_hex("007F80FF1A").as_deref(), Some(&bytes[..]));
+        assert_eq!(from_hex("").as_deref(), Some(&[][..]));
+        assert_eq!(from_hex("abc"), None, "odd length");
+        assert_eq!(from_hex("zz"), None);
+        assert_eq!(from_hex("é0"), None);
+    }
+}

@@ -127,6 +127,16 @@ impl AuditSealer {
         })
     }
 
+    /// HMAC of `parts` under the audit key (checkpoints use it with their own domain).
+    pub(crate) fn tag(&self, parts: &[&[u8]]) -> [u8; 32] {
+        self.key.sign(parts)
+    }
+
+    /// Whether `tag` is the HMAC of `parts`, in constant time.
+    pub(crate) fn tag_verifies(&self, parts: &[&[u8]], tag: &[u8]) -> bool {
+        self.key.verify(parts, tag)
+    }
+
     fn verifies(&self, prev: &[u8; 32], r: &StoredAudit) -> bool {
         let seq_be = r.seq.to_be_bytes();
         let kek_len = u16::try_from(r.kek_id.len())
@@ -196,6 +206,15 @@ impl<'k> ChainVerifier<'k> {
         Self {
             sealers,
             prev: ChainHead::default(),
+        }
+    }
+
+    /// A verifier that starts after `anchor` (a verified checkpoint where retention cut
+    /// the chain): the next record must be `anchor.seq + 1`, chained to `anchor.mac`.
+    pub fn after(sealers: Vec<&'k AuditSealer>, anchor: ChainHead) -> Self {
+        Self {
+            sealers,
+            prev: anchor,
         }
     }
 

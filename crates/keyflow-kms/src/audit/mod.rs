@@ -15,6 +15,7 @@
 //!   and answers each caller once its record is durable.
 
 pub mod chain;
+pub mod checkpoint;
 pub mod log;
 
 use async_trait::async_trait;
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::keystore::StoreError;
 
 pub use chain::{AuditSealer, ChainBreak, ChainHead, ChainVerifier, StoredAudit};
+pub use checkpoint::{Checkpoint, CheckpointError};
 
 /// Who or what produced an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
