@@ -20,6 +20,7 @@ use keyflow_kms::keystore::{CreateOutcome, Keystore, RotateOutcome};
 use keyflow_kms::model::{KeyStatus, KeyVersionRecord, VersionFilter};
 use keyflow_kms::{KeyVersion, Purpose};
 
+pub mod audit;
 pub mod lifecycle;
 
 fn p(name: &str) -> Purpose {

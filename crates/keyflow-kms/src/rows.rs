@@ -10,6 +10,8 @@ use crate::access::TokenRecord;
 use crate::keystore::StoreError;
 use crate::model::{KeyStatus, KeyVersionRecord, Policy};
 
+pub mod audit;
+
 /// Reads one column of a row, by name. Backend errors (missing column, wrong type)
 /// become [`StoreError`]s.
 pub trait Columns {

@@ -52,6 +52,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{Connection, PgConnection, PgPool, Postgres, Row, Transaction};
 use tokio::sync::Notify;
 
+mod audit;
 mod lifecycle;
 mod listen;
 
@@ -94,6 +95,7 @@ impl MigrationSource<'static> for Embedded {
                     "lifecycle",
                     include_str!("../migrations/0003_lifecycle.sql"),
                 ),
+                m(4, "audit", include_str!("../migrations/0004_audit.sql")),
             ])
         })
     }

@@ -7,6 +7,7 @@ mod common;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use keyflow_kms::audit::AuditStore;
 use keyflow_kms::Keystore;
 use keyflow_store_postgres::{PoolSettings, PostgresKeystore};
 
@@ -31,6 +32,22 @@ async fn postgres_passes_the_keystore_contract() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_passes_the_audit_contract() {
+    common::with_database("postgres_passes_the_audit_contract", |db, _| async move {
+        let counter = AtomicUsize::new(0);
+        keyflow_keystore_contract::audit::run_audit(|| {
+            let n = counter.fetch_add(1, Ordering::Relaxed);
+            let db = db.clone();
+            async move {
+                Arc::new(db.keystore(&format!("audit_{n}"), 4).await) as Arc<dyn AuditStore>
+            }
+        })
+        .await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reopening_keeps_data_and_migrations_are_idempotent() {
     common::with_database("reopening_keeps_data", |_, url| async move {
         let a = PostgresKeystore::connect(&url, &PoolSettings::default())
@@ -49,7 +66,7 @@ async fn reopening_keeps_data_and_migrations_are_idempotent() {
                 .fetch_one(b.pool())
                 .await
                 .unwrap();
-        assert_eq!(migrations, 3);
+        assert_eq!(migrations, 4);
     })
     .await;
 }

@@ -31,6 +31,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, SqlitePool};
 
+mod audit;
 mod lifecycle;
 use lifecycle::{bump, check_kek};
 
@@ -69,6 +70,7 @@ impl MigrationSource<'static> for Embedded {
                     "lifecycle",
                     include_str!("../migrations/0003_lifecycle.sql"),
                 ),
+                m(4, "audit", include_str!("../migrations/0004_audit.sql")),
             ])
         })
     }

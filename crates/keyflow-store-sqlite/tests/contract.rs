@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use keyflow_kms::audit::AuditStore;
 use keyflow_kms::Keystore;
 use keyflow_store_sqlite::SqliteKeystore;
 
@@ -14,6 +15,18 @@ async fn sqlite_passes_the_keystore_contract() {
         let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path = dir.path().join(format!("ks-{n}.db"));
         async move { Arc::new(SqliteKeystore::open(&path).await.unwrap()) as Arc<dyn Keystore> }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_passes_the_audit_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let counter = std::sync::atomic::AtomicUsize::new(0);
+    keyflow_keystore_contract::audit::run_audit(|| {
+        let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = dir.path().join(format!("audit-{n}.db"));
+        async move { Arc::new(SqliteKeystore::open(&path).await.unwrap()) as Arc<dyn AuditStore> }
     })
     .await;
 }

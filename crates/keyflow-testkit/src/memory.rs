@@ -11,7 +11,9 @@
 //! - the change generation kept in the metadata under `generation`, starting at `"0"`,
 //!   bumped only by writes that commit;
 //! - counts (usage counters, policy budgets) saturating at `i64::MAX`, the largest value
-//!   the SQL backends' signed 64-bit columns hold.
+//!   the SQL backends' signed 64-bit columns hold;
+//! - the audit chain ([`AuditStore`]) with the SQL backends' paging: a query's limit 0
+//!   means [`MAX_PAGE`], larger limits are cut to it, a scan's limit is taken as given.
 //!
 //! One mutex around the whole state makes every method one transaction. Each write
 //! checks everything first and changes the state last, so a refused call leaves no trace.
@@ -38,6 +40,9 @@ use std::sync::{Mutex, PoisonError};
 
 use async_trait::async_trait;
 use keyflow_kms::access::TokenRecord;
+use keyflow_kms::audit::{
+    AuditEvent, AuditFilter, AuditSealer, AuditStore, ChainHead, StoredAudit, MAX_PAGE,
+};
 use keyflow_kms::kek_provider::META_KEK_ID;
 use keyflow_kms::keystore::{CreateOutcome, Keystore, RotateOutcome, StoreError, WriteOutcome};
 use keyflow_kms::model::{
@@ -69,6 +74,10 @@ struct State {
     policies: BTreeMap<Purpose, Policy>,
     /// Leases by name.
     leases: HashMap<String, Lease>,
+    /// The audit chain, in sequence order (`audit[i].seq == i + 1`).
+    audit: Vec<StoredAudit>,
+    /// The audit chain's head.
+    audit_head: ChainHead,
 }
 
 struct Lease {
@@ -85,6 +94,8 @@ impl MemoryKeystore {
             tokens: HashMap::new(),
             policies: BTreeMap::new(),
             leases: HashMap::new(),
+            audit: Vec::new(),
+            audit_head: ChainHead::default(),
         };
         Self {
             state: Mutex::new(state),
@@ -447,6 +458,64 @@ impl State {
             self.leases.remove(name);
         }
     }
+
+    /// Seals every event first and keeps them only if all sealed: all or nothing.
+    fn append_audit(
+        &mut self,
+        sealer: &AuditSealer,
+        events: &[AuditEvent],
+    ) -> Result<ChainHead, StoreError> {
+        let mut head = self.audit_head;
+        let mut sealed = Vec::with_capacity(events.len());
+        for event in events {
+            // The SQL backends' sequence column is a signed 64-bit integer.
+            let seq = head
+                .seq
+                .checked_add(1)
+                .filter(|s| i64::try_from(*s).is_ok())
+                .ok_or_else(|| StoreError("the audit chain is full".into()))?;
+            let record = sealer
+                .seal(&head.mac, seq, event)
+                .map_err(|e| StoreError(format!("cannot seal an audit event: {e}")))?;
+            head = ChainHead {
+                seq,
+                mac: record.mac,
+            };
+            sealed.push(record);
+        }
+        self.audit.extend(sealed);
+        self.audit_head = head;
+        Ok(head)
+    }
+
+    fn audit_scan(&self, after: u64, limit: u32) -> Vec<StoredAudit> {
+        self.audit
+            .iter()
+            .filter(|r| r.seq > after)
+            .take(usize::try_from(limit).unwrap_or(usize::MAX))
+            .cloned()
+            .collect()
+    }
+
+    fn audit_query(&self, f: &AuditFilter) -> Vec<StoredAudit> {
+        let limit = if f.limit == 0 { MAX_PAGE } else { f.limit };
+        let matches = |r: &&StoredAudit| {
+            f.since.is_none_or(|t| r.time >= t)
+                && f.until.is_none_or(|t| r.time < t)
+                && f.actor.as_ref().is_none_or(|a| *a == r.actor)
+                && f.purpose.as_ref().is_none_or(|p| r.purposes.contains(p))
+                && f.operation.as_ref().is_none_or(|o| *o == r.operation)
+                && f.result.as_ref().is_none_or(|x| *x == r.result)
+                && f.before.is_none_or(|b| r.seq < b)
+        };
+        self.audit
+            .iter()
+            .rev()
+            .filter(matches)
+            .take(usize::try_from(limit.min(MAX_PAGE)).unwrap_or(usize::MAX))
+            .cloned()
+            .collect()
+    }
 }
 
 #[async_trait]
@@ -566,6 +635,29 @@ impl Keystore for MemoryKeystore {
 
     async fn generation(&self) -> Result<i64, StoreError> {
         self.with(|s| s.generation())
+    }
+}
+
+#[async_trait]
+impl AuditStore for MemoryKeystore {
+    async fn append_audit(
+        &self,
+        sealer: &AuditSealer,
+        events: &[AuditEvent],
+    ) -> Result<ChainHead, StoreError> {
+        self.with(|s| s.append_audit(sealer, events))
+    }
+
+    async fn audit_head(&self) -> Result<ChainHead, StoreError> {
+        Ok(self.with(|s| s.audit_head))
+    }
+
+    async fn audit_scan(&self, after: u64, limit: u32) -> Result<Vec<StoredAudit>, StoreError> {
+        Ok(self.with(|s| s.audit_scan(after, limit)))
+    }
+
+    async fn audit_query(&self, filter: &AuditFilter) -> Result<Vec<StoredAudit>, StoreError> {
+        Ok(self.with(|s| s.audit_query(filter)))
     }
 }
 

@@ -7,6 +7,7 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use keyflow_kms::access::{Role, TokenRecord};
+use keyflow_kms::audit::AuditStore;
 use keyflow_kms::model::{
     KeyStatus, KeyVersionRecord, Policy, RewrappedKey, StatusChange, VersionFilter,
 };
@@ -18,6 +19,14 @@ use keyflow_testkit::memory::MemoryKeystore;
 async fn memory_passes_the_keystore_contract() {
     keyflow_keystore_contract::run_all(|| async {
         Arc::new(MemoryKeystore::new()) as Arc<dyn Keystore>
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_passes_the_audit_contract() {
+    keyflow_keystore_contract::audit::run_audit(|| async {
+        Arc::new(MemoryKeystore::new()) as Arc<dyn AuditStore>
     })
     .await;
 }

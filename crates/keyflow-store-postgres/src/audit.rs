@@ -1,0 +1,180 @@
+//! The audit chain's persistence ([`AuditStore`]): tables `keyflow_audit` and
+//! `keyflow_audit_head` (migration 0004).
+//!
+//! An append is one transaction that first locks the head row (`SELECT … FOR UPDATE`):
+//! appenders of every instance queue there, each seals after the head the previous one
+//! committed, so the chain never forks. The batch goes in as one `INSERT … UNNEST`
+//! (one round trip whatever its size). No NOTIFY: nothing caches audit records.
+//! Queries build their `WHERE` from the set conditions only (so the planner can use an
+//! index) and bind every value.
+
+use async_trait::async_trait;
+use keyflow_kms::audit::{
+    AuditEvent, AuditFilter, AuditSealer, AuditStore, ChainHead, StoredAudit,
+};
+use keyflow_kms::keyflow_core::to_hex;
+use keyflow_kms::keystore::StoreError;
+use keyflow_kms::rows::audit::{escape_purpose, page, purposes_column, seq_column, COLUMNS};
+use sqlx::PgConnection;
+
+use crate::{Cols, PostgresKeystore};
+
+/// The head; `lock` takes its row lock until the transaction ends.
+async fn read_head(conn: &mut PgConnection, lock: bool) -> Result<ChainHead, StoreError> {
+    let sql = if lock {
+        "SELECT seq, mac FROM keyflow_audit_head WHERE id = 1 FOR UPDATE"
+    } else {
+        "SELECT seq, mac FROM keyflow_audit_head WHERE id = 1"
+    };
+    let row = sqlx::query(sql)
+        .fetch_optional(conn)
+        .await
+        .map_err(StoreError::backend)?
+        .ok_or_else(|| StoreError("the audit chain head row is missing".into()))?;
+    keyflow_kms::rows::audit::head(&Cols(&row))
+}
+
+/// Inserts sealed records in one statement (one array per column).
+async fn insert_all(conn: &mut PgConnection, records: &[StoredAudit]) -> Result<(), StoreError> {
+    let texts = |f: fn(&StoredAudit) -> String| records.iter().map(f).collect::<Vec<_>>();
+    sqlx::query(&format!(
+        "INSERT INTO keyflow_audit ({COLUMNS}) SELECT * FROM UNNEST(\
+         $1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], \
+         $7::text[], $8::text[], $9::text[])"
+    ))
+    .bind(
+        records
+            .iter()
+            .map(|r| seq_column(r.seq))
+            .collect::<Vec<_>>(),
+    )
+    .bind(texts(|r| r.kek_id.clone()))
+    .bind(records.iter().map(|r| r.time).collect::<Vec<_>>())
+    .bind(texts(|r| r.actor.clone()))
+    .bind(texts(|r| r.operation.clone()))
+    .bind(texts(|r| r.result.clone()))
+    .bind(texts(|r| purposes_column(&r.purposes)))
+    .bind(texts(|r| r.body.clone()))
+    .bind(texts(|r| to_hex(&r.mac)))
+    .execute(conn)
+    .await
+    .map_err(StoreError::backend)?;
+    Ok(())
+}
+
+/// A value bound to a query built from the filter's set conditions.
+enum Arg {
+    Int(i64),
+    Text(String),
+}
+
+#[async_trait]
+impl AuditStore for PostgresKeystore {
+    async fn append_audit(
+        &self,
+        sealer: &AuditSealer,
+        events: &[AuditEvent],
+    ) -> Result<ChainHead, StoreError> {
+        if events.is_empty() {
+            return self.audit_head().await;
+        }
+        let mut tx = self.pool.begin().await.map_err(StoreError::backend)?;
+        let start = read_head(&mut tx, true).await?;
+        let mut head = start;
+        let mut sealed = Vec::with_capacity(events.len());
+        for event in events {
+            let seq = head
+                .seq
+                .checked_add(1)
+                .ok_or_else(|| StoreError("the audit chain is full".into()))?;
+            let record = sealer
+                .seal(&head.mac, seq, event)
+                .map_err(|e| StoreError(format!("cannot seal an audit event: {e}")))?;
+            head = ChainHead {
+                seq,
+                mac: record.mac,
+            };
+            sealed.push(record);
+        }
+        insert_all(&mut tx, &sealed).await?;
+        sqlx::query("UPDATE keyflow_audit_head SET seq = $1, mac = $2 WHERE id = 1")
+            .bind(seq_column(head.seq))
+            .bind(to_hex(&head.mac))
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::backend)?;
+        tx.commit().await.map_err(StoreError::backend)?;
+        Ok(head)
+    }
+
+    async fn audit_head(&self) -> Result<ChainHead, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(StoreError::backend)?;
+        read_head(&mut conn, false).await
+    }
+
+    async fn audit_scan(&self, after: u64, limit: u32) -> Result<Vec<StoredAudit>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM keyflow_audit WHERE seq > $1 ORDER BY seq LIMIT $2"
+        ))
+        .bind(seq_column(after))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::backend)?;
+        rows.iter()
+            .map(|r| keyflow_kms::rows::audit::record(&Cols(r)))
+            .collect()
+    }
+
+    async fn audit_query(&self, filter: &AuditFilter) -> Result<Vec<StoredAudit>, StoreError> {
+        let mut sql = format!("SELECT {COLUMNS} FROM keyflow_audit WHERE TRUE");
+        let mut args = Vec::new();
+        // Each clause's `$` is numbered here, in bind order.
+        let mut cond = |clause: &str, arg: Arg| {
+            args.push(arg);
+            sql.push_str(" AND ");
+            sql.push_str(&clause.replace('$', &format!("${}", args.len())));
+        };
+        if let Some(since) = filter.since {
+            cond("time >= $", Arg::Int(since));
+        }
+        if let Some(until) = filter.until {
+            cond("time < $", Arg::Int(until));
+        }
+        if let Some(actor) = &filter.actor {
+            cond("actor = $", Arg::Text(actor.clone()));
+        }
+        if let Some(purpose) = &filter.purpose {
+            // A plain substring search: no LIKE wildcards to escape, case-sensitive.
+            cond(
+                "strpos(purposes, $) > 0",
+                Arg::Text(format!(",{},", escape_purpose(purpose))),
+            );
+        }
+        if let Some(operation) = &filter.operation {
+            cond("operation = $", Arg::Text(operation.clone()));
+        }
+        if let Some(result) = &filter.result {
+            cond("result = $", Arg::Text(result.clone()));
+        }
+        if let Some(before) = filter.before {
+            cond("seq < $", Arg::Int(seq_column(before)));
+        }
+        sql.push_str(&format!(" ORDER BY seq DESC LIMIT ${}", args.len() + 1));
+        let mut query = sqlx::query(&sql);
+        for arg in args {
+            query = match arg {
+                Arg::Int(n) => query.bind(n),
+                Arg::Text(s) => query.bind(s),
+            };
+        }
+        let rows = query
+            .bind(page(filter.limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::backend)?;
+        rows.iter()
+            .map(|r| keyflow_kms::rows::audit::record(&Cols(r)))
+            .collect()
+    }
+}

@@ -1,0 +1,326 @@
+//! Tampering with the audit trail through SQL, as someone who can write the database
+//! but does not hold the KEK: each change is found by verification (scan, chain
+//! verifier, stored head), which names the first bad record. Needs `TEST_DATABASE_URL`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail by panicking
+
+mod common;
+
+use common::TestDb;
+use keyflow_keystore_contract::audit::{event, seal_after, sealer, verify};
+use keyflow_kms::audit::{
+    AuditEvent, AuditFilter, AuditSealer, AuditStore, ChainBreak, ChainHead, Source, StoredAudit,
+};
+use keyflow_kms::keyflow_core::to_hex;
+use keyflow_store_postgres::{PoolSettings, PostgresKeystore};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+
+/// A keystore (in schema `schema`) holding six verified records, and a second, raw
+/// connection to the same schema.
+struct Six {
+    store: PostgresKeystore,
+    raw: PgPool,
+    sealer: AuditSealer,
+    records: Vec<StoredAudit>,
+}
+
+async fn six(db: &TestDb, schema: &str) -> Six {
+    let options = db.fresh_schema(schema).await;
+    let store =
+        PostgresKeystore::connect_with(options.clone(), &PoolSettings::with_max_connections(2))
+            .await
+            .unwrap();
+    let sealer = sealer();
+    let events: Vec<AuditEvent> = (1..=6).map(event).collect();
+    store.append_audit(&sealer, &events[..2]).await.unwrap();
+    store.append_audit(&sealer, &events[2..]).await.unwrap();
+    let records = seal_after(&sealer, ChainHead::default(), &events);
+    assert_eq!(verify(&store, &sealer, 4).await.unwrap().seq, 6);
+    let raw = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .unwrap();
+    Six {
+        store,
+        raw,
+        sealer,
+        records,
+    }
+}
+
+impl Six {
+    async fn sql(&self, sql: &str) -> u64 {
+        sqlx::query(sql)
+            .execute(&self.raw)
+            .await
+            .unwrap()
+            .rows_affected()
+    }
+
+    async fn verify(&self) -> Result<ChainHead, ChainBreak> {
+        verify(&self.store, &self.sealer, 4).await
+    }
+
+    /// Writes `r`'s columns into the row numbered `seq` (inserting it if `insert`).
+    async fn put(&self, seq: u64, r: &StoredAudit, insert: bool) {
+        let sql = if insert {
+            "INSERT INTO keyflow_audit (kek_id, time, actor, operation, result, purposes, \
+             body, mac, seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        } else {
+            "UPDATE keyflow_audit SET kek_id = $1, time = $2, actor = $3, operation = $4, \
+             result = $5, purposes = $6, body = $7, mac = $8 WHERE seq = $9"
+        };
+        let purposes = if r.purposes.is_empty() {
+            String::new()
+        } else {
+            format!(",{},", r.purposes.join(","))
+        };
+        let done = sqlx::query(sql)
+            .bind(&r.kek_id)
+            .bind(r.time)
+            .bind(&r.actor)
+            .bind(&r.operation)
+            .bind(&r.result)
+            .bind(purposes)
+            .bind(&r.body)
+            .bind(to_hex(&r.mac))
+            .bind(i64::try_from(seq).unwrap())
+            .execute(&self.raw)
+            .await
+            .unwrap();
+        assert_eq!(done.rows_affected(), 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_body_breaks_its_mac() {
+    common::with_database("audit_edited_body", |db, _| async move {
+        let c = six(&db, "audit").await;
+        // Record 3 was refused; make it (body and indexed copy alike) look allowed.
+        assert_eq!(c.records[2].result, "forbidden");
+        let edited = c
+            .sql(
+                "UPDATE keyflow_audit SET result = 'ok', \
+                 body = replace(body, '\"result\":\"forbidden\"', '\"result\":\"ok\"') \
+                 WHERE seq = 3",
+            )
+            .await;
+        assert_eq!(edited, 1);
+        let now = c.store.audit_scan(2, 1).await.unwrap();
+        assert_ne!(now[0].body, c.records[2].body, "the body really changed");
+        assert_eq!(now[0].event().unwrap().result, "ok");
+        assert_eq!(c.verify().await, Err(ChainBreak::Mac { seq: 3 }));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_indexed_column_does_not_match_its_body() {
+    common::with_database("audit_edited_column", |db, _| async move {
+        for (n, (set, what)) in [
+            ("time = time + 1", "time"),
+            ("actor = 'someone-else'", "actor"),
+            ("operation = 'keys.list'", "operation"),
+            ("result = 'unavailable'", "result"),
+            ("purposes = ',forged,'", "purposes"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let c = six(&db, &format!("audit_{n}")).await;
+            assert_eq!(
+                c.sql(&format!("UPDATE keyflow_audit SET {set} WHERE seq = 2"))
+                    .await,
+                1
+            );
+            assert_eq!(
+                c.verify().await,
+                Err(ChainBreak::Copy { seq: 2, what }),
+                "{set}"
+            );
+        }
+        // What a filter reads is fooled until the chain is verified.
+        let c = six(&db, "audit_filter").await;
+        c.sql("UPDATE keyflow_audit SET actor = 'someone-else' WHERE seq = 2")
+            .await;
+        let filter = AuditFilter {
+            actor: Some("someone-else".into()),
+            ..AuditFilter::default()
+        };
+        let fooled = c.store.audit_query(&filter).await.unwrap();
+        assert_eq!(fooled.iter().map(|r| r.seq).collect::<Vec<_>>(), [2]);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_middle_record_leaves_a_gap() {
+    common::with_database("audit_deleted_record", |db, _| async move {
+        let c = six(&db, "audit").await;
+        assert_eq!(c.sql("DELETE FROM keyflow_audit WHERE seq = 4").await, 1);
+        assert_eq!(
+            c.verify().await,
+            Err(ChainBreak::Sequence {
+                expected: 4,
+                found: 5
+            })
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_record_cannot_be_sealed_without_the_key() {
+    common::with_database("audit_forged_record", |db, _| async move {
+        let c = six(&db, "audit").await;
+        // Make room at 3 (two steps: the primary key is checked row by row).
+        assert_eq!(
+            c.sql("UPDATE keyflow_audit SET seq = seq + 1000 WHERE seq >= 3")
+                .await,
+            4
+        );
+        c.sql("UPDATE keyflow_audit SET seq = seq - 999 WHERE seq > 1000")
+            .await;
+        // A record sealed under another key, chained after record 2, claiming our KEK.
+        let forger = sealer();
+        let covered_up = AuditEvent::new(5, Source::Http, "tok-1", "decrypt");
+        let mut forged = forger.seal(&c.records[1].mac, 3, &covered_up).unwrap();
+        forged.kek_id = c.sealer.kek_id().to_owned();
+        c.put(3, &forged, true).await;
+        // The head moved along, as the forger would.
+        sqlx::query("UPDATE keyflow_audit_head SET seq = 7, mac = $1 WHERE id = 1")
+            .bind(to_hex(&c.records[5].mac))
+            .execute(&c.raw)
+            .await
+            .unwrap();
+        assert_eq!(c.store.audit_head().await.unwrap().seq, 7);
+        assert_eq!(c.verify().await, Err(ChainBreak::Mac { seq: 3 }));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swapped_records_do_not_verify_in_each_others_place() {
+    common::with_database("audit_swapped_records", |db, _| async move {
+        let c = six(&db, "audit").await;
+        c.put(2, &c.records[2], false).await;
+        c.put(3, &c.records[1], false).await;
+        let swapped = c.store.audit_scan(1, 2).await.unwrap();
+        assert_eq!(swapped[0].body, c.records[2].body);
+        assert_eq!(swapped[1].mac, c.records[1].mac);
+        assert_eq!(c.verify().await, Err(ChainBreak::Mac { seq: 2 }));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_tail_disagrees_with_the_head() {
+    common::with_database("audit_cut_tail", |db, _| async move {
+        let c = six(&db, "audit").await;
+        assert_eq!(c.sql("DELETE FROM keyflow_audit WHERE seq > 4").await, 2);
+        assert_eq!(
+            c.verify().await,
+            Err(ChainBreak::Head {
+                head_seq: 6,
+                last_seq: 4
+            })
+        );
+    })
+    .await;
+}
+
+/// A batch whose last insert collides leaves neither its first records nor a moved head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_append_writes_nothing() {
+    common::with_database("audit_failed_append", |db, _| async move {
+        let c = six(&db, "audit").await;
+        // A row already at 9: the next batch (7, 8, 9) collides on its last record.
+        c.put(9, &c.records[5], true).await;
+        let batch: Vec<AuditEvent> = (7..=9).map(event).collect();
+        assert!(c.store.append_audit(&c.sealer, &batch).await.is_err());
+        assert_eq!(c.store.audit_head().await.unwrap().seq, 6);
+        let after: Vec<u64> = c
+            .store
+            .audit_scan(0, 100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        assert_eq!(after, [1, 2, 3, 4, 5, 6, 9]);
+        // Once the obstacle is gone, the same batch goes in and the chain verifies.
+        assert_eq!(c.sql("DELETE FROM keyflow_audit WHERE seq = 9").await, 1);
+        let head = c.store.append_audit(&c.sealer, &batch).await.unwrap();
+        assert_eq!(head.seq, 9);
+        assert_eq!(c.verify().await, Ok(head));
+    })
+    .await;
+}
+
+/// A stored row the store cannot decode is an error, not a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_row_is_an_error() {
+    common::with_database("audit_undecodable_row", |db, _| async move {
+        let not_hex = format!("mac = '{}'", "z".repeat(64));
+        for (n, set) in [not_hex.as_str(), "purposes = 'no commas'"]
+            .into_iter()
+            .enumerate()
+        {
+            let c = six(&db, &format!("audit_{n}")).await;
+            assert_eq!(
+                c.sql(&format!("UPDATE keyflow_audit SET {set} WHERE seq = 2"))
+                    .await,
+                1
+            );
+            let err = c.store.audit_scan(0, 10).await.map(|_| ()).unwrap_err();
+            assert!(
+                err.to_string().contains("corrupt keyflow_audit row"),
+                "{set}: {err}"
+            );
+            assert!(c.store.audit_query(&AuditFilter::default()).await.is_err());
+        }
+    })
+    .await;
+}
+
+/// Instances appending to one database at once (separate pools, as separate processes
+/// would) queue on the head's row lock: one chain, no fork, no gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_append_to_one_chain() {
+    common::with_database("audit_instances", |db, _| async move {
+        let options = db.fresh_schema("audit").await;
+        let sealer = std::sync::Arc::new(sealer());
+        let mut instances = Vec::new();
+        for _ in 0..3 {
+            instances.push(
+                PostgresKeystore::connect_with(
+                    options.clone(),
+                    &PoolSettings::with_max_connections(3),
+                )
+                .await
+                .unwrap(),
+            );
+        }
+        let mut tasks = Vec::new();
+        for (i, store) in instances.iter().enumerate() {
+            for t in 0..3u64 {
+                let store = store.clone();
+                let sealer = sealer.clone();
+                tasks.push(tokio::spawn(async move {
+                    for k in 0..10u64 {
+                        let mut events = vec![event(k), event(k + t)];
+                        events[0].actor = format!("instance-{i}");
+                        store.append_audit(&sealer, &events).await.unwrap();
+                    }
+                }));
+            }
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let head = verify(&instances[0], &sealer, 25).await.unwrap();
+        assert_eq!(head.seq, 3 * 3 * 10 * 2);
+    })
+    .await;
+}

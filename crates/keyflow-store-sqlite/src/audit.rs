@@ -1,0 +1,164 @@
+//! The audit chain's persistence ([`AuditStore`]): tables `keyflow_audit` and
+//! `keyflow_audit_head` (migration 0004).
+//!
+//! An append is one `BEGIN IMMEDIATE` transaction: it takes SQLite's write lock before
+//! reading the head, so appenders from every process on the file queue (busy timeout)
+//! instead of sealing after the same head. Queries build their `WHERE` from the set
+//! conditions only (so SQLite can use an index) and bind every value.
+
+use async_trait::async_trait;
+use keyflow_kms::audit::{
+    AuditEvent, AuditFilter, AuditSealer, AuditStore, ChainHead, StoredAudit,
+};
+use keyflow_kms::keyflow_core::to_hex;
+use keyflow_kms::keystore::StoreError;
+use keyflow_kms::rows::audit::{escape_purpose, page, purposes_column, seq_column, COLUMNS};
+use sqlx::SqliteConnection;
+
+use crate::{Cols, SqliteKeystore};
+
+async fn read_head(conn: &mut SqliteConnection) -> Result<ChainHead, StoreError> {
+    let row = sqlx::query("SELECT seq, mac FROM keyflow_audit_head WHERE id = 1")
+        .fetch_optional(conn)
+        .await
+        .map_err(StoreError::backend)?
+        .ok_or_else(|| StoreError("the audit chain head row is missing".into()))?;
+    keyflow_kms::rows::audit::head(&Cols(&row))
+}
+
+async fn insert(conn: &mut SqliteConnection, r: &StoredAudit) -> Result<(), StoreError> {
+    sqlx::query(&format!(
+        "INSERT INTO keyflow_audit ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+    ))
+    .bind(seq_column(r.seq))
+    .bind(&r.kek_id)
+    .bind(r.time)
+    .bind(&r.actor)
+    .bind(&r.operation)
+    .bind(&r.result)
+    .bind(purposes_column(&r.purposes))
+    .bind(&r.body)
+    .bind(to_hex(&r.mac))
+    .execute(conn)
+    .await
+    .map_err(StoreError::backend)?;
+    Ok(())
+}
+
+/// A value bound to a query built from the filter's set conditions.
+enum Arg {
+    Int(i64),
+    Text(String),
+}
+
+#[async_trait]
+impl AuditStore for SqliteKeystore {
+    async fn append_audit(
+        &self,
+        sealer: &AuditSealer,
+        events: &[AuditEvent],
+    ) -> Result<ChainHead, StoreError> {
+        if events.is_empty() {
+            return self.audit_head().await;
+        }
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(StoreError::backend)?;
+        let mut head = read_head(&mut tx).await?;
+        for event in events {
+            let seq = head
+                .seq
+                .checked_add(1)
+                .ok_or_else(|| StoreError("the audit chain is full".into()))?;
+            let sealed = sealer
+                .seal(&head.mac, seq, event)
+                .map_err(|e| StoreError(format!("cannot seal an audit event: {e}")))?;
+            insert(&mut tx, &sealed).await?;
+            head = ChainHead {
+                seq,
+                mac: sealed.mac,
+            };
+        }
+        sqlx::query("UPDATE keyflow_audit_head SET seq = ?1, mac = ?2 WHERE id = 1")
+            .bind(seq_column(head.seq))
+            .bind(to_hex(&head.mac))
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::backend)?;
+        tx.commit().await.map_err(StoreError::backend)?;
+        Ok(head)
+    }
+
+    async fn audit_head(&self) -> Result<ChainHead, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(StoreError::backend)?;
+        read_head(&mut conn).await
+    }
+
+    async fn audit_scan(&self, after: u64, limit: u32) -> Result<Vec<StoredAudit>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM keyflow_audit WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+        ))
+        .bind(seq_column(after))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(StoreError::backend)?;
+        rows.iter()
+            .map(|r| keyflow_kms::rows::audit::record(&Cols(r)))
+            .collect()
+    }
+
+    async fn audit_query(&self, filter: &AuditFilter) -> Result<Vec<StoredAudit>, StoreError> {
+        let mut sql = format!("SELECT {COLUMNS} FROM keyflow_audit WHERE 1 = 1");
+        let mut args = Vec::new();
+        let mut cond = |clause: &str, arg: Arg| {
+            sql.push_str(" AND ");
+            sql.push_str(clause);
+            args.push(arg);
+        };
+        if let Some(since) = filter.since {
+            cond("time >= ?", Arg::Int(since));
+        }
+        if let Some(until) = filter.until {
+            cond("time < ?", Arg::Int(until));
+        }
+        if let Some(actor) = &filter.actor {
+            cond("actor = ?", Arg::Text(actor.clone()));
+        }
+        if let Some(purpose) = &filter.purpose {
+            // `instr`, not `LIKE`: SQLite's LIKE ignores ASCII case and would need its
+            // wildcards escaped; purpose names are case-sensitive and matched exactly.
+            cond(
+                "instr(purposes, ?) > 0",
+                Arg::Text(format!(",{},", escape_purpose(purpose))),
+            );
+        }
+        if let Some(operation) = &filter.operation {
+            cond("operation = ?", Arg::Text(operation.clone()));
+        }
+        if let Some(result) = &filter.result {
+            cond("result = ?", Arg::Text(result.clone()));
+        }
+        if let Some(before) = filter.before {
+            cond("seq < ?", Arg::Int(seq_column(before)));
+        }
+        sql.push_str(" ORDER BY seq DESC LIMIT ?");
+        let mut query = sqlx::query(&sql);
+        for arg in args {
+            query = match arg {
+                Arg::Int(n) => query.bind(n),
+                Arg::Text(s) => query.bind(s),
+            };
+        }
+        let rows = query
+            .bind(page(filter.limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(StoreError::backend)?;
+        rows.iter()
+            .map(|r| keyflow_kms::rows::audit::record(&Cols(r)))
+            .collect()
+    }
+}
