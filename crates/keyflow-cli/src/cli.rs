@@ -83,6 +83,9 @@ pub enum Command {
     /// Manage API tokens for the server.
     #[command(subcommand)]
     Tokens(TokensCommand),
+    /// Read, verify, export, checkpoint and prune the audit trail (docs/audit.md).
+    #[command(subcommand)]
+    Audit(crate::commands::audit::AuditCommand),
     /// Encrypt, decrypt or inspect files of any size (streaming; docs/file-format.md).
     #[command(subcommand)]
     File(crate::commands::file::FileCommand),
@@ -141,6 +144,48 @@ pub enum Command {
         #[arg(long, env = "KEYFLOW_REVALIDATE_MS", default_value_t = 250)]
         revalidate_ms: u64,
     },
+}
+
+impl Command {
+    /// The command's name as audit records give it (`keys.rotate`, `tokens.create`…).
+    pub fn name(&self) -> &'static str {
+        use crate::commands::{audit::AuditCommand, kek::KekCommand};
+        match self {
+            Command::Init { .. } => "init",
+            Command::Encrypt { .. } => "encrypt",
+            Command::Decrypt { .. } => "decrypt",
+            Command::Inspect => "inspect",
+            Command::Mask { .. } => "mask",
+            Command::Keys(KeysGroup::Backup(_)) => "keys.backup",
+            Command::Keys(KeysGroup::Restore(_)) => "keys.restore",
+            Command::Keys(KeysGroup::Ring(k)) => match k {
+                KeysCommand::List { .. } => "keys.list",
+                KeysCommand::Generate { .. } => "keys.generate",
+                KeysCommand::Rotate { .. } => "keys.rotate",
+                KeysCommand::Policy { .. } => "keys.policy",
+                KeysCommand::RotateDue { .. } => "keys.rotate-due",
+                KeysCommand::Revoke { .. } => "keys.revoke",
+                KeysCommand::Reinstate { .. } => "keys.reinstate",
+                KeysCommand::Destroy { .. } => "keys.destroy",
+            },
+            Command::Kek(KekCommand::Rotate { .. }) => "kek.rotate",
+            Command::Kek(KekCommand::ChangePassword { .. }) => "kek.change-password",
+            Command::Tokens(TokensCommand::Create { .. }) => "tokens.create",
+            Command::Tokens(TokensCommand::List { .. }) => "tokens.list",
+            Command::Tokens(TokensCommand::Revoke { .. }) => "tokens.revoke",
+            Command::Audit(AuditCommand::List(_)) => "audit.list",
+            Command::Audit(AuditCommand::Verify(_)) => "audit.verify",
+            Command::Audit(AuditCommand::Export { .. }) => "audit.export",
+            Command::Audit(AuditCommand::Checkpoint(_)) => "audit.checkpoint",
+            Command::Audit(AuditCommand::Prune(_)) => "audit.prune",
+            Command::File(_) => "file",
+            Command::Fields(_) => "fields",
+            Command::Reencrypt(_) => "reencrypt",
+            Command::Migrate(_) => "migrate",
+            Command::Scan(_) => "scan",
+            Command::Serve { .. } => "serve",
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

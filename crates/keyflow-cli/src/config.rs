@@ -128,6 +128,13 @@ impl Config {
     /// The KEK password from `KEK_PASSWORD`, or from the file named by
     /// `KEYFLOW_KEK_PASSWORD_FILE` (one trailing newline removed).
     pub fn kek_password(&self) -> Result<KekPassword, CliError> {
+        let raw = self.kek_password_text()?;
+        Ok(KekPassword::new(raw.to_string(), self.production)?)
+    }
+
+    /// The KEK password's text, for unlocking KEK files that are not the keystore's
+    /// current one (`audit verify` reads retired KEKs).
+    pub fn kek_password_text(&self) -> Result<Zeroizing<String>, CliError> {
         let raw = match std::env::var("KEK_PASSWORD") {
             Ok(p) if !p.is_empty() => Zeroizing::new(p),
             _ => match std::env::var_os("KEYFLOW_KEK_PASSWORD_FILE") {
@@ -139,7 +146,7 @@ impl Config {
                 }
             },
         };
-        Ok(KekPassword::new(raw.to_string(), self.production)?)
+        Ok(raw)
     }
 
     pub fn kdf_params(&self, iterations: Option<u32>) -> Result<KdfParams, CliError> {

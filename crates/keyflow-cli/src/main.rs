@@ -7,6 +7,7 @@ mod config;
 mod error;
 
 use clap::Parser;
+use keyflow_kms::KmsError;
 
 use crate::cli::{Cli, Command, KeysGroup};
 use crate::config::Config;
@@ -37,14 +38,23 @@ fn main() {
     }
 
     let cli = Cli::parse();
-    if let Err(e) = run(cli) {
+    if let Err(e) = run(&cli) {
         eprintln!("keyflow: error: {e}");
         std::process::exit(e.exit_code());
     }
 }
 
-fn run(cli: Cli) -> Result<(), CliError> {
+fn run(cli: &Cli) -> Result<(), CliError> {
     let config = Config::resolve(&cli.global)?;
+    let result = dispatch(cli, &config);
+    if let Err(CliError::Kms(KmsError::KekUnlockFailed(_))) = &result {
+        // No KEK, no sealer: noted now, sealed by the next command that unlocks it.
+        commands::trail::note_failed_unlock(&config, cli.command.name());
+    }
+    result
+}
+
+fn dispatch(cli: &Cli, config: &Config) -> Result<(), CliError> {
     // Commands that need no keystore run without a runtime.
     match &cli.command {
         Command::Inspect => return commands::data::inspect(),
@@ -67,24 +77,25 @@ fn run(cli: Cli) -> Result<(), CliError> {
     };
     rt.block_on(async {
         match &cli.command {
-            Command::Init { kdf_iterations } => commands::init::run(&config, *kdf_iterations).await,
+            Command::Init { kdf_iterations } => commands::init::run(config, *kdf_iterations).await,
             Command::Encrypt {
                 purpose,
                 deterministic,
                 context,
-            } => commands::data::encrypt(&config, purpose, *deterministic, context).await,
-            Command::Decrypt { context } => commands::data::decrypt(&config, context).await,
-            Command::Keys(KeysGroup::Ring(cmd)) => commands::keys::run(&config, cmd).await,
-            Command::Keys(KeysGroup::Backup(args)) => commands::backup::backup(&config, args).await,
+            } => commands::data::encrypt(config, purpose, *deterministic, context).await,
+            Command::Decrypt { context } => commands::data::decrypt(config, context).await,
+            Command::Keys(KeysGroup::Ring(cmd)) => commands::keys::run(config, cmd).await,
+            Command::Keys(KeysGroup::Backup(args)) => commands::backup::backup(config, args).await,
             Command::Keys(KeysGroup::Restore(args)) => {
-                commands::backup::restore(&config, args).await
+                commands::backup::restore(config, args).await
             }
-            Command::Kek(cmd) => commands::kek::run(&config, cmd).await,
-            Command::Tokens(cmd) => commands::tokens::run(&config, cmd).await,
-            Command::Fields(cmd) => commands::fields::run(&config, cmd).await,
-            Command::File(cmd) => commands::file::run(&config, cmd).await,
-            Command::Reencrypt(args) => commands::reencrypt::reencrypt(&config, args).await,
-            Command::Migrate(args) => commands::reencrypt::migrate(&config, args).await,
+            Command::Kek(cmd) => commands::kek::run(config, cmd).await,
+            Command::Audit(cmd) => commands::audit::run(config, cmd).await,
+            Command::Tokens(cmd) => commands::tokens::run(config, cmd).await,
+            Command::Fields(cmd) => commands::fields::run(config, cmd).await,
+            Command::File(cmd) => commands::file::run(config, cmd).await,
+            Command::Reencrypt(args) => commands::reencrypt::reencrypt(config, args).await,
+            Command::Migrate(args) => commands::reencrypt::migrate(config, args).await,
             Command::Serve {
                 dev,
                 listen,
@@ -114,7 +125,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                     max_staleness: std::time::Duration::from_secs(*cache_max_staleness_secs),
                     revalidate_every: std::time::Duration::from_millis(*revalidate_ms),
                 };
-                commands::serve::run(&config, &cli.global.data_dir, args).await
+                commands::serve::run(config, &cli.global.data_dir, args).await
             }
             Command::Inspect | Command::Mask { .. } | Command::Scan(_) => Ok(()),
         }

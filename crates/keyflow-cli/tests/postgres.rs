@@ -171,6 +171,31 @@ fn every_command_works_against_postgres() {
             );
             let err = String::from_utf8_lossy(&out.stderr);
             assert!(!err.contains(PASSWORD), "{err}");
+
+            // The CLI's actions are in the database's one audit chain, which any
+            // instance holding the KEK verifies.
+            let trail = a.audit_list(&[]);
+            let ops: Vec<&str> = trail
+                .iter()
+                .map(|r| r["operation"].as_str().unwrap())
+                .collect();
+            assert_eq!(
+                ops,
+                [
+                    "tokens.revoke",
+                    "tokens.create",
+                    "keys.generate",
+                    "keys.rotate",
+                    "init",
+                    "init"
+                ]
+            );
+            assert_eq!(scalar(&db, "SELECT COUNT(*) FROM keyflow_audit").await, 6);
+            let verified = b.ok_str(&["audit", "verify"], b"");
+            assert!(
+                verified.starts_with("audit chain verified: 6 records"),
+                "{verified}"
+            );
         },
     );
 }

@@ -18,6 +18,7 @@ use keyflow_kms::access::{self, Role, TokenRecord};
 use keyflow_kms::clock::Clock;
 use keyflow_kms::{Keystore, Purpose, StoreError};
 
+use crate::audit::AuditSlot;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -95,14 +96,20 @@ impl TokenCache {
         if !access::verify(&record, secret) || !record.is_live(self.clock.now_millis()) {
             return Err(ApiError::Unauthorized);
         }
-        Ok(Principal { token: record })
+        Ok(Principal {
+            token: record,
+            audit: AuditSlot::detached(),
+        })
     }
 }
 
-/// The authenticated caller of a request.
+/// The authenticated caller of a request. Extracted, it notes itself as the actor in the
+/// request's audit slot, and every purpose it is checked against as a purpose involved
+/// (so a refusal's audit record says who tried what).
 #[derive(Clone, Debug)]
 pub struct Principal {
     token: Arc<TokenRecord>,
+    audit: AuditSlot,
 }
 
 impl Principal {
@@ -128,8 +135,14 @@ impl Principal {
         }
     }
 
+    /// The token's display name.
+    pub fn name(&self) -> &str {
+        &self.token.name
+    }
+
     /// Requires a data-operation role (admin or service) granted `purpose`.
     pub fn require_purpose(&self, purpose: &Purpose) -> Result<(), ApiError> {
+        self.audit.add_purpose(purpose.as_str());
         self.require(&[Role::Admin, Role::Service])?;
         if self.token.allows_purpose(purpose) {
             Ok(())
@@ -152,6 +165,11 @@ impl FromRequestParts<AppState> for Principal {
             .headers
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        state.tokens.authenticate(header).await
+        let slot = AuditSlot::of(&parts.extensions);
+        slot.set_token_checked();
+        let mut principal = state.tokens.authenticate(header).await?;
+        slot.set_actor(principal.id(), principal.name());
+        principal.audit = slot;
+        Ok(principal)
     }
 }

@@ -73,6 +73,10 @@ pub enum ApiError {
     /// 503: a dependency (the keystore) is unavailable.
     #[error("the service is temporarily unavailable")]
     Unavailable,
+    /// 503: the audit trail cannot be written, so the operation is refused (or its
+    /// result withheld) rather than left unrecorded.
+    #[error("the audit trail cannot be written; retry later")]
+    AuditUnavailable,
     /// 500: a real fault. The cause is logged, never sent.
     #[error("internal error")]
     Internal(String),
@@ -107,6 +111,7 @@ impl ApiError {
             ApiError::KeyUnavailable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "key_unavailable"),
             ApiError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::AuditUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }
@@ -148,14 +153,21 @@ impl From<KmsError> for ApiError {
     }
 }
 
+/// The stable code of an error response, as a response extension: the audit layer
+/// reads it instead of parsing the body again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ErrorCode(pub &'static str);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, _) = self.status_and_code();
+        let (status, code) = self.status_and_code();
         if let ApiError::Internal(cause) = &self {
             // The cause never contains plaintext or key material (KmsError guarantees it).
             tracing::error!(error = %cause, "internal error");
         }
-        (status, Json(self.body())).into_response()
+        let mut resp = (status, Json(self.body())).into_response();
+        resp.extensions_mut().insert(ErrorCode(code));
+        resp
     }
 }
 

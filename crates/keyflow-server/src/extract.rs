@@ -1,5 +1,5 @@
 //! Request extractors: a JSON body with KeyFlow's error shape and limits, and the
-//! request id.
+//! request id (which carries the request's audit slot).
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -8,6 +8,7 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
+use crate::audit::AuditSlot;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -74,19 +75,27 @@ impl FromRequest<AppState> for JsonBody {
     }
 }
 
-/// The id of this request (also sent back as `x-request-id`).
+/// The id of this request (also sent back as `x-request-id`), and the request's audit
+/// slot, where [`crate::metrics::Metrics::record`] notes what the handler did.
 #[derive(Clone, Debug)]
-pub struct RequestId(pub String);
+pub struct RequestId(pub String, pub(crate) AuditSlot);
+
+impl RequestId {
+    /// The request's audit slot (a detached one when the request is not audited).
+    pub fn audit(&self) -> &AuditSlot {
+        &self.1
+    }
+}
 
 impl<S: Send + Sync> FromRequestParts<S> for RequestId {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(parts
+        let id = parts
             .extensions
             .get::<RequestId>()
-            .cloned()
-            .unwrap_or_else(|| RequestId("-".into())))
+            .map_or_else(|| "-".to_owned(), |r| r.0.clone());
+        Ok(RequestId(id, AuditSlot::of(&parts.extensions)))
     }
 }
 

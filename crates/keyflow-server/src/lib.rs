@@ -12,14 +12,19 @@
 //!
 //! 1. request id — every response, even a refusal, carries `x-request-id` for support;
 //! 2. security headers — on every response, including the overload and timeout answers below;
-//! 3. load shedding, concurrency limit, timeout — refuse excess work (503) *before*
+//! 3. audit ([`audit`]) — sees every request and its final answer, the refusals of
+//!    every layer below included, and writes its record before the answer leaves;
+//!    outside the timeout, so a slow audit write is never mistaken for a slow request;
+//! 4. load shedding, concurrency limit, timeout — refuse excess work (503) *before*
 //!    anything buffers a body or touches a key;
-//! 4. the rest of `keyflow-transport` — HTTPS enforcement, client-cert pinning, CORS,
+//! 5. the rest of `keyflow-transport` — HTTPS enforcement (then the effective client
+//!    address is copied into the audit slot), client-cert pinning, CORS,
 //!    header-encryption check, request integrity (which buffers and hashes the body);
-//! 5. body limit — the JSON extractor answers 413 beyond it;
-//! 6. routes — authentication and authorization happen in the handlers' extractors,
+//! 6. body limit — the JSON extractor answers 413 beyond it;
+//! 7. routes — authentication and authorization happen in the handlers' extractors,
 //!    before the body is parsed.
 
+pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod extract;
@@ -49,6 +54,7 @@ use keyflow_transport::{
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::ServiceBuilder;
 
+pub use audit::{AuditPolicy, AuditTrail};
 pub use error::ApiError;
 pub use state::{AppState, Limits};
 
@@ -131,7 +137,8 @@ where
     fn call(&mut self, mut req: Request) -> Self::Future {
         let id = next_request_id();
         let header = HeaderValue::from_str(&id).ok();
-        req.extensions_mut().insert(extract::RequestId(id));
+        req.extensions_mut()
+            .insert(extract::RequestId(id, audit::AuditSlot::detached()));
         let fut = self.0.call(req);
         Box::pin(async move {
             let mut resp = fut.await?;
@@ -159,13 +166,12 @@ async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
 
-/// The whole application: routes and every layer, in the order documented above.
-pub fn app(state: AppState, settings: &HttpSettings) -> Router {
-    use routes::{backup, data, fields, files, keys, lifecycle, system};
-    // Full paths rather than `Router::nest`: a nested router adds a prefix-stripping
-    // layer to every request.
-    const API: &str = "/api/encryption";
-    let routes: Vec<(&str, MethodRouter<AppState>)> = vec![
+/// The API's routes, paths under `/api/encryption`. Each one is also in
+/// [`audit::ROUTES`] (with its methods and operation name) or is one of the unaudited
+/// probes; a unit test below keeps the two lists together.
+fn api_routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
+    use routes::{audit as audit_route, backup, data, fields, files, keys, lifecycle, system};
+    vec![
         ("/encrypt", post(data::encrypt)),
         ("/decrypt", post(data::decrypt)),
         ("/batch/encrypt", post(data::batch_encrypt)),
@@ -196,8 +202,18 @@ pub fn app(state: AppState, settings: &HttpSettings) -> Router {
         ("/rewrap", post(lifecycle::rewrap)),
         ("/health", get(system::health)),
         ("/status", get(system::status)),
+        ("/audit", get(audit_route::query)),
         ("/openapi.json", get(system::openapi)),
-    ];
+    ]
+}
+
+/// The whole application: routes and every layer, in the order documented above.
+pub fn app(state: AppState, settings: &HttpSettings) -> Router {
+    use routes::system;
+    // Full paths rather than `Router::nest`: a nested router adds a prefix-stripping
+    // layer to every request.
+    const API: &str = "/api/encryption";
+    let routes = api_routes();
     let mut router = Router::new();
     for (path, handler) in routes {
         router = router.route(&format!("{API}{path}"), handler);
@@ -221,11 +237,13 @@ pub fn app(state: AppState, settings: &HttpSettings) -> Router {
     let stack = ServiceBuilder::new()
         .layer(RequestIdLayer)
         .layer(keyflow_transport::SecurityHeadersLayer::new())
+        .layer(audit::AuditLayer::new(state.clone()))
         .layer(HandleErrorLayer::new(overloaded))
         .load_shed()
         .layer(GlobalConcurrencyLimitLayer::new(settings.max_concurrency))
         .timeout(settings.request_timeout)
         .layer(HttpsEnforcementLayer::from_config(t))
+        .map_request(audit::note_client as fn(Request) -> Request)
         .layer(ClientCertPinningLayer::from_config(t))
         .layer(CorsLayer::from_config(t))
         .layer(HeaderEncryptionLayer::from_config(t))
@@ -238,6 +256,19 @@ pub fn app(state: AppState, settings: &HttpSettings) -> Router {
 #[cfg(test)]
 mod tests {
     use super::next_request_id;
+
+    #[test]
+    fn every_route_is_audited_or_a_named_probe() {
+        let served: Vec<&str> = super::api_routes().into_iter().map(|(p, _)| p).collect();
+        for p in &served {
+            let audited = crate::audit::ROUTES.iter().any(|(_, r, _)| r == p);
+            let probe = ["/health", "/openapi.json"].contains(p);
+            assert!(audited != probe, "{p}: audited {audited}, probe {probe}");
+        }
+        for (_, p, _) in crate::audit::ROUTES {
+            assert!(served.contains(p), "{p} is in audit::ROUTES but not served");
+        }
+    }
 
     #[test]
     fn request_ids_are_24_hex_digits_with_one_prefix_and_a_counter() {

@@ -1,14 +1,18 @@
 //! Operation records and counters.
 //!
-//! Every handler ends by calling [`record`]: one structured `tracing` event (target
-//! `keyflow::ops`) with actor, operation, purpose, key version, item count, result and
-//! request id — never plaintext, ciphertext, tokens or keys — and a counter increment
-//! for `/metrics`. The audit trail will consume the same record.
+//! Every handler ends by calling [`Metrics::record`]: one structured `tracing` event
+//! (target `keyflow::ops`) with actor, operation, purpose, key version, item count,
+//! result and request id — never plaintext, ciphertext, tokens or keys — and a counter
+//! increment for `/metrics`. The same call fills the request's audit slot
+//! ([`crate::audit::AuditSlot`]) with the purpose, version, item count and result, which
+//! the audit layer turns into the request's audit record.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use keyflow_kms::CacheStats;
+
+use crate::extract::RequestId;
 
 /// The operations the API performs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +57,8 @@ pub enum Op {
     EncryptFields,
     /// `POST /decrypt-fields`
     DecryptFields,
+    /// `GET /audit`
+    Audit,
 }
 
 const OPS: [Op; OP_COUNT] = [
@@ -76,12 +82,13 @@ const OPS: [Op; OP_COUNT] = [
     Op::FileDecrypt,
     Op::EncryptFields,
     Op::DecryptFields,
+    Op::Audit,
 ];
-const OP_COUNT: usize = 20;
+const OP_COUNT: usize = 21;
 
 impl Op {
-    /// The operation's name in logs and metrics.
-    pub fn name(self) -> &'static str {
+    /// The operation's name in logs, metrics and audit records.
+    pub const fn name(self) -> &'static str {
         match self {
             Op::Encrypt => "encrypt",
             Op::Decrypt => "decrypt",
@@ -103,6 +110,7 @@ impl Op {
             Op::FileDecrypt => "file_decrypt",
             Op::EncryptFields => "encrypt_fields",
             Op::DecryptFields => "decrypt_fields",
+            Op::Audit => "audit",
         }
     }
 
@@ -134,13 +142,15 @@ pub struct OpRecord<'a> {
     pub items: usize,
     /// Outcome: `ok`, or the error code.
     pub result: &'a str,
-    /// The request id (also in the `x-request-id` response header).
-    pub request_id: &'a str,
+    /// The request (its id, also in the `x-request-id` response header, and its audit
+    /// slot).
+    pub request: &'a RequestId,
 }
 
 impl Metrics {
-    /// Logs and counts one operation.
+    /// Logs and counts one operation, and notes it in the request's audit slot.
     pub fn record(&self, r: &OpRecord<'_>) {
+        r.request.audit().note(r);
         let i = r.op.index();
         let counter = if r.result == "ok" {
             &self.ok
@@ -161,7 +171,7 @@ impl Metrics {
             key_version = r.key_version,
             items = r.items,
             result = r.result,
-            request_id = r.request_id,
+            request_id = r.request.0.as_str(),
         );
     }
 

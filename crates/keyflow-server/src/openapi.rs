@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use crate::routes::{backup, data, fields, files, keys, lifecycle, system};
+use crate::routes::{audit, backup, data, fields, files, keys, lifecycle, system};
 
 /// Every error response: `{"error": "<stable_code>", "message": "<human text>"}`.
 #[derive(ToSchema)]
@@ -15,7 +15,8 @@ pub struct ErrorBody {
     /// decryption_failed, invalid_ciphertext, key_unavailable, invalid_backup,
     /// restore_conflict,
     /// sensitive_authentication_data, overloaded,
-    /// unavailable, internal_error, or one of the transport layer's codes.
+    /// unavailable, audit_unavailable, internal_error, or one of the transport layer's
+    /// codes.
     pub error: String,
     /// Human-readable text; never contains plaintext, tokens or key material.
     pub message: String,
@@ -44,7 +45,7 @@ impl Modify for BearerAuth {
         backup::backup, backup::restore,
         lifecycle::revoke, lifecycle::reinstate, lifecycle::destroy, lifecycle::get_policy,
         lifecycle::set_policy, lifecycle::rotate_due, lifecycle::rewrap,
-        system::health, system::status, system::metrics,
+        system::health, system::status, system::metrics, audit::query,
     ),
     components(schemas(
         ErrorBody, data::EncryptRequest, data::DecryptRequest, data::BatchEncryptRequest,
@@ -98,6 +99,7 @@ mod tests {
             "/api/encryption/rewrap",
             "/api/encryption/health",
             "/api/encryption/status",
+            "/api/encryption/audit",
             "/metrics",
         ] {
             assert!(paths.contains_key(p), "{p} missing from OpenAPI");

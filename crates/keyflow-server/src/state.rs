@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use keyflow_kms::EncryptionService;
 
+use crate::audit::AuditTrail;
 use crate::auth::TokenCache;
 use crate::metrics::Metrics;
 
@@ -46,11 +47,24 @@ pub struct Inner {
     pub metrics: Metrics,
     /// When the server started, on the service clock's monotonic reading.
     pub started: Duration,
+    /// The audit trail every request is recorded in (`None`: auditing disabled).
+    pub audit: Option<AuditTrail>,
 }
 
 impl AppState {
-    /// Builds the state.
+    /// Builds the state, without an audit trail.
     pub fn new(service: Arc<EncryptionService>, tokens: TokenCache, limits: Limits) -> Self {
+        Self::with_audit(service, tokens, limits, None)
+    }
+
+    /// Builds the state with an audit trail (see [`AuditTrail::start`]; `None`:
+    /// auditing disabled).
+    pub fn with_audit(
+        service: Arc<EncryptionService>,
+        tokens: TokenCache,
+        limits: Limits,
+        audit: Option<AuditTrail>,
+    ) -> Self {
         let started = service.clock().monotonic();
         Self(Arc::new(Inner {
             service,
@@ -58,6 +72,7 @@ impl AppState {
             limits,
             metrics: Metrics::default(),
             started,
+            audit,
         }))
     }
 }

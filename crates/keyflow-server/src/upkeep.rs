@@ -5,10 +5,15 @@
 //!   that interval whatever the cache TTL;
 //! - API-token table refresh (every second) and usage-counter flushes (every 10 s);
 //! - the scheduler pass every `scheduler_every`, under the keystore lease, so with
-//!   several instances one runs it and another takes over when that one dies.
+//!   several instances one runs it and another takes over when that one dies; its
+//!   actions and failures go to the audit trail ([`scheduler_events`]).
 
 use std::time::Duration;
 
+use keyflow_kms::audit::{AuditEvent, Source};
+use keyflow_kms::scheduler::{ActionKind, PassReport};
+use keyflow_kms::KmsError;
+use serde_json::json;
 use tokio::task::JoinSet;
 
 use crate::state::AppState;
@@ -121,11 +126,11 @@ async fn scheduler_loop(state: AppState, every: Duration, holder: String) {
     loop {
         tick.tick().await;
         let now = state.service.clock().now_millis();
-        match state
+        let outcome = state
             .service
             .scheduler_pass(now, false, &holder, lease_ms)
-            .await
-        {
+            .await;
+        match &outcome {
             Ok(report) if report.ran => {
                 for a in &report.actions {
                     tracing::info!(purpose = %a.purpose, version = a.version, action = ?a.kind, outcome = %a.outcome, reason = %a.reason, "scheduler");
@@ -134,5 +139,102 @@ async fn scheduler_loop(state: AppState, every: Duration, holder: String) {
             Ok(_) => tracing::debug!("scheduler lease held by another instance"),
             Err(e) => tracing::warn!(error = %e, "scheduler pass failed; retrying next interval"),
         }
+        if let Some(trail) = &state.audit {
+            for event in scheduler_events(&holder, trail.now_millis(), &outcome) {
+                if let Err(e) = trail.record(event).await {
+                    tracing::error!(error = %e, "scheduler audit record not written");
+                }
+            }
+        }
+    }
+}
+
+/// The audit records of one scheduler pass (source `scheduler`, actor
+/// `scheduler:<instance>`): one per action applied or failed — `keys.rotate` or
+/// `keys.deprecate` (the CLI's names; the source tells them apart), result `ok` or `failed` — or one `scheduler.failed` when the
+/// pass itself failed. A pass with nothing to do, or run by another instance, records
+/// nothing; an action another writer had already done is recorded by that writer.
+pub fn scheduler_events(
+    holder: &str,
+    now: i64,
+    outcome: &Result<PassReport, KmsError>,
+) -> Vec<AuditEvent> {
+    let actor = format!("scheduler:{holder}");
+    match outcome {
+        Ok(report) => report
+            .actions
+            .iter()
+            .filter(|a| a.outcome == "applied" || a.outcome.starts_with("failed"))
+            .map(|a| {
+                let operation = match a.kind {
+                    ActionKind::RotateDue | ActionKind::RotateBudget => "keys.rotate",
+                    ActionKind::Deprecate => "keys.deprecate",
+                };
+                let mut e = AuditEvent::new(now, Source::Scheduler, actor.clone(), operation);
+                e.purposes = vec![a.purpose.clone()];
+                e.versions = vec![a.version];
+                e.items = Some(1);
+                let mut detail = json!({ "kind": a.kind, "reason": a.reason });
+                if let Some(error) = a.outcome.strip_prefix("failed") {
+                    e.result = "failed".into();
+                    detail["error"] = json!(error.trim_start_matches(':').trim());
+                }
+                e.detail = Some(detail);
+                e
+            })
+            .collect(),
+        Err(err) => {
+            let mut e = AuditEvent::new(now, Source::Scheduler, actor, "scheduler.failed");
+            e.result = "failed".into();
+            e.detail = Some(json!({ "error": err.to_string() }));
+            vec![e]
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keyflow_kms::scheduler::Action;
+
+    #[test]
+    fn scheduler_passes_become_audit_events() {
+        let action = |kind, outcome: &str| Action {
+            purpose: "userData".into(),
+            version: 3,
+            kind,
+            reason: "due".into(),
+            outcome: outcome.into(),
+        };
+        let report = PassReport {
+            evaluated_at: "2026-01-01T00:00:00Z".into(),
+            dry_run: false,
+            ran: true,
+            actions: vec![
+                action(ActionKind::RotateDue, "applied"),
+                action(ActionKind::Deprecate, "failed: store down"),
+                action(ActionKind::RotateBudget, "already done"),
+            ],
+        };
+        let events = scheduler_events("host/1", 7, &Ok(report));
+        assert_eq!(events.len(), 2, "{events:?}");
+        assert_eq!(
+            (events[0].operation.as_str(), events[0].result.as_str()),
+            ("keys.rotate", "ok")
+        );
+        assert_eq!(events[0].actor, "scheduler:host/1");
+        assert_eq!(events[0].source, Source::Scheduler);
+        assert_eq!(
+            (events[0].purposes.clone(), events[0].versions.clone()),
+            (vec!["userData".to_owned()], vec![3])
+        );
+        assert_eq!(
+            (events[1].operation.as_str(), events[1].result.as_str()),
+            ("keys.deprecate", "failed")
+        );
+        assert_eq!(events[1].detail.as_ref().unwrap()["error"], "store down");
+        let failed = scheduler_events("h", 7, &Err(KmsError::Invalid("x")));
+        assert_eq!(failed[0].operation, "scheduler.failed");
+        assert_eq!(failed[0].result, "failed");
     }
 }

@@ -96,6 +96,11 @@ impl MigrationSource<'static> for Embedded {
                     include_str!("../migrations/0003_lifecycle.sql"),
                 ),
                 m(4, "audit", include_str!("../migrations/0004_audit.sql")),
+                m(
+                    5,
+                    "audit anchor",
+                    include_str!("../migrations/0005_audit_anchor.sql"),
+                ),
             ])
         })
     }

@@ -66,7 +66,7 @@ async fn reopening_keeps_data_and_migrations_are_idempotent() {
                 .fetch_one(b.pool())
                 .await
                 .unwrap();
-        assert_eq!(migrations, 4);
+        assert_eq!(migrations, 5);
     })
     .await;
 }

@@ -1,18 +1,22 @@
 //! The audit chain's persistence ([`AuditStore`]): tables `keyflow_audit` and
-//! `keyflow_audit_head` (migration 0004).
+//! `keyflow_audit_head` (migration 0004), `keyflow_audit_anchor` (migration 0005).
 //!
 //! An append is one `BEGIN IMMEDIATE` transaction: it takes SQLite's write lock before
 //! reading the head, so appenders from every process on the file queue (busy timeout)
-//! instead of sealing after the same head. Queries build their `WHERE` from the set
+//! instead of sealing after the same head. A prune is one too, so it never interleaves
+//! with an append. Queries build their `WHERE` from the set
 //! conditions only (so SQLite can use an index) and bind every value.
 
 use async_trait::async_trait;
 use keyflow_kms::audit::{
-    AuditEvent, AuditFilter, AuditSealer, AuditStore, ChainHead, StoredAudit,
+    AuditEvent, AuditFilter, AuditSealer, AuditStore, ChainHead, Checkpoint, StoredAudit,
 };
 use keyflow_kms::keyflow_core::to_hex;
 use keyflow_kms::keystore::StoreError;
-use keyflow_kms::rows::audit::{escape_purpose, page, purposes_column, seq_column, COLUMNS};
+use keyflow_kms::rows::audit::{
+    check_prune, escape_purpose, mac_from_hex, page, purposes_column, seq_column, ANCHOR_COLUMNS,
+    COLUMNS,
+};
 use sqlx::SqliteConnection;
 
 use crate::{Cols, SqliteKeystore};
@@ -24,6 +28,31 @@ async fn read_head(conn: &mut SqliteConnection) -> Result<ChainHead, StoreError>
         .map_err(StoreError::backend)?
         .ok_or_else(|| StoreError("the audit chain head row is missing".into()))?;
     keyflow_kms::rows::audit::head(&Cols(&row))
+}
+
+async fn read_anchor(conn: &mut SqliteConnection) -> Result<Option<Checkpoint>, StoreError> {
+    let row = sqlx::query(&format!(
+        "SELECT {ANCHOR_COLUMNS} FROM keyflow_audit_anchor WHERE id = 1"
+    ))
+    .fetch_optional(conn)
+    .await
+    .map_err(StoreError::backend)?;
+    row.map(|r| keyflow_kms::rows::audit::anchor(&Cols(&r)))
+        .transpose()
+}
+
+/// The MAC of the stored record `seq`, if there is one.
+async fn mac_at(conn: &mut SqliteConnection, seq: u64) -> Result<Option<[u8; 32]>, StoreError> {
+    let mac: Option<String> = sqlx::query_scalar("SELECT mac FROM keyflow_audit WHERE seq = ?1")
+        .bind(seq_column(seq))
+        .fetch_optional(conn)
+        .await
+        .map_err(StoreError::backend)?;
+    mac.map(|m| {
+        mac_from_hex(&m)
+            .ok_or_else(|| StoreError(format!("corrupt keyflow_audit row: record {seq}: mac")))
+    })
+    .transpose()
 }
 
 async fn insert(conn: &mut SqliteConnection, r: &StoredAudit) -> Result<(), StoreError> {
@@ -108,6 +137,49 @@ impl AuditStore for SqliteKeystore {
         rows.iter()
             .map(|r| keyflow_kms::rows::audit::record(&Cols(r)))
             .collect()
+    }
+
+    async fn audit_anchor(&self) -> Result<Option<Checkpoint>, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(StoreError::backend)?;
+        read_anchor(&mut conn).await
+    }
+
+    async fn audit_prune(&self, anchor: &Checkpoint) -> Result<u64, StoreError> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(StoreError::backend)?;
+        let head = read_head(&mut tx).await?;
+        let current = read_anchor(&mut tx).await?.map(|a| a.seq);
+        let stored = mac_at(&mut tx, anchor.seq).await?;
+        // A refusal drops the transaction unwritten (rolled back).
+        check_prune(anchor, &head, current, stored.as_ref())?;
+        let deleted = sqlx::query("DELETE FROM keyflow_audit WHERE seq <= ?1")
+            .bind(seq_column(anchor.seq))
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::backend)?
+            .rows_affected();
+        sqlx::query(&format!(
+            "INSERT INTO keyflow_audit_anchor (id, {ANCHOR_COLUMNS}) \
+             VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+             ON CONFLICT (id) DO UPDATE SET version = excluded.version, kind = excluded.kind, \
+             seq = excluded.seq, mac = excluded.mac, time = excluded.time, \
+             kek_id = excluded.kek_id, tag = excluded.tag"
+        ))
+        .bind(i64::from(anchor.version))
+        .bind(anchor.kind.as_str())
+        .bind(seq_column(anchor.seq))
+        .bind(&anchor.mac)
+        .bind(anchor.time)
+        .bind(&anchor.kek_id)
+        .bind(&anchor.tag)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::backend)?;
+        tx.commit().await.map_err(StoreError::backend)?;
+        Ok(deleted)
     }
 
     async fn audit_query(&self, filter: &AuditFilter) -> Result<Vec<StoredAudit>, StoreError> {

@@ -11,6 +11,7 @@ use keyflow_core::clock::{Clock, SystemClock};
 use keyflow_core::kek::{KdfParams, Kek, MIN_PBKDF2_ITERATIONS};
 use keyflow_core::OsRng;
 use keyflow_kms::access::{self, Role};
+use keyflow_kms::audit::AuditStore;
 use keyflow_kms::kek_provider::{self, KekPassword};
 use keyflow_kms::{EncryptionService, Keystore, Purpose, ServiceConfig};
 
@@ -89,6 +90,35 @@ impl Env {
                     .await
                     .unwrap(),
             ),
+        }
+    }
+
+    /// The SQLite keystore file opened again, as its concrete type: one handle that is
+    /// both the keystore and the audit store (`Arc<SqliteKeystore>` coerces to
+    /// `Arc<dyn Keystore>` and to `Arc<dyn AuditStore>`). Panics on an in-memory `Env`.
+    #[cfg(feature = "sqlite")]
+    pub async fn sqlite_store(&self) -> Arc<keyflow_store_sqlite::SqliteKeystore> {
+        assert!(
+            matches!(self.backend, Backend::Sqlite),
+            "sqlite_store() needs Env::sqlite()"
+        );
+        Arc::new(
+            keyflow_store_sqlite::SqliteKeystore::open(&self.db_path)
+                .await
+                .unwrap(),
+        )
+    }
+
+    /// One handle of the keystore as both the keystore and the audit store (the
+    /// in-memory store, or the SQLite file opened again).
+    pub async fn stores(&self) -> (Arc<dyn Keystore>, Arc<dyn AuditStore>) {
+        match &self.backend {
+            Backend::Memory(store) => (store.clone(), store.clone()),
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite => {
+                let store = self.sqlite_store().await;
+                (store.clone(), store)
+            }
         }
     }
 

@@ -13,7 +13,8 @@
 //! - counts (usage counters, policy budgets) saturating at `i64::MAX`, the largest value
 //!   the SQL backends' signed 64-bit columns hold;
 //! - the audit chain ([`AuditStore`]) with the SQL backends' paging: a query's limit 0
-//!   means [`MAX_PAGE`], larger limits are cut to it, a scan's limit is taken as given.
+//!   means [`MAX_PAGE`], larger limits are cut to it, a scan's limit is taken as given;
+//!   prunes refused for the same reasons (`keyflow_kms::rows::audit::check_prune`).
 //!
 //! One mutex around the whole state makes every method one transaction. Each write
 //! checks everything first and changes the state last, so a refused call leaves no trace.
@@ -41,7 +42,7 @@ use std::sync::{Mutex, PoisonError};
 use async_trait::async_trait;
 use keyflow_kms::access::TokenRecord;
 use keyflow_kms::audit::{
-    AuditEvent, AuditFilter, AuditSealer, AuditStore, ChainHead, StoredAudit, MAX_PAGE,
+    AuditEvent, AuditFilter, AuditSealer, AuditStore, ChainHead, Checkpoint, StoredAudit, MAX_PAGE,
 };
 use keyflow_kms::kek_provider::META_KEK_ID;
 use keyflow_kms::keystore::{CreateOutcome, Keystore, RotateOutcome, StoreError, WriteOutcome};
@@ -74,10 +75,13 @@ struct State {
     policies: BTreeMap<Purpose, Policy>,
     /// Leases by name.
     leases: HashMap<String, Lease>,
-    /// The audit chain, in sequence order (`audit[i].seq == i + 1`).
+    /// The audit chain, in sequence order, without gaps, from record 1 or from the one
+    /// after the anchor.
     audit: Vec<StoredAudit>,
     /// The audit chain's head.
     audit_head: ChainHead,
+    /// Where retention cut the chain.
+    audit_anchor: Option<Checkpoint>,
 }
 
 struct Lease {
@@ -96,6 +100,7 @@ impl MemoryKeystore {
             leases: HashMap::new(),
             audit: Vec::new(),
             audit_head: ChainHead::default(),
+            audit_anchor: None,
         };
         Self {
             state: Mutex::new(state),
@@ -488,6 +493,25 @@ impl State {
         Ok(head)
     }
 
+    /// Checks first, then deletes and stores the anchor: all or nothing.
+    fn audit_prune(&mut self, anchor: &Checkpoint) -> Result<u64, StoreError> {
+        let stored = self
+            .audit
+            .iter()
+            .find(|r| r.seq == anchor.seq)
+            .map(|r| r.mac);
+        keyflow_kms::rows::audit::check_prune(
+            anchor,
+            &self.audit_head,
+            self.audit_anchor.as_ref().map(|a| a.seq),
+            stored.as_ref(),
+        )?;
+        let before = self.audit.len();
+        self.audit.retain(|r| r.seq > anchor.seq);
+        self.audit_anchor = Some(anchor.clone());
+        Ok(u64::try_from(before - self.audit.len()).unwrap_or(u64::MAX))
+    }
+
     fn audit_scan(&self, after: u64, limit: u32) -> Vec<StoredAudit> {
         self.audit
             .iter()
@@ -658,6 +682,14 @@ impl AuditStore for MemoryKeystore {
 
     async fn audit_query(&self, filter: &AuditFilter) -> Result<Vec<StoredAudit>, StoreError> {
         Ok(self.with(|s| s.audit_query(filter)))
+    }
+
+    async fn audit_anchor(&self) -> Result<Option<Checkpoint>, StoreError> {
+        Ok(self.with(|s| s.audit_anchor.clone()))
+    }
+
+    async fn audit_prune(&self, anchor: &Checkpoint) -> Result<u64, StoreError> {
+        self.with(|s| s.audit_prune(anchor))
     }
 }
 

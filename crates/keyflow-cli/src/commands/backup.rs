@@ -12,9 +12,10 @@ use keyflow_kms::backup::format::{MAX_FILE_LEN, MIN_ITERATIONS};
 use keyflow_kms::backup::{BackupPassword, RestoreAction};
 use keyflow_kms::keyflow_core::{OsRng, SecureRandom};
 use keyflow_kms::{atomic_file, VersionFilter};
+use serde_json::json;
 use zeroize::Zeroizing;
 
-use super::open_service;
+use super::{open_audited, open_service};
 use crate::config::Config;
 use crate::error::CliError;
 
@@ -96,25 +97,69 @@ pub async fn backup(config: &Config, args: &BackupArgs) -> Result<(), CliError> 
         )));
     }
     let password = backup_password(true)?;
-    let service = open_service(config).await?;
-    let versions = service.list(&VersionFilter::default()).await?.len();
-    let bytes = service
-        .backup_with_iterations(&password, iterations)
-        .await?;
-    write_atomically(&args.output, &bytes, args.force, &OsRng)?;
-    println!(
-        "backup written: {} ({versions} key versions, {} bytes, PBKDF2 {iterations} iterations)",
-        args.output.display(),
-        bytes.len()
-    );
-    Ok(())
+    let (service, trail) = open_audited(config).await?;
+    let mut event = trail.event("keys.backup");
+    let outcome = async {
+        let versions = service.list(&VersionFilter::default()).await?.len();
+        let bytes = service
+            .backup_with_iterations(&password, iterations)
+            .await?;
+        write_atomically(&args.output, &bytes, args.force, &OsRng)?;
+        println!(
+            "backup written: {} ({versions} key versions, {} bytes, PBKDF2 {iterations} iterations)",
+            args.output.display(),
+            bytes.len()
+        );
+        Ok::<_, CliError>(versions)
+    }
+    .await;
+    event.items = outcome.as_ref().ok().map(|n| *n as u64);
+    event.detail = Some(json!({
+        "file": args.output.display().to_string(),
+        "iterations": iterations,
+    }));
+    trail.conclude(event, outcome).await.map(drop)
 }
 
 pub async fn restore(config: &Config, args: &RestoreArgs) -> Result<(), CliError> {
     let bytes = read_bounded(&args.file)?;
     let password = backup_password(false)?;
-    let service = open_service(config).await?;
-    let report = service.restore(&bytes, &password, args.dry_run).await?;
+    let report = if args.dry_run {
+        // A dry run writes nothing: not recorded.
+        open_service(config)
+            .await?
+            .restore(&bytes, &password, true)
+            .await?
+    } else {
+        let (service, trail) = open_audited(config).await?;
+        let mut event = trail.event("keys.restore");
+        event.detail = Some(json!({ "file": args.file.display().to_string() }));
+        let outcome = service.restore(&bytes, &password, false).await;
+        if let Ok(r) = &outcome {
+            let inserted = r
+                .versions
+                .iter()
+                .filter(|v| v.action == RestoreAction::Insert);
+            for v in inserted {
+                if let Some((p, n)) = v.key_id.rsplit_once(":v") {
+                    if !event.purposes.iter().any(|q| q == p) {
+                        event.purposes.push(p.to_owned());
+                    }
+                    event.versions.extend(n.parse::<u32>().ok());
+                }
+            }
+            event.items = Some(r.inserted as u64);
+            event.detail = Some(json!({
+                "file": args.file.display().to_string(),
+                "total": r.total,
+                "inserted": r.inserted,
+                "skipped": r.skipped,
+            }));
+        }
+        trail
+            .conclude(event, outcome.map_err(CliError::from))
+            .await?
+    };
     if args.json {
         println!(
             "{}",

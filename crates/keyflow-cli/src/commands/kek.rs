@@ -4,9 +4,12 @@ use clap::Subcommand;
 use keyflow_kms::kek_provider::{self, KekPassword};
 use keyflow_kms::kek_rotation;
 use keyflow_kms::keyflow_core::OsRng;
+use keyflow_kms::KmsError;
+use serde_json::json;
 
 use super::backup::password_from_env_or_prompt;
-use super::open_store;
+use super::trail::Trail;
+use super::{open_stores, Stores};
 use crate::config::Config;
 use crate::error::CliError;
 
@@ -36,10 +39,19 @@ pub async fn run(config: &Config, cmd: &KekCommand) -> Result<(), CliError> {
         KekCommand::Rotate { kdf_iterations } => {
             let password = config.kek_password()?;
             let params = config.kdf_params(*kdf_iterations)?;
-            let store = open_store(config).await?;
-            let done =
-                kek_rotation::rotate_kek(&config.kek_path, &password, params, &*store, &OsRng)
-                    .await?;
+            let stores = open_stores(config).await?;
+            let done = match kek_rotation::rotate_kek(
+                &config.kek_path,
+                &password,
+                params,
+                &*stores.keys,
+                &OsRng,
+            )
+            .await
+            {
+                Ok(done) => done,
+                Err(e) => return record_failure(config, &stores, &password, "kek.rotate", e).await,
+            };
             if let Some(orphan) = &done.orphan_moved {
                 println!(
                     "moved aside an uncommitted KEK file from an interrupted rotation: {}",
@@ -53,6 +65,16 @@ pub async fn run(config: &Config, cmd: &KekCommand) -> Result<(), CliError> {
                 done.rewrapped,
                 done.retired.display()
             );
+            // Sealed under the new KEK; `audit verify` also reads the retired file.
+            let trail = Trail::new(config, stores.audit, &done.kek)?;
+            let mut event = trail.event("kek.rotate");
+            event.items = Some(done.rewrapped as u64);
+            event.detail = Some(json!({
+                "oldKekId": done.old_kek_id,
+                "newKekId": done.new_kek_id,
+                "rewrapped": done.rewrapped,
+            }));
+            trail.conclude(event, Ok(())).await?;
         }
         KekCommand::ChangePassword { kdf_iterations } => {
             let old = config.kek_password()?;
@@ -65,22 +87,59 @@ pub async fn run(config: &Config, cmd: &KekCommand) -> Result<(), CliError> {
                     )),
                     _ => CliError::Usage("the new KEK password is empty".into()),
                 })?;
-            let store = open_store(config).await?;
-            let kek = kek_provider::change_password(
+            let stores = open_stores(config).await?;
+            let kek = match kek_provider::change_password(
                 &config.kek_path,
                 &old,
                 &new,
                 params,
-                &*store,
+                &*stores.keys,
                 &OsRng,
             )
-            .await?;
+            .await
+            {
+                Ok(kek) => kek,
+                Err(e) => {
+                    return record_failure(config, &stores, &old, "kek.change-password", e).await
+                }
+            };
             println!(
                 "KEK password changed for KEK {} in {}; set KEK_PASSWORD to the new password (the old one no longer unlocks it)",
                 kek.id(),
                 config.kek_path.display()
             );
+            let trail = Trail::new(config, stores.audit, &kek)?;
+            let mut event = trail.event("kek.change-password");
+            event.detail = Some(json!({ "kekId": kek.id(), "iterations": params.iterations }));
+            trail.conclude(event, Ok(())).await?;
         }
     }
     Ok(())
+}
+
+/// Records a failed KEK operation when the KEK still unlocks with `password` (to seal
+/// the record); returns the operation's error either way. A failure to unlock is not
+/// retried here: `main` notes it (see `trail`).
+async fn record_failure(
+    config: &Config,
+    stores: &Stores,
+    password: &KekPassword,
+    operation: &str,
+    error: KmsError,
+) -> Result<(), CliError> {
+    if matches!(
+        error,
+        KmsError::KekUnlockFailed(_)
+            | KmsError::KekMissing(_)
+            | KmsError::KekFileInvalid { .. }
+            | KmsError::KekMismatch { .. }
+    ) {
+        return Err(error.into());
+    }
+    let Ok(kek) = kek_provider::unlock(&config.kek_path, password, &*stores.keys).await else {
+        return Err(error.into());
+    };
+    let trail = Trail::new(config, stores.audit.clone(), &kek)?;
+    let event = trail.event(operation);
+    trail.conclude(event, Err(error.into())).await
 }

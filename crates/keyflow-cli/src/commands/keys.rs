@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use keyflow_kms::{KeyStatus, KeyVersionRecord, Policy, Purpose, VersionChange, VersionFilter};
 use serde_json::json;
 
-use super::{open_service, open_store, parse_purpose};
+use super::{open_audited, open_store, parse_purpose};
 use crate::cli::KeysCommand;
 use crate::config::Config;
 use crate::error::CliError;
@@ -96,9 +96,15 @@ pub async fn run(config: &Config, cmd: &KeysCommand) -> Result<(), CliError> {
         }
         KeysCommand::Generate { purpose } => {
             let purpose = parse_purpose(purpose)?;
-            let service = open_service(config).await?;
-            let r = service.generate(&purpose).await?;
-            println!("{}", to_json(&r));
+            let (service, trail) = open_audited(config).await?;
+            let mut event = trail.event("keys.generate");
+            event.purposes = vec![purpose.to_string()];
+            let outcome = service.generate(&purpose).await.map_err(CliError::from);
+            if let Ok(r) = &outcome {
+                println!("{}", to_json(r));
+                event.versions = vec![r.version.get()];
+            }
+            trail.conclude(event, outcome).await?;
         }
         KeysCommand::Policy {
             purpose,
@@ -143,16 +149,22 @@ pub async fn run(config: &Config, cmd: &KeysCommand) -> Result<(), CliError> {
         }
         KeysCommand::Rotate { purpose } => {
             let purpose = parse_purpose(purpose)?;
-            let service = open_service(config).await?;
-            let r = service.rotate(&purpose).await?;
-            println!(
-                "{}",
-                json!({
-                    "purpose": r.purpose.as_str(),
-                    "oldVersion": r.old_version.get(),
-                    "newVersion": r.new_version.get(),
-                })
-            );
+            let (service, trail) = open_audited(config).await?;
+            let mut event = trail.event("keys.rotate");
+            event.purposes = vec![purpose.to_string()];
+            let outcome = service.rotate(&purpose).await.map_err(CliError::from);
+            if let Ok(r) = &outcome {
+                println!(
+                    "{}",
+                    json!({
+                        "purpose": r.purpose.as_str(),
+                        "oldVersion": r.old_version.get(),
+                        "newVersion": r.new_version.get(),
+                    })
+                );
+                event.versions = vec![r.old_version.get(), r.new_version.get()];
+            }
+            trail.conclude(event, outcome).await?;
         }
     }
     Ok(())

@@ -1,10 +1,13 @@
 //! `keyflow keys policy | rotate-due | revoke | reinstate | destroy`.
 
+use keyflow_kms::audit::AuditEvent;
 use keyflow_kms::clock::{parse_rfc3339, Clock, SystemClock};
+use keyflow_kms::scheduler::{Action, ActionKind};
 use keyflow_kms::{KeyVersion, Policy, VersionChange};
 use serde_json::json;
 
-use super::{open_service, parse_purpose};
+use super::trail::Trail;
+use super::{open_audited, parse_purpose};
 use crate::config::Config;
 use crate::error::CliError;
 
@@ -20,7 +23,7 @@ pub async fn policy(
     max_encryptions: Option<u64>,
 ) -> Result<(), CliError> {
     let purpose = parse_purpose(purpose)?;
-    let service = open_service(config).await?;
+    let (service, trail) = open_audited(config).await?;
     let mut p: Policy = service.policy(&purpose).await?;
     let [rotation, grace, warn] = changes;
     let changed = changes.iter().any(Option::is_some) || max_encryptions.is_some();
@@ -31,7 +34,13 @@ pub async fn policy(
     if changed {
         p.validate()
             .map_err(|e| CliError::Usage(format!("policy: {e}")))?;
-        service.set_policy(&purpose, &p).await?;
+        let mut event = trail.event("keys.policy");
+        event.purposes = vec![purpose.to_string()];
+        event.detail = Some(json!({ "policy": p }));
+        let outcome = service.set_policy(&purpose, &p).await;
+        trail
+            .conclude(event, outcome.map_err(CliError::from))
+            .await?;
     }
     println!("{}", json!({ "purpose": purpose.as_str(), "policy": p }));
     Ok(())
@@ -45,9 +54,10 @@ pub async fn rotate_due(config: &Config, at: Option<&str>, dry_run: bool) -> Res
         Some(s) => parse_rfc3339(s)
             .ok_or_else(|| CliError::Usage("--at: expected an RFC 3339 instant".into()))?,
     };
-    let service = open_service(config).await?;
+    let (service, trail) = open_audited(config).await?;
     let holder = format!("cli/{}", std::process::id());
     let report = service.scheduler_pass(at, dry_run, &holder, 60_000).await?;
+    let audited = record_pass(&trail, &report.actions, dry_run).await;
     if report.ran && !dry_run {
         service
             .keystore()
@@ -64,12 +74,48 @@ pub async fn rotate_due(config: &Config, at: Option<&str>, dry_run: bool) -> Res
             "another process holds the scheduler lease; nothing was done".into(),
         ));
     }
+    audited?;
     match report.failures() {
         0 => Ok(()),
         n => Err(CliError::Failed(format!(
             "{n} scheduler action(s) failed; they are retried by the next pass"
         ))),
     }
+}
+
+/// One record per action applied or failed, in one transaction. Actions another writer
+/// had already done changed nothing here (that writer records them); a dry run changes
+/// nothing at all.
+async fn record_pass(trail: &Trail, actions: &[Action], dry_run: bool) -> Result<(), CliError> {
+    if dry_run {
+        return Ok(());
+    }
+    let events: Vec<AuditEvent> = actions
+        .iter()
+        .filter(|a| a.outcome == "applied" || a.outcome.starts_with("failed"))
+        .map(|a| {
+            let operation = match a.kind {
+                ActionKind::RotateDue | ActionKind::RotateBudget => "keys.rotate",
+                ActionKind::Deprecate => "keys.deprecate",
+            };
+            let mut e = trail.event(operation);
+            e.purposes = vec![a.purpose.clone()];
+            e.versions = vec![a.version];
+            let mut detail = json!({ "trigger": "rotate-due", "kind": a.kind, "reason": a.reason });
+            if let Some(error) = a.outcome.strip_prefix("failed: ") {
+                e.result = "failed".into();
+                detail["error"] = json!(error);
+            }
+            e.detail = Some(detail);
+            e
+        })
+        .collect();
+    let n = events.len();
+    trail.append(events).await.map_err(|e| {
+        CliError::Failed(format!(
+            "the scheduler pass was done, but the audit records of its {n} action(s) could not be written: {e}"
+        ))
+    })
 }
 
 /// `keys revoke | reinstate | destroy`.
@@ -81,10 +127,25 @@ pub async fn change(
 ) -> Result<(), CliError> {
     let purpose = parse_purpose(purpose)?;
     let v = version(v)?;
-    let service = open_service(config).await?;
-    let r = service.change_version(&purpose, v, change).await?;
-    let mut out = r.metadata_json();
-    out["kekId"] = json!(r.kek_id);
-    println!("{out}");
+    let (service, trail) = open_audited(config).await?;
+    let mut event = trail.event(match change {
+        VersionChange::Revoke(_) => "keys.revoke",
+        VersionChange::Reinstate => "keys.reinstate",
+        VersionChange::Destroy => "keys.destroy",
+    });
+    event.purposes = vec![purpose.to_string()];
+    event.versions = vec![v.get()];
+    if let VersionChange::Revoke(reason) = change {
+        event.detail = Some(json!({ "reason": reason }));
+    }
+    let outcome = service.change_version(&purpose, v, change).await;
+    if let Ok(r) = &outcome {
+        let mut out = r.metadata_json();
+        out["kekId"] = json!(r.kek_id);
+        println!("{out}");
+    }
+    trail
+        .conclude(event, outcome.map_err(CliError::from))
+        .await?;
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! One module per command group; each takes the resolved config and does its job.
 
+pub mod audit;
 pub mod backup;
 pub mod data;
 pub mod fields;
@@ -11,32 +12,85 @@ pub mod lifecycle;
 pub mod reencrypt;
 pub mod serve;
 pub mod tokens;
+pub mod trail;
 
 use std::sync::Arc;
 
+use keyflow_kms::audit::AuditStore;
+use keyflow_kms::keyflow_core::kek::Kek;
 use keyflow_kms::{kek_provider, Context, EncryptionService, Keystore};
 use keyflow_store_postgres::{PoolSettings, PostgresKeystore};
 use keyflow_store_sqlite::SqliteKeystore;
 
 use crate::config::{Config, StoreLocation};
 use crate::error::CliError;
+use trail::Trail;
 
-/// Opens the configured keystore.
-pub async fn open_store(config: &Config) -> Result<Arc<dyn Keystore>, CliError> {
+/// The configured database, as the keystore and as the audit chain it also holds.
+pub struct Stores {
+    /// Key versions, tokens, policies.
+    pub keys: Arc<dyn Keystore>,
+    /// The audit chain.
+    pub audit: Arc<dyn AuditStore>,
+}
+
+/// Opens the configured database.
+pub async fn open_stores(config: &Config) -> Result<Stores, CliError> {
     match &config.store {
-        StoreLocation::Sqlite(path) => Ok(Arc::new(SqliteKeystore::open(path).await?)),
-        StoreLocation::Postgres(url) => Ok(Arc::new(
-            PostgresKeystore::connect(&url.0, &PoolSettings::default()).await?,
-        )),
+        StoreLocation::Sqlite(path) => {
+            let store = Arc::new(SqliteKeystore::open(path).await?);
+            Ok(Stores {
+                keys: store.clone(),
+                audit: store,
+            })
+        }
+        StoreLocation::Postgres(url) => {
+            let store =
+                Arc::new(PostgresKeystore::connect(&url.0, &PoolSettings::default()).await?);
+            Ok(Stores {
+                keys: store.clone(),
+                audit: store,
+            })
+        }
     }
 }
 
-/// Opens the keystore, unlocks the KEK and builds the service.
-pub async fn open_service(config: &Config) -> Result<EncryptionService, CliError> {
+/// Opens the configured keystore.
+pub async fn open_store(config: &Config) -> Result<Arc<dyn Keystore>, CliError> {
+    Ok(open_stores(config).await?.keys)
+}
+
+/// Opens the database and unlocks the KEK.
+async fn unlock(config: &Config) -> Result<(Stores, Kek), CliError> {
     let password = config.kek_password()?;
-    let store = open_store(config).await?;
-    let kek = kek_provider::unlock(&config.kek_path, &password, &*store).await?;
-    Ok(EncryptionService::new(store, kek, config.service_config()))
+    let stores = open_stores(config).await?;
+    let kek = kek_provider::unlock(&config.kek_path, &password, &*stores.keys).await?;
+    Ok((stores, kek))
+}
+
+/// Opens the keystore, unlocks the KEK and builds the service (read-only commands).
+pub async fn open_service(config: &Config) -> Result<EncryptionService, CliError> {
+    let (stores, kek) = unlock(config).await?;
+    Ok(EncryptionService::new(
+        stores.keys,
+        kek,
+        config.service_config(),
+    ))
+}
+
+/// [`open_service`] plus the trail its changes are recorded in.
+pub async fn open_audited(config: &Config) -> Result<(EncryptionService, Trail), CliError> {
+    let (stores, kek) = unlock(config).await?;
+    let trail = Trail::new(config, stores.audit, &kek)?;
+    let service = EncryptionService::new(stores.keys, kek, config.service_config());
+    Ok((service, trail))
+}
+
+/// The keystore and a trail, for audited commands that need no service (tokens).
+pub async fn open_trail(config: &Config) -> Result<(Arc<dyn Keystore>, Trail), CliError> {
+    let (stores, kek) = unlock(config).await?;
+    let trail = Trail::new(config, stores.audit, &kek)?;
+    Ok((stores.keys, trail))
 }
 
 /// Parses repeated `--context K=V` arguments.

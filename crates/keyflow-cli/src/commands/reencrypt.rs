@@ -17,7 +17,8 @@ use keyflow_reencrypt::{
 };
 use serde_json::json;
 
-use super::{open_service, parse_context, parse_purpose};
+use super::trail::Trail;
+use super::{open_audited, parse_context, parse_purpose};
 use crate::config::Config;
 use crate::error::CliError;
 
@@ -241,20 +242,80 @@ async fn print_report(
     }
 }
 
+/// Runs, prints the census, and records the run with its census (never the target URL,
+/// which may hold a password, nor any value of the table).
+#[allow(clippy::too_many_arguments)] // one call site per command, each argument distinct
+async fn run_audited(
+    service: &EncryptionService,
+    trail: &Trail,
+    mut event: keyflow_kms::audit::AuditEvent,
+    db: &dyn keyflow_reencrypt::Backend,
+    transform: &mut dyn ValueTransform,
+    args: &TargetArgs,
+    operation: Operation,
+    verb: &str,
+) -> Result<(), CliError> {
+    let outcome = match execute(service, db, transform, args, operation).await {
+        Ok(report) => {
+            let c = &report.census;
+            event.items = Some(c.rows);
+            for key in c.by_key_version.keys() {
+                let purpose = key.rsplit_once(":v").map_or(key.as_str(), |(p, _)| p);
+                if !event.purposes.iter().any(|p| p == purpose) {
+                    event.purposes.push(purpose.to_owned());
+                }
+            }
+            // Row ids are the application's values (an id column may hold emails):
+            // counts only, so the failed rows' ids and the resume point stay out.
+            let mut census = json!(c);
+            if let Some(m) = census.as_object_mut() {
+                m.remove("failedRows");
+            }
+            event.detail = Some(json!({
+                "table": args.table,
+                "column": args.column,
+                "dryRun": report.dry_run,
+                "resumed": report.resumed_after.is_some(),
+                "census": census,
+            }));
+            print_report(service, &report, args, verb).await
+        }
+        Err(e) => {
+            event.detail = Some(json!({
+                "table": args.table,
+                "column": args.column,
+                "dryRun": args.dry_run,
+            }));
+            Err(e)
+        }
+    };
+    trail.conclude(event, outcome).await
+}
+
 /// `keyflow reencrypt`: rewrites every value not under its purpose's active version.
 pub async fn reencrypt(config: &Config, args: &ReencryptArgs) -> Result<(), CliError> {
     let a = &args.target;
     let context = context_spec(a)?;
     let db = connect(a).await?;
-    let service = open_service(config).await?;
+    let (service, trail) = open_audited(config).await?;
     let mut transform = Rewrap::new(&service, context);
     let verb = if a.dry_run {
         "would re-encrypt"
     } else {
         "re-encrypted"
     };
-    let report = execute(&service, &*db, &mut transform, a, Operation::Reencrypt).await?;
-    print_report(&service, &report, a, verb).await
+    let event = trail.event("reencrypt");
+    run_audited(
+        &service,
+        &trail,
+        event,
+        &*db,
+        &mut transform,
+        a,
+        Operation::Reencrypt,
+        verb,
+    )
+    .await
 }
 
 /// `keyflow migrate`: encrypts plaintext values in place; ciphertexts are kept.
@@ -263,13 +324,24 @@ pub async fn migrate(config: &Config, args: &MigrateArgs) -> Result<(), CliError
     let purpose = parse_purpose(&args.purpose)?;
     let context = context_spec(a)?;
     let db = connect(a).await?;
-    let service = open_service(config).await?;
+    let (service, trail) = open_audited(config).await?;
+    let mut event = trail.event("migrate");
+    event.purposes = vec![purpose.to_string()];
     let mut transform = EncryptPlaintext::new(&service, purpose, context, args.deterministic);
     let verb = if a.dry_run {
         "would encrypt"
     } else {
         "encrypted"
     };
-    let report = execute(&service, &*db, &mut transform, a, Operation::Migrate).await?;
-    print_report(&service, &report, a, verb).await
+    run_audited(
+        &service,
+        &trail,
+        event,
+        &*db,
+        &mut transform,
+        a,
+        Operation::Migrate,
+        verb,
+    )
+    .await
 }

@@ -8,17 +8,19 @@ use std::time::Duration;
 
 use base64::Engine;
 use keyflow_kms::access::{self, Role};
+use keyflow_kms::audit::{AuditEvent, AuditSealer, Source};
 use keyflow_kms::clock::{Clock, SystemClock};
 use keyflow_kms::kek_provider::{self, KekPassword};
 use keyflow_kms::keyflow_core::kek::KdfParams;
 use keyflow_kms::keyflow_core::{OsRng, SecureRandom};
 use keyflow_kms::EncryptionService;
 use keyflow_server::auth::TokenCache;
-use keyflow_server::{AppState, HttpSettings, Limits};
+use keyflow_server::{AppState, AuditPolicy, AuditTrail, HttpSettings, Limits};
 use keyflow_transport::TransportConfig;
+use serde_json::json;
 use zeroize::Zeroizing;
 
-use super::open_store;
+use super::open_stores;
 use crate::config::Config;
 use crate::error::CliError;
 
@@ -73,6 +75,52 @@ fn instance_id(addr: &std::net::SocketAddr) -> String {
     format!("{host}/{addr}/{}", std::process::id())
 }
 
+/// The audit policy from `KEYFLOW_AUDIT` (`on`, the default, or `off`, refused in
+/// production) and `KEYFLOW_AUDIT_FAILURE` (`closed` or `open`; by default `closed` in
+/// production, `open` otherwise).
+fn audit_policy(
+    production: bool,
+    audit: Option<&str>,
+    failure: Option<&str>,
+) -> Result<AuditPolicy, CliError> {
+    let value = |v: Option<&str>| v.map(|s| s.trim().to_ascii_lowercase()).unwrap_or_default();
+    let enabled = match value(audit).as_str() {
+        "" | "on" => true,
+        "off" if production => {
+            return Err(CliError::Config(
+                "KEYFLOW_AUDIT=off is refused in production: every operation must be recorded"
+                    .into(),
+            ))
+        }
+        "off" => false,
+        _ => return Err(CliError::Config("KEYFLOW_AUDIT must be on or off".into())),
+    };
+    let fail_closed = match value(failure).as_str() {
+        "" => production,
+        "closed" => true,
+        "open" => false,
+        _ => {
+            return Err(CliError::Config(
+                "KEYFLOW_AUDIT_FAILURE must be closed or open".into(),
+            ))
+        }
+    };
+    Ok(AuditPolicy {
+        enabled,
+        fail_closed: enabled && fail_closed,
+    })
+}
+
+/// An event of the server itself (source `system`, actor `system:<instance>`).
+fn system_event(trail: &AuditTrail, instance: &str, operation: &str) -> AuditEvent {
+    AuditEvent::new(
+        trail.now_millis(),
+        Source::System,
+        format!("system:{instance}"),
+        operation,
+    )
+}
+
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -98,6 +146,11 @@ pub async fn run(config: &Config, data_dir: &Path, args: ServeArgs<'_>) -> Resul
         return Err(CliError::Config("--dev is refused in production".into()));
     }
     // Every refusal of bad configuration comes before any work or log line.
+    let audit_policy = audit_policy(
+        config.production,
+        std::env::var("KEYFLOW_AUDIT").ok().as_deref(),
+        std::env::var("KEYFLOW_AUDIT_FAILURE").ok().as_deref(),
+    )?;
     let password = if args.dev {
         dev_password(config, data_dir)?
     } else {
@@ -141,7 +194,9 @@ pub async fn run(config: &Config, data_dir: &Path, args: ServeArgs<'_>) -> Resul
         .transpose()
         .map_err(|e| CliError::Config(e.to_string()))?;
 
-    let store = open_store(config).await?;
+    // One database holds the keys and the audit chain.
+    let stores = open_stores(config).await?;
+    let store = stores.keys.clone();
     let kek = if args.dev {
         kek_provider::init(
             &config.kek_path,
@@ -165,9 +220,19 @@ pub async fn run(config: &Config, data_dir: &Path, args: ServeArgs<'_>) -> Resul
         max_staleness: Some(args.max_staleness),
         ..config.service_config()
     };
+    let sealer = AuditSealer::new(&kek)?;
     let service = Arc::new(EncryptionService::new(store.clone(), kek, service_config));
+    let trail = AuditTrail::start(stores.audit, sealer, service.clock().clone(), audit_policy);
+    match &trail {
+        None => tracing::warn!("KEYFLOW_AUDIT=off: requests are NOT recorded in the audit trail"),
+        Some(t) if !t.fail_closed() && config.production => tracing::warn!(
+            "KEYFLOW_AUDIT_FAILURE=open in production: if the audit trail cannot be written, requests are still answered"
+        ),
+        Some(_) => {}
+    }
     let tokens = TokenCache::new(store.clone(), Arc::new(SystemClock));
     tokens.refresh().await?;
+    let mut dev_token = None;
     if args.dev && tokens.is_empty() {
         let new = access::generate(
             Role::Admin,
@@ -180,13 +245,14 @@ pub async fn run(config: &Config, data_dir: &Path, args: ServeArgs<'_>) -> Resul
         store.insert_token(&new.record).await?;
         tokens.refresh().await?;
         println!("admin token (shown once; keep it): {}", new.token.as_str());
+        dev_token = Some(new.record.id.clone());
     }
     let limits = Limits {
         json_body_bytes: args.max_body_bytes,
         file_body_bytes: args.max_file_bytes,
         ..Limits::default()
     };
-    let state = AppState::new(service.clone(), tokens, limits);
+    let state = AppState::with_audit(service.clone(), tokens, limits, trail.clone());
     let settings = HttpSettings {
         max_concurrency: args.max_concurrency,
         request_timeout: args.request_timeout,
@@ -198,6 +264,36 @@ pub async fn run(config: &Config, data_dir: &Path, args: ServeArgs<'_>) -> Resul
         .await
         .map_err(|e| CliError::Config(format!("cannot listen on {}: {e}", args.listen)))?;
     let addr = listener.local_addr()?;
+    let instance = instance_id(&addr);
+    if let Some(trail) = &trail {
+        let mut start = system_event(trail, &instance, "server.start");
+        start.detail = Some(json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "listen": addr.to_string(),
+            "tls": tls.is_some(),
+            "production": config.production,
+            "auditFailure": if trail.fail_closed() { "closed" } else { "open" },
+        }));
+        let mut events = vec![start];
+        if let Some(id) = &dev_token {
+            let mut created = system_event(trail, &instance, "tokens.create");
+            created.detail = Some(json!({ "tokenId": id, "role": "admin", "name": "dev admin" }));
+            events.push(created);
+        }
+        for event in events {
+            match trail.record(event).await {
+                Ok(_) => {}
+                Err(e) if trail.fail_closed() => {
+                    return Err(CliError::Failed(format!(
+                        "{e}; not starting, since KEYFLOW_AUDIT_FAILURE=closed"
+                    )))
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the server.start audit record was not written")
+                }
+            }
+        }
+    }
     let scheme = if tls.is_some() { "https" } else { "http" };
     println!("KeyFlow listening on {scheme}://{addr}/api/encryption");
     let _ = std::io::stdout().flush();
@@ -209,7 +305,7 @@ pub async fn run(config: &Config, data_dir: &Path, args: ServeArgs<'_>) -> Resul
         keyflow_server::upkeep::UpkeepConfig {
             revalidate_every: args.revalidate_every,
             scheduler_every: args.scheduler_every,
-            holder: instance_id(&addr),
+            holder: instance.clone(),
         },
     );
     keyflow_server::serve::serve(
@@ -221,7 +317,39 @@ pub async fn run(config: &Config, data_dir: &Path, args: ServeArgs<'_>) -> Resul
     )
     .await?;
     upkeep.stop();
+    if let Some(trail) = &trail {
+        let mut stop = system_event(trail, &instance, "server.stop");
+        stop.detail = Some(json!({ "uptimeSeconds": state.uptime().as_secs() }));
+        if let Err(e) = trail.record(stop).await {
+            tracing::error!(error = %e, "the server.stop audit record was not written");
+        }
+    }
     service.flush_usage().await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audit_policy_defaults_and_refusals() {
+        let p = |prod, a, f| audit_policy(prod, a, f);
+        assert_eq!(p(true, None, None).unwrap(), AuditPolicy::PRODUCTION);
+        assert_eq!(p(false, None, None).unwrap(), AuditPolicy::DEVELOPMENT);
+        assert_eq!(
+            p(false, Some("ON"), Some("closed")).unwrap(),
+            AuditPolicy::PRODUCTION
+        );
+        assert_eq!(
+            p(true, Some("on"), Some(" open ")).unwrap(),
+            AuditPolicy::DEVELOPMENT
+        );
+        assert_eq!(p(false, Some("off"), None).unwrap(), AuditPolicy::OFF);
+        let refused = p(true, Some("off"), None).unwrap_err().to_string();
+        assert!(refused.contains("refused in production"), "{refused}");
+        assert!(p(false, Some("maybe"), None).is_err());
+        assert!(p(false, None, Some("ajar")).is_err());
+    }
 }

@@ -5,7 +5,7 @@ use keyflow_kms::clock::{rfc3339, Clock, SystemClock};
 use keyflow_kms::keyflow_core::OsRng;
 use serde_json::json;
 
-use super::{open_store, parse_purpose};
+use super::{open_store, open_trail, parse_purpose};
 use crate::cli::TokensCommand;
 use crate::config::Config;
 use crate::error::CliError;
@@ -30,7 +30,6 @@ pub fn parse_duration_ms(s: &str) -> Result<i64, CliError> {
 }
 
 pub async fn run(config: &Config, cmd: &TokensCommand) -> Result<(), CliError> {
-    let store = open_store(config).await?;
     let now = SystemClock.now_millis();
     match cmd {
         TokensCommand::Create {
@@ -54,10 +53,26 @@ pub async fn run(config: &Config, cmd: &TokensCommand) -> Result<(), CliError> {
                 .map(|d| now + d);
             let new = access::generate(role, purposes, name.clone(), now, expires_at, &OsRng)
                 .map_err(|e| CliError::Usage(e.to_string()))?;
-            store.insert_token(&new.record).await?;
-            println!("{}", new.token.as_str());
+            let (store, trail) = open_trail(config).await?;
+            // The id and name identify the token; its secret is never recorded.
+            let mut event = trail.event("tokens.create");
+            event.purposes = new.record.purposes.iter().map(|p| p.to_string()).collect();
+            event.detail = Some(json!({
+                "tokenId": new.record.id,
+                "name": new.record.name,
+                "role": new.record.role.as_str(),
+                "expiresAt": new.record.expires_at.map(rfc3339),
+            }));
+            let outcome = store.insert_token(&new.record).await;
+            if outcome.is_ok() {
+                println!("{}", new.token.as_str());
+            }
+            trail
+                .conclude(event, outcome.map_err(CliError::from))
+                .await?;
         }
         TokensCommand::List { json: as_json } => {
+            let store = open_store(config).await?;
             let tokens = store.list_tokens().await?;
             let rows: Vec<_> = tokens
                 .iter()
@@ -109,11 +124,24 @@ pub async fn run(config: &Config, cmd: &TokensCommand) -> Result<(), CliError> {
             }
         }
         TokensCommand::Revoke { id } => {
-            if store.revoke_token(id, now).await? {
-                println!("revoked token {id}");
+            let (store, trail) = open_trail(config).await?;
+            let mut event = trail.event("tokens.revoke");
+            // Only an id is recorded: a whole token pasted by mistake holds its secret.
+            let is_id = id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit());
+            event.detail = Some(if is_id {
+                json!({ "tokenId": id })
             } else {
-                return Err(CliError::Usage(format!("no active token with id '{id}'")));
-            }
+                json!({ "tokenId": null, "note": "the argument was not a token id" })
+            });
+            let outcome = match store.revoke_token(id, now).await {
+                Ok(true) => {
+                    println!("revoked token {id}");
+                    Ok(())
+                }
+                Ok(false) => Err(CliError::Usage(format!("no active token with id '{id}'"))),
+                Err(e) => Err(e.into()),
+            };
+            trail.conclude(event, outcome).await?;
         }
     }
     Ok(())

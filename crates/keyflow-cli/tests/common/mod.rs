@@ -82,6 +82,18 @@ impl Sandbox {
         self.ok(&["init", "--kdf-iterations", "100000"], b"");
     }
 
+    /// `keyflow audit export`: every audit record, oldest first.
+    pub fn audit_export(&self) -> Vec<serde_json::Value> {
+        json_lines(&self.ok(&["audit", "export"], b""))
+    }
+
+    /// `keyflow audit list --json` with `args`: records, newest first.
+    pub fn audit_list(&self, args: &[&str]) -> Vec<serde_json::Value> {
+        let mut all = vec!["audit", "list", "--json"];
+        all.extend_from_slice(args);
+        json_lines(&self.ok(&all, b""))
+    }
+
     /// Names in the sandbox directory, sorted (to prove no temporary file was left).
     pub fn entries(&self) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(self.dir.path())
@@ -138,6 +150,16 @@ pub fn assert_fails(out: &Output, code: i32, needle: &str) {
         !err.contains(PASSWORD) && !err.contains("panicked"),
         "{err}"
     );
+}
+
+/// One JSON value per non-empty line.
+pub fn json_lines(out: &[u8]) -> Vec<serde_json::Value> {
+    std::str::from_utf8(out)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
 }
 
 pub fn text(b: Vec<u8>) -> String {

@@ -12,7 +12,10 @@
 //!   PostgreSQL implement it): one shared chain per database, appended in one
 //!   transaction per batch;
 //! - [`log::AuditLog`] batches concurrent records into one transaction (group commit)
-//!   and answers each caller once its record is durable.
+//!   and answers each caller once its record is durable;
+//! - [`checkpoint`] signs (sequence number, MAC) statements: operator checkpoints kept
+//!   outside the database prove a cut tail, and the retention anchor marks where
+//!   [`AuditStore::audit_prune`] cut the chain's start.
 
 pub mod chain;
 pub mod checkpoint;
@@ -24,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::keystore::StoreError;
 
 pub use chain::{AuditSealer, ChainBreak, ChainHead, ChainVerifier, StoredAudit};
-pub use checkpoint::{Checkpoint, CheckpointError};
+pub use checkpoint::{Checkpoint, CheckpointError, CheckpointKind};
 
 /// Who or what produced an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,4 +167,20 @@ pub trait AuditStore: Send + Sync + 'static {
 
     /// Records matching `filter`, newest first.
     async fn audit_query(&self, filter: &AuditFilter) -> Result<Vec<StoredAudit>, StoreError>;
+
+    /// Where retention cut the chain: the anchor stored by the last
+    /// [`audit_prune`](Self::audit_prune), exactly as given (tag unchecked: verifying it
+    /// is the reader's job); `None` while the chain starts at record 1.
+    async fn audit_anchor(&self) -> Result<Option<Checkpoint>, StoreError>;
+
+    /// Retention, in one transaction: deletes every record with a sequence number up to
+    /// `anchor.seq` and stores `anchor` as the chain's anchor (replacing the previous
+    /// one). Returns how many records were deleted.
+    ///
+    /// The caller verifies the chain and signs `anchor` first
+    /// ([`Checkpoint::sign_anchor`]); the store only refuses, writing nothing, an anchor
+    /// that cannot be where the chain starts: a malformed one, one above the head, one
+    /// not above the current anchor (sequence number 0 included), or one whose MAC is not
+    /// the stored record's at its position (the chain changed since it was verified).
+    async fn audit_prune(&self, anchor: &Checkpoint) -> Result<u64, StoreError>;
 }

@@ -1,8 +1,10 @@
 //! Audit rows (`keyflow_audit`, `keyflow_audit_head`, migration 0004 of both SQL
-//! keystores) → [`StoredAudit`] / [`ChainHead`], and the column encodings both write.
+//! keystores; `keyflow_audit_anchor`, migration 0005) → [`StoredAudit`] / [`ChainHead`]
+//! / [`Checkpoint`], the column encodings both write, and the refusals of
+//! [`AuditStore::audit_prune`](crate::audit::AuditStore::audit_prune) every store shares.
 
 use super::Columns;
-use crate::audit::{ChainHead, StoredAudit, MAX_PAGE};
+use crate::audit::{ChainHead, Checkpoint, CheckpointKind, StoredAudit, MAX_PAGE};
 use crate::keystore::StoreError;
 
 /// The `keyflow_audit` columns, in the order both backends select and insert them.
@@ -106,6 +108,71 @@ pub fn head(row: &impl Columns) -> Result<ChainHead, StoreError> {
     })
 }
 
+/// The `keyflow_audit_anchor` columns, in the order both backends select and insert them.
+pub const ANCHOR_COLUMNS: &str = "version, kind, seq, mac, time, kek_id, tag";
+
+/// The `keyflow_audit_anchor` row. Only the shape is checked: whether the tag verifies
+/// is the reader's question.
+pub fn anchor(row: &impl Columns) -> Result<Checkpoint, StoreError> {
+    let corrupt_anchor = |what| StoreError(format!("corrupt keyflow_audit_anchor row: {what}"));
+    let kind = match row.text("kind")?.as_str() {
+        "checkpoint" => CheckpointKind::Checkpoint,
+        "anchor" => CheckpointKind::Anchor,
+        _ => return Err(corrupt_anchor("kind")),
+    };
+    Ok(Checkpoint {
+        version: u8::try_from(row.int("version")?).map_err(|_| corrupt_anchor("version"))?,
+        kind,
+        seq: u64::try_from(row.int("seq")?).map_err(|_| corrupt_anchor("seq"))?,
+        mac: row.text("mac")?,
+        time: row.int("time")?,
+        kek_id: row.text("kek_id")?,
+        tag: row.text("tag")?,
+    })
+}
+
+fn refused(why: String) -> StoreError {
+    StoreError(format!("audit prune refused: {why}"))
+}
+
+/// Whether `anchor` may become the chain's start, given the chain as the store holds it
+/// inside the prune's transaction: the `head`, the `current` anchor's sequence number,
+/// and the MAC of the stored record at `anchor.seq` (`None`: no such record). Checked
+/// before anything is written; every store refuses the same anchors.
+pub fn check_prune(
+    anchor: &Checkpoint,
+    head: &ChainHead,
+    current: Option<u64>,
+    stored_mac: Option<&[u8; 32]>,
+) -> Result<(), StoreError> {
+    let mac = mac_from_hex(&anchor.mac)
+        .ok_or_else(|| refused("the anchor's MAC is not 32 bytes of hex".into()))?;
+    if mac_from_hex(&anchor.tag).is_none() {
+        return Err(refused("the anchor's tag is not 32 bytes of hex".into()));
+    }
+    let after = current.unwrap_or(0);
+    if anchor.seq <= after {
+        return Err(refused(format!(
+            "the anchor (record {}) is not above the current one (record {after})",
+            anchor.seq
+        )));
+    }
+    if anchor.seq > head.seq {
+        return Err(refused(format!(
+            "the anchor (record {}) is above the chain head (record {})",
+            anchor.seq, head.seq
+        )));
+    }
+    match stored_mac {
+        Some(stored) if *stored == mac => Ok(()),
+        Some(_) => Err(refused(format!(
+            "record {} is not the one the anchor names (the chain changed since it was verified)",
+            anchor.seq
+        ))),
+        None => Err(refused(format!("record {} is not stored", anchor.seq))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,5 +219,43 @@ mod tests {
         assert_eq!(page(0), i64::from(MAX_PAGE));
         assert_eq!(page(7), 7);
         assert_eq!(page(u32::MAX), i64::from(MAX_PAGE));
+    }
+
+    #[test]
+    fn prune_refusals() {
+        let mac = [5u8; 32];
+        let head = ChainHead {
+            seq: 10,
+            mac: [9; 32],
+        };
+        let at = |seq: u64| Checkpoint {
+            version: 1,
+            kind: CheckpointKind::Anchor,
+            seq,
+            mac: to_hex(&mac),
+            time: 0,
+            kek_id: "k".into(),
+            tag: to_hex(&[1; 32]),
+        };
+        assert!(check_prune(&at(4), &head, None, Some(&mac)).is_ok());
+        assert!(check_prune(&at(10), &head, Some(4), Some(&mac)).is_ok());
+        let refusal = |a: &Checkpoint, current: Option<u64>, stored: Option<&[u8; 32]>| {
+            check_prune(a, &head, current, stored)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(refusal(&at(0), None, Some(&mac)).contains("not above the current one (record 0)"));
+        assert!(
+            refusal(&at(4), Some(4), Some(&mac)).contains("not above the current one (record 4)")
+        );
+        assert!(refusal(&at(11), None, Some(&mac)).contains("above the chain head (record 10)"));
+        assert!(refusal(&at(4), None, Some(&[6; 32])).contains("record 4 is not the one"));
+        assert!(refusal(&at(4), None, None).contains("record 4 is not stored"));
+        let mut bad = at(4);
+        bad.mac = "zz".into();
+        assert!(refusal(&bad, None, Some(&mac)).contains("MAC"));
+        let mut bad = at(4);
+        bad.tag = String::new();
+        assert!(refusal(&bad, None, Some(&mac)).contains("tag"));
     }
 }

@@ -83,7 +83,7 @@ pub async fn backup(
         result: result
             .as_ref()
             .map_or_else(|e| e.status_and_code().1, |_| "ok"),
-        request_id: &rid.0,
+        request: &rid,
     });
     let bytes = result?;
     Ok((
@@ -131,7 +131,7 @@ pub async fn restore(
         result: result
             .as_ref()
             .map_or_else(|e| e.status_and_code().1, |_| "ok"),
-        request_id: &rid.0,
+        request: &rid,
     });
     Ok(Json(result?))
 }

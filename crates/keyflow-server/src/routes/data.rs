@@ -316,7 +316,7 @@ pub async fn encrypt(
         key_version: result.as_ref().ok().map(|v| v.get()),
         items: 1,
         result: result.as_ref().map_or_else(error_code, |_| "ok"),
-        request_id: &rid.0,
+        request: &rid,
     });
     result?;
     if req.return_object {
@@ -379,7 +379,7 @@ pub async fn decrypt(
         key_version: v,
         items: 1,
         result: outcome,
-        request_id: &rid.0,
+        request: &rid,
     });
     authorized?;
     result?;
@@ -537,7 +537,7 @@ pub async fn batch_encrypt(
         key_version: outcome.as_ref().ok().map(|v| v.get()),
         items: req.items.len(),
         result: outcome.as_ref().map_or_else(error_code, |_| "ok"),
-        request_id: &rid.0,
+        request: &rid,
     });
     outcome?;
     Ok(w.finish())
@@ -568,7 +568,8 @@ pub async fn batch_decrypt(
             let ct = json_str(raw).ok_or_else(|| {
                 ApiError::InvalidRequest("item is not a ciphertext string".into())
             })?;
-            authorize_ciphertext(&who, ct.trim())?;
+            let (_, version) = authorize_ciphertext(&who, ct.trim())?;
+            rid.audit().add_version(version);
             Ok(ct)
         })
         .collect();
@@ -605,7 +606,7 @@ pub async fn batch_decrypt(
         } else {
             "partial_failure"
         },
-        request_id: &rid.0,
+        request: &rid,
     });
     Ok(w.finish())
 }
@@ -665,7 +666,7 @@ pub async fn blind_index(
                 .map(|b| b.key_version.get()),
             items: result.as_ref().map_or(0, Vec::len),
             result: result.as_ref().map_or_else(error_code, |_| "ok"),
-            request_id: &rid.0,
+            request: &rid,
         });
         let all = result?;
         let newest = all
@@ -694,7 +695,7 @@ pub async fn blind_index(
         key_version: result.as_ref().ok().map(|b| b.key_version.get()),
         items: 1,
         result: result.as_ref().map_or_else(error_code, |_| "ok"),
-        request_id: &rid.0,
+        request: &rid,
     });
     let bi = result?;
     Ok(Json(
@@ -739,7 +740,7 @@ pub async fn mask(
         key_version: None,
         items: 1,
         result: "ok",
-        request_id: &rid.0,
+        request: &rid,
     });
     Ok(Json(json!({ "masked": masked, "type": kind.name() })))
 }

@@ -210,7 +210,7 @@ pub async fn encrypt(
         key_version: None,
         items: result.as_ref().map_or(0, |(_, r)| r.encrypted.len()),
         result: outcome(&result),
-        request_id: &rid.0,
+        request: &rid,
     });
     let (data, report) = result?;
     Ok(Json(json!({
@@ -273,7 +273,7 @@ pub async fn decrypt(
         key_version: None,
         items: found.len(),
         result: outcome(&result),
-        request_id: &rid.0,
+        request: &rid,
     });
     let (data, report) = result?;
     Ok(Json(

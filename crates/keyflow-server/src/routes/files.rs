@@ -232,7 +232,7 @@ fn record(
     purpose: &str,
     version: Option<u32>,
     result: &str,
-    rid: &str,
+    rid: &RequestId,
 ) {
     state.metrics.record(&OpRecord {
         op,
@@ -241,7 +241,7 @@ fn record(
         key_version: version,
         items: 1,
         result,
-        request_id: rid,
+        request: rid,
     });
 }
 
@@ -304,7 +304,7 @@ async fn encrypt_stream_inner(
                 p.as_str(),
                 None,
                 e.status_and_code().1,
-                &rid.0,
+                &rid,
             );
             return Err(e);
         }
@@ -312,6 +312,8 @@ async fn encrypt_stream_inner(
     let body = reader
         .take()
         .ok_or_else(|| ApiError::Internal("request body already taken".into()))?;
+    // The audit record is written when the head goes out, before the stream ends.
+    rid.audit().note_key(p.as_str(), Some(version), 1);
     let enc = AsyncEncryptor::new(body, sealer);
     let done = Finish {
         state: state.clone(),
@@ -319,7 +321,7 @@ async fn encrypt_stream_inner(
         who: who.id().to_owned(),
         purpose: p.to_string(),
         version,
-        rid: rid.0,
+        rid,
         limit,
     };
     let stream = futures_util::stream::try_unfold((enc, done), |(mut enc, done)| async move {
@@ -358,7 +360,7 @@ struct Finish {
     who: String,
     purpose: String,
     version: u32,
-    rid: String,
+    rid: RequestId,
     limit: u64,
 }
 
@@ -436,7 +438,7 @@ async fn decrypt_stream_inner(
             &p,
             Some(version),
             e.status_and_code().1,
-            &rid.0,
+            &rid,
         );
         e
     };
@@ -484,6 +486,8 @@ async fn decrypt_stream_inner(
         resp_headers.insert(SIZE_HEADER, HeaderValue::from(size));
     }
     resp_headers.insert(VERSION_HEADER, HeaderValue::from(version));
+    // The audit record is written when the head goes out, before the stream ends.
+    rid.audit().note_key(&p, Some(version), 1);
     if dec.is_done() {
         // The whole file verified: an ordinary response with a length.
         record(
@@ -493,7 +497,7 @@ async fn decrypt_stream_inner(
             &p,
             Some(version),
             "ok",
-            &rid.0,
+            &rid,
         );
         return Ok((resp_headers, head).into_response());
     }
@@ -503,7 +507,7 @@ async fn decrypt_stream_inner(
         who: who.id().to_owned(),
         purpose: p,
         version,
-        rid: rid.0.clone(),
+        rid: rid.clone(),
         limit,
     };
     let first = Some(Bytes::from(head));
@@ -579,7 +583,7 @@ pub async fn encrypt_file_json(
         result
             .as_ref()
             .map_or_else(|e| e.status_and_code().1, |_| "ok"),
-        &rid.0,
+        &rid,
     );
     let (file, version) = result?;
     Ok(Json(json!({
@@ -629,7 +633,7 @@ pub async fn decrypt_file_json(
         result
             .as_ref()
             .map_or_else(|e| e.status_and_code().1, |_| "ok"),
-        &rid.0,
+        &rid,
     );
     let (meta, plain) = result?;
     Ok(Json(json!({

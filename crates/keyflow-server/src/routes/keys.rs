@@ -72,7 +72,7 @@ pub async fn generate(
         result: result
             .as_ref()
             .map_or_else(|e| e.status_and_code().1, |_| "ok"),
-        request_id: &rid.0,
+        request: &rid,
     });
     Ok((StatusCode::CREATED, Json(result?.metadata_json())))
 }
@@ -100,7 +100,7 @@ pub async fn rotate(
         result: result
             .as_ref()
             .map_or_else(|e| e.status_and_code().1, |_| "ok"),
-        request_id: &rid.0,
+        request: &rid,
     });
     let r = result?;
     Ok(Json(json!({
@@ -141,7 +141,7 @@ pub async fn list(
         key_version: None,
         items: keys.len(),
         result: "ok",
-        request_id: &rid.0,
+        request: &rid,
     });
     Ok(Json(json!({
         "total": keys.len(),

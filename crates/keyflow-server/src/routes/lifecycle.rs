@@ -101,7 +101,7 @@ fn record(
         key_version,
         items: 1,
         result,
-        request_id: &rid.0,
+        request: rid,
     });
 }
 
@@ -127,6 +127,10 @@ async fn change(
     who.require(&[Role::Admin])?;
     let p = purpose(&req.purpose)?;
     let v = version(req.version)?;
+    if let (Action::Revoke, Some(reason)) = (action, req.reason.as_deref()) {
+        // The admin's stated reason is part of the record (it is not data).
+        rid.audit().set_detail(json!({ "reason": reason }));
+    }
     let change = match action {
         Action::Revoke => VersionChange::Revoke(
             req.reason
@@ -308,6 +312,17 @@ pub async fn rotate_due(
         outcome(&result),
     );
     let report = result?;
+    // The keys this pass changed, in the request's audit record.
+    for a in report.actions.iter().filter(|a| a.outcome == "applied") {
+        rid.audit().add_purpose(&a.purpose);
+        rid.audit().add_version(a.version);
+    }
+    rid.audit().set_detail(json!({
+        "dryRun": report.dry_run,
+        "ran": report.ran,
+        "actions": report.actions.len(),
+        "failed": report.failures(),
+    }));
     Ok(Json(
         serde_json::to_value(&report).map_err(|e| ApiError::Internal(e.to_string()))?,
     ))
@@ -373,7 +388,7 @@ pub async fn rewrap(
                 key_version: None,
                 items: results.len(),
                 result: "ok",
-                request_id: &rid.0,
+                request: &rid,
             });
             Ok(Json(json!({ "results": results })))
         }

@@ -1,5 +1,6 @@
 //! Routes, grouped by resource. `crate::app` assembles them.
 
+pub mod audit;
 pub mod backup;
 pub mod data;
 pub mod fields;

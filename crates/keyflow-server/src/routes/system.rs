@@ -62,7 +62,7 @@ pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
 
 /// Key health metrics (the old shape) plus usage and cache figures.
 #[utoipa::path(get, path = "/api/encryption/status",
-    responses((status = 200, description = "`{total, active, expiringSoon, deprecated, revoked, cacheSize, byPurpose, healthStatus, usage, cache, alerts}`"),
+    responses((status = 200, description = "`{total, active, expiringSoon, deprecated, revoked, cacheSize, byPurpose, healthStatus, usage, cache, alerts, audit}`; `audit` is `{enabled, failClosed, failing, written, commits, failures, lastWrite, lastFailure, backlog, headSeq}`"),
               (status = 401), (status = 403, description = "Admin or auditor only")),
     security(("bearer" = [])))]
 pub async fn status(
@@ -124,6 +124,10 @@ pub async fn status(
     if cache.hits + cache.misses >= 100 && cache.hit_rate() < 0.8 {
         alerts.push(format!("low key cache hit rate: {:.2}", cache.hit_rate()));
     }
+    let audit = audit_status(&state);
+    if state.audit.as_ref().is_some_and(|t| t.log().failing()) {
+        alerts.push("the audit trail cannot be written".to_owned());
+    }
     let health = if !alerts.is_empty() {
         "critical"
     } else if expiring > 0 || deprecated > 0 {
@@ -138,7 +142,7 @@ pub async fn status(
         key_version: None,
         items: versions.len(),
         result: "ok",
-        request_id: &rid.0,
+        request: &rid,
     });
     Ok(Json(json!({
         "total": versions.len(),
@@ -153,7 +157,30 @@ pub async fn status(
         "cache": { "hits": cache.hits, "misses": cache.misses, "hitRate": cache.hit_rate(), "entries": cache.entries },
         "alerts": alerts,
         "defaultPolicy": keyflow_kms::Policy::default(),
+        "audit": audit,
     })))
+}
+
+/// The audit writer's figures: `{enabled, failClosed, written, commits, failures,
+/// lastWrite, backlog, headSeq}` (counts since this server started).
+fn audit_status(state: &AppState) -> Value {
+    let Some(trail) = &state.audit else {
+        return json!({ "enabled": false, "failClosed": false });
+    };
+    let h = trail.log().health();
+    let at = |ms: i64| (ms > 0).then(|| keyflow_kms::clock::rfc3339(ms));
+    json!({
+        "enabled": true,
+        "failClosed": trail.fail_closed(),
+        "failing": trail.log().failing(),
+        "written": h.written,
+        "commits": h.commits,
+        "failures": h.failures,
+        "lastWrite": at(h.last_write),
+        "lastFailure": at(h.last_failure),
+        "backlog": h.backlog,
+        "headSeq": h.head_seq,
+    })
 }
 
 /// Prometheus metrics (admin or auditor token).

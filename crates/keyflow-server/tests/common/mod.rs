@@ -1,6 +1,7 @@
 //! Shared test harness: a KeyFlow server wired like `keyflow serve` (SQLite keystore and
-//! KEK in a temporary directory, API tokens of every role, the dev certificate), run on
-//! an ephemeral loopback port, and a small hyper + rustls client.
+//! KEK in a temporary directory, the audit trail in the same database, fail-closed as in
+//! production, API tokens of every role, the dev certificate), run on an ephemeral
+//! loopback port, and a small hyper + rustls client.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail by panicking
 #![allow(dead_code, missing_docs)]
 pub mod tls;
@@ -21,10 +22,11 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Frame;
 use hyper_util::rt::TokioIo;
 use keyflow_kms::access::Role;
+use keyflow_kms::audit::{AuditSealer, AuditStore, ChainVerifier, StoredAudit, MAX_PAGE};
 use keyflow_kms::clock::{Clock, SystemClock};
 use keyflow_kms::{Context as KmsContext, EncryptionService, Keystore, Purpose, ServiceConfig};
 use keyflow_server::auth::TokenCache;
-use keyflow_server::{AppState, HttpSettings, Limits};
+use keyflow_server::{AppState, AuditPolicy, AuditTrail, HttpSettings, Limits};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, RootCertStore, SupportedProtocolVersion};
@@ -60,6 +62,11 @@ pub struct Harness {
     /// The temporary directory with `kek.json` and `keyflow.db`.
     pub env: keyflow_testkit::Env,
     pub store: Arc<dyn Keystore>,
+    /// The same SQLite handle as the audit store (the trail writes to it unless a test
+    /// wrapped it).
+    pub audit_store: Arc<dyn AuditStore>,
+    /// A sealer of the KEK's audit key, to verify the chain.
+    pub sealer: Arc<AuditSealer>,
     pub service: Arc<EncryptionService>,
     pub state: AppState,
     pub admin: String,
@@ -74,9 +81,21 @@ impl Harness {
     }
 
     pub async fn with_limits(limits: Limits) -> Self {
+        Self::build(limits, AuditPolicy::PRODUCTION, |s| s).await
+    }
+
+    /// A harness whose audit trail has `policy` and writes to `wrap(the SQLite store)`.
+    pub async fn build(
+        limits: Limits,
+        policy: AuditPolicy,
+        wrap: impl FnOnce(Arc<dyn AuditStore>) -> Arc<dyn AuditStore>,
+    ) -> Self {
         let env = keyflow_testkit::Env::sqlite();
-        let store = env.store().await;
+        // One handle, as `keyflow serve` opens it: the keystore and the audit store.
+        let (store, audit_store) = env.stores().await;
         let kek = env.init(&*store).await;
+        let sealer = Arc::new(AuditSealer::new(&kek).unwrap());
+        let trail_sealer = AuditSealer::new(&kek).unwrap();
         let service = Arc::new(EncryptionService::new(
             store.clone(),
             kek,
@@ -87,10 +106,18 @@ impl Harness {
         }
         let tokens = TokenCache::new(store.clone(), Arc::new(SystemClock));
         tokens.refresh().await.unwrap();
-        let state = AppState::new(service.clone(), tokens, limits);
+        let trail = AuditTrail::start(
+            wrap(audit_store.clone()),
+            trail_sealer,
+            service.clock().clone(),
+            policy,
+        );
+        let state = AppState::with_audit(service.clone(), tokens, limits, trail);
         let mut h = Self {
             env,
             store,
+            audit_store,
+            sealer,
             service,
             state,
             admin: String::new(),
@@ -117,6 +144,31 @@ impl Harness {
             keyflow_testkit::env::token(&*self.store, role, purposes, expires_at).await;
         self.state.tokens.refresh().await.unwrap();
         (token, id)
+    }
+
+    /// Every audit record in the store, oldest first.
+    pub async fn audit_records(&self) -> Vec<StoredAudit> {
+        let mut all = Vec::new();
+        loop {
+            let after = all.last().map_or(0, |r: &StoredAudit| r.seq);
+            let page = self.audit_store.audit_scan(after, MAX_PAGE).await.unwrap();
+            if page.is_empty() {
+                return all;
+            }
+            all.extend(page);
+        }
+    }
+
+    /// Verifies the whole chain against the head; the number of records.
+    pub async fn verify_audit_chain(&self) -> u64 {
+        let mut v = ChainVerifier::new(vec![&*self.sealer]);
+        for r in self.audit_records().await {
+            v.push(&r).unwrap_or_else(|e| panic!("audit chain: {e}"));
+        }
+        let head = self.audit_store.audit_head().await.unwrap();
+        v.finish(&head)
+            .unwrap_or_else(|e| panic!("audit chain: {e}"))
+            .seq
     }
 
     /// Revokes a token the way `keyflow tokens revoke` does, then refreshes the cache.

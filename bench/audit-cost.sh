@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# What the audit trail costs: W1 (one small encrypt) and W3 (a batch of 100) over HTTP at
+# c = 16, against one `keyflow serve` with KEYFLOW_AUDIT=on and one with it off, in the
+# same run, alternating ROUNDS times. Reports req/s and server CPU time per request (from
+# /proc/PID/stat), the number that matters (target: audit on ≤ 1.15× off).
+#
+#   bench/audit-cost.sh [DURATION] [ROUNDS]      (defaults: 8s 3)
+#
+# Needs wrk and `cargo build --release -p keyflow-cli`. Server on core 0, wrk on core 1.
+set -euo pipefail
+DUR=${1:-8s}
+ROUNDS=${2:-3}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+KF=$ROOT/target/release/keyflow
+OUT=/tmp/keyflow-audit-bench
+command -v wrk >/dev/null || { echo "wrk missing: apt-get install -y wrk" >&2; exit 2; }
+[[ -x $KF ]] || { echo "build first: cargo build --release -p keyflow-cli" >&2; exit 2; }
+rm -rf "$OUT"; mkdir -p "$OUT"
+export KEYFLOW_DATA_DIR=$OUT/data KEK_PASSWORD=bench-password-bench-password-00 KEYFLOW_LOG=warn
+"$KF" init >/dev/null
+TOKEN=$("$KF" tokens create --role admin --name bench)
+echo '{"data":"123-45-6789","purpose":"userData"}' > "$OUT/w1.json"
+python3 - "$OUT/w3.json" <<'PY'
+import json, sys
+json.dump({"items": [f"123-45-{i:04d}" for i in range(100)], "purpose": "userData"}, open(sys.argv[1], "w"))
+PY
+cat > "$OUT/post.lua" <<'LUA'
+function init(args)
+  local f = assert(io.open(os.getenv("BODY"), "rb")); local body = f:read("*a"); f:close()
+  req = wrk.format("POST", nil, {["Content-Type"] = "application/json",
+                                 ["Authorization"] = "Bearer " .. os.getenv("TOKEN")}, body)
+end
+function request() return req end
+LUA
+trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+level() { # audit workload path body
+  local audit=$1 name=$2 path=$3 body=$4
+  KEYFLOW_AUDIT=$audit taskset -c 0 "$KF" serve --listen 127.0.0.1:18095 > "$OUT/serve-$audit.log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 50); do curl -s http://127.0.0.1:18095/api/encryption/health >/dev/null && break; sleep 0.2; done
+  BODY=$body TOKEN=$TOKEN taskset -c 1 wrk -t1 -c16 -d2s -s "$OUT/post.lua" "http://127.0.0.1:18095$path" >/dev/null
+  local t0 c0 t1 c1 out
+  t0=$(date +%s.%N); c0=$(cpu_ticks "$pid")
+  out=$(BODY=$body TOKEN=$TOKEN taskset -c 1 wrk -t1 -c16 -d"$DUR" --latency -s "$OUT/post.lua" "http://127.0.0.1:18095$path")
+  t1=$(date +%s.%N); c1=$(cpu_ticks "$pid")
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  python3 - "$name" "$audit" "$t0" "$t1" "$c0" "$c1" "$(getconf CLK_TCK)" <<PY | tee -a "$OUT/results.md"
+import re, sys
+name, audit, t0, t1, c0, c1, hz = sys.argv[1:8]
+out = """$out"""
+if "Requests/sec" not in out:
+    sys.exit("wrk failed:\n" + out)
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+reqs = int(re.search(r"(\d+) requests in", out).group(1))
+bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+cpu_s = (int(c1) - int(c0)) / int(hz)
+print(f"| {name} | audit {audit} | {rps:,.0f} | {cpu_s / reqs * 1e6:.1f} | {bad.group(1) if bad else 0} |")
+PY
+}
+
+echo "$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "| workload | audit | req/s | server CPU µs/request | non-2xx |"
+echo "|---|---|---:|---:|---:|"
+for _ in $(seq "$ROUNDS"); do
+  for audit in on off; do
+    level "$audit" W1 /api/encryption/encrypt "$OUT/w1.json"
+    level "$audit" W3 /api/encryption/batch/encrypt "$OUT/w3.json"
+  done
+done
+echo "audit records written: $("$KF" audit list --limit 1 --json 2>/dev/null | head -c 200)"
