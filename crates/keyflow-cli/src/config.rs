@@ -139,14 +139,27 @@ impl Config {
             Ok(p) if !p.is_empty() => Zeroizing::new(p),
             _ => match std::env::var_os("KEYFLOW_KEK_PASSWORD_FILE") {
                 Some(f) => read_password_file(Path::new(&f))?,
-                None => {
-                    return Err(CliError::Config(
-                        "KEK_PASSWORD is not set (nor KEYFLOW_KEK_PASSWORD_FILE)".into(),
-                    ))
-                }
+                None => match self.dev_password_file() {
+                    Some(f) => read_password_file(&f)?,
+                    None => {
+                        return Err(CliError::Config(
+                            "KEK_PASSWORD is not set (nor KEYFLOW_KEK_PASSWORD_FILE)".into(),
+                        ))
+                    }
+                },
             },
         };
         Ok(raw)
+    }
+
+    /// Outside production, the password `serve --dev` generated beside the KEK file
+    /// (`dev-kek-password`), so the CLI works on a dev server's data directory as it is.
+    fn dev_password_file(&self) -> Option<PathBuf> {
+        if self.production {
+            return None;
+        }
+        let f = self.kek_path.parent()?.join("dev-kek-password");
+        f.is_file().then_some(f)
     }
 
     pub fn kdf_params(&self, iterations: Option<u32>) -> Result<KdfParams, CliError> {

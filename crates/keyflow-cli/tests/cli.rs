@@ -550,3 +550,21 @@ fn dev_server_starts_with_no_configuration_and_stops_on_sigterm() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// On a `serve --dev` data directory the CLI finds the generated `dev-kek-password`
+/// (so `tokens create` works as the README shows); production never reads it.
+#[test]
+fn the_dev_password_file_is_used_outside_production_only() {
+    let s = Sandbox::initialized();
+    std::fs::write(s.data().join("dev-kek-password"), PASSWORD).unwrap();
+    let mut c = s.cmd(&["tokens", "create", "--role", "admin", "--name", "dev"]);
+    c.env_remove("KEK_PASSWORD");
+    let out = run(c, b"");
+    assert!(out.status.success(), "{out:?}");
+    assert!(text(out.stdout).starts_with("kft_"));
+
+    let mut c = s.cmd(&["tokens", "create", "--role", "admin", "--name", "prod"]);
+    c.env_remove("KEK_PASSWORD")
+        .env("KEYFLOW_ENV", "production");
+    assert_fails(&run(c, b""), 2, "KEK_PASSWORD is not set");
+}
