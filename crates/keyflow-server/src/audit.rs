@@ -19,6 +19,13 @@
 //!    awaits [`AuditLog::record`]: the group-commit writer answers once the record is
 //!    durable. A streamed response is recorded when its head is produced.
 //!
+//! **Metrics come from the same place.** With the answer known, the layer hands
+//! [`Metrics::observe`](crate::metrics::Metrics) the figures of that record — route,
+//! operation, the status sent, latency, and the operation the handler recorded with its
+//! outcome and item count — so `/metrics` and the trail cannot disagree. This happens
+//! with auditing disabled too: the layer then classifies the request, attaches a slot
+//! and counts it, but writes nothing, authenticates nothing and reads no body.
+//!
 //! **Fail closed.** When the record cannot be written and the policy is fail-closed
 //! (production's default), the response is replaced by `503 audit_unavailable`: the
 //! client never receives the result of an unrecorded operation. (A key change made by
@@ -57,7 +64,7 @@ use keyflow_transport::{ClientAddr, ConnectionInfo};
 
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::RequestId;
-use crate::metrics::{Op, OpRecord};
+use crate::metrics::{Answered, Op, OpOutcome, OpRecord, RouteKey};
 use crate::state::AppState;
 
 /// Whether requests are audited, and what happens when the trail cannot be written.
@@ -180,11 +187,23 @@ pub struct OpDetails {
     pub detail: Option<serde_json::Value>,
 }
 
-/// Where the extractors and handlers of one request note what the audit record says
-/// about it. The audit layer puts an attached slot into the request's extensions; one
-/// taken from a request that is not audited is detached and notes nothing.
+/// What an attached slot holds.
+#[derive(Debug, Default)]
+struct Noted {
+    details: OpDetails,
+    /// The operation [`Metrics::record`](crate::metrics::Metrics::record) was told of,
+    /// for `/metrics`.
+    op: Option<Op>,
+    /// The layer has taken the details: later notes are not its to count.
+    closed: bool,
+}
+
+/// Where the extractors and handlers of one request note what the audit record (and
+/// `/metrics`) says about it. The audit layer puts an attached slot into the request's
+/// extensions; one taken from a request that is not audited is detached and notes
+/// nothing.
 #[derive(Clone, Debug, Default)]
-pub struct AuditSlot(Option<Arc<Mutex<OpDetails>>>);
+pub struct AuditSlot(Option<Arc<Mutex<Noted>>>);
 
 impl AuditSlot {
     fn attached() -> Self {
@@ -201,11 +220,14 @@ impl AuditSlot {
         extensions.get::<AuditSlot>().cloned().unwrap_or_default()
     }
 
+    fn with_noted<T>(&self, f: impl FnOnce(&mut Noted) -> T) -> Option<T> {
+        // A panic elsewhere cannot leave these plain fields half-written.
+        let m = self.0.as_ref()?;
+        Some(f(&mut m.lock().unwrap_or_else(PoisonError::into_inner)))
+    }
+
     fn with(&self, f: impl FnOnce(&mut OpDetails)) {
-        if let Some(m) = &self.0 {
-            // A panic elsewhere cannot leave these plain fields half-written.
-            f(&mut m.lock().unwrap_or_else(PoisonError::into_inner));
-        }
+        self.with_noted(|n| f(&mut n.details));
     }
 
     /// The details noted so far.
@@ -261,9 +283,11 @@ impl AuditSlot {
     }
 
     /// Notes what [`Metrics::record`](crate::metrics::Metrics::record) was told.
-    pub(crate) fn note(&self, r: &OpRecord<'_>) {
+    /// Whether the layer will count the operation: false for a detached slot and once
+    /// the layer has taken the details ([`AuditSlot::close`]).
+    pub(crate) fn note(&self, r: &OpRecord<'_>) -> bool {
         if self.0.is_none() {
-            return;
+            return false;
         }
         if let Some(p) = r.purpose {
             self.add_purpose(p);
@@ -271,12 +295,25 @@ impl AuditSlot {
         if let Some(v) = r.key_version {
             self.add_version(v);
         }
-        self.with(|d| {
-            d.items = Some(r.items as u64);
+        self.with_noted(|n| {
+            n.op = Some(r.op);
+            n.details.items = Some(r.items as u64);
             if r.result != "ok" {
-                d.result = Some(r.result.to_owned());
+                n.details.result = Some(r.result.to_owned());
             }
-        });
+            !n.closed
+        })
+        .unwrap_or(false)
+    }
+
+    /// Takes the details and the recorded operation, once the answer is known; what is
+    /// noted afterwards (a streamed body's outcome) is counted by whoever notes it.
+    fn close(&self) -> (OpDetails, Option<Op>) {
+        self.with_noted(|n| {
+            n.closed = true;
+            (std::mem::take(&mut n.details), n.op)
+        })
+        .unwrap_or_default()
     }
 
     fn set_client(&self, ip: IpAddr) {
@@ -285,7 +322,7 @@ impl AuditSlot {
 }
 
 /// The API's base path.
-const API: &str = "/api/encryption";
+pub(crate) const API: &str = "/api/encryption";
 
 /// Paths never audited (see the module documentation).
 const UNAUDITED: [&str; 3] = [
@@ -340,6 +377,8 @@ const MONITORING: [&str; 2] = [Op::Status.name(), Op::Audit.name()];
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Target {
     operation: &'static str,
+    /// Its `route` and `operation` labels in `/metrics`.
+    key: RouteKey,
     /// `METHOD /path` of a known path (never a raw unknown path).
     route: Option<String>,
     /// Refused (fail-closed) when the trail cannot be written.
@@ -358,19 +397,25 @@ fn classify(method: &Method, path: &str) -> Option<Target> {
     } else {
         method.as_str()
     };
-    let mut known_path = false;
-    let mut operation = UNKNOWN;
-    for (m, p, op) in ROUTES {
+    let mut path_at = None;
+    let mut route_at = None;
+    for (i, (m, p, op)) in ROUTES.iter().enumerate() {
         if sub == Some(*p) {
-            known_path = true;
+            path_at = path_at.or(Some(i));
             if *m == served_as {
-                operation = op;
+                route_at = Some((i, *op));
             }
         }
     }
-    let route = known_path.then(|| format!("{method} {path}"));
+    let (key, operation) = match (route_at, path_at) {
+        (Some((i, op)), _) => (RouteKey::Route(i), op),
+        (None, Some(i)) => (RouteKey::OtherMethod(i), UNKNOWN),
+        (None, None) => (RouteKey::Unmatched, UNKNOWN),
+    };
+    let route = path_at.map(|_| format!("{method} {path}"));
     Some(Target {
         operation,
+        key,
         route,
         guarded: !MONITORING.contains(&operation),
     })
@@ -504,16 +549,23 @@ impl Pending {
         }
     }
 
-    /// Writes the record of `resp`; answers `resp`, or the fail-closed refusal.
+    /// Writes the record of `resp` and counts it in `/metrics`; answers `resp`, or the
+    /// fail-closed refusal.
     async fn finish(self, resp: Response, slot: AuditSlot) -> Response {
         // Latency to the response head, not including this record's own cost.
         let latency = self.elapsed();
-        let mut d = slot.details();
+        let (mut d, op) = slot.close();
         self.identify(&mut d).await;
         let status = resp.status();
         let (resp, result) = result_of(resp, d.result.take()).await;
         let event = self.event(d, status, result, latency);
-        match self.trail.record(event).await {
+        // The operation's figures, from the record (before it moves to the writer).
+        let op = op.map(|op| OpOutcome {
+            op,
+            ok: event.result == "ok",
+            items: event.items.unwrap_or(0),
+        });
+        let resp = match self.trail.record(event).await {
             Ok(_) => resp,
             Err(e) if self.trail.fail_closed && self.target.guarded => {
                 tracing::error!(error = %e, operation = self.target.operation, status = status.as_u16(),
@@ -525,7 +577,16 @@ impl Pending {
                     "AUDIT RECORD LOST: answered without its audit record (failure policy open, or a monitoring read)");
                 resp
             }
-        }
+        };
+        // The status the client gets (a withheld answer's 503); the operation still
+        // counts as what its handler did.
+        self.state.metrics.observe(&Answered {
+            route: self.target.key,
+            status: resp.status(),
+            latency,
+            op,
+        });
+        resp
     }
 
     /// The trail is failing and the policy is fail-closed: refuses at once, offering the
@@ -543,12 +604,47 @@ impl Pending {
         if let Err(e) = self.trail.record(event).await {
             tracing::debug!(error = %e, "audit trail still failing; request refused");
         }
-        ApiError::AuditUnavailable.into_response()
+        let resp = ApiError::AuditUnavailable.into_response();
+        self.state.metrics.observe(&Answered {
+            route: self.target.key,
+            status: resp.status(),
+            latency,
+            op: None,
+        });
+        resp
     }
 }
 
-/// Records every request (see the module documentation) in the state's audit trail.
-/// Without a trail it passes requests through untouched.
+/// Counts the answer to an audited request when auditing is disabled: the same figures
+/// as [`Pending::finish`] gives `/metrics`, without the record (so no token check and
+/// no error body read: `ok` is a success status with no other result noted).
+async fn count_unrecorded<E>(
+    state: AppState,
+    route: RouteKey,
+    started: Duration,
+    slot: AuditSlot,
+    answer: impl Future<Output = Result<Response, E>>,
+) -> Result<Response, E> {
+    let resp = answer.await?;
+    let latency = state.service.clock().monotonic().saturating_sub(started);
+    let (d, op) = slot.close();
+    let status = resp.status();
+    let op = op.map(|op| OpOutcome {
+        op,
+        ok: status.is_success() && d.result.is_none(),
+        items: d.items.unwrap_or(0),
+    });
+    state.metrics.observe(&Answered {
+        route,
+        status,
+        latency,
+        op,
+    });
+    Ok(resp)
+}
+
+/// Records every request (see the module documentation) in the state's audit trail, and
+/// counts it in the state's metrics. Without a trail it only counts.
 #[derive(Clone)]
 pub struct AuditLayer {
     state: AppState,
@@ -596,12 +692,21 @@ where
     }
 
     fn call(&mut self, mut req: Request) -> Self::Future {
-        let target = match &self.state.audit {
-            Some(_) => classify(req.method(), req.uri().path()),
-            None => None,
-        };
-        let (Some(trail), Some(target)) = (self.state.audit.clone(), target) else {
+        let Some(target) = classify(req.method(), req.uri().path()) else {
             return Box::pin(self.inner.call(req));
+        };
+        let Some(trail) = self.state.audit.clone() else {
+            let started = self.state.service.clock().monotonic();
+            let slot = AuditSlot::attached();
+            req.extensions_mut().insert(slot.clone());
+            let answer = self.inner.call(req);
+            return Box::pin(count_unrecorded(
+                self.state.clone(),
+                target.key,
+                started,
+                slot,
+                answer,
+            ));
         };
         let pending = Pending {
             state: self.state.clone(),
@@ -651,6 +756,7 @@ mod tests {
         let enc = t(Method::POST, "/api/encryption/encrypt").unwrap();
         assert_eq!(enc.operation, "encrypt");
         assert_eq!(enc.route.as_deref(), Some("POST /api/encryption/encrypt"));
+        assert_eq!(enc.key, RouteKey::Route(0));
         assert!(enc.guarded);
         assert_eq!(
             t(Method::POST, "/api/encryption/keys/destroy")
@@ -672,9 +778,19 @@ mod tests {
             (wrong.operation, wrong.route.as_deref()),
             (UNKNOWN, Some("GET /api/encryption/encrypt"))
         );
+        assert_eq!(wrong.key, RouteKey::OtherMethod(0));
+        // Both methods of one path: each its own route.
+        let policy = |m| t(m, "/api/encryption/keys/policy").unwrap();
+        let (read, write) = (policy(Method::GET), policy(Method::POST));
+        assert_eq!(
+            (read.operation, write.operation),
+            ("keys.policy.read", "keys.policy")
+        );
+        assert_ne!(read.key, write.key);
         // An unknown path: never the raw path.
         let unknown = t(Method::GET, "/api/encryption/keys/4532015112830366").unwrap();
         assert_eq!((unknown.operation, unknown.route), (UNKNOWN, None));
+        assert_eq!(unknown.key, RouteKey::Unmatched);
         assert_eq!(t(Method::GET, "/favicon.ico").unwrap().operation, UNKNOWN);
         for p in UNAUDITED {
             assert_eq!(t(Method::GET, p), None, "{p}");
@@ -711,5 +827,29 @@ mod tests {
             (d.purposes, d.versions, d.items),
             (vec!["p".into()], vec![2], Some(3))
         );
+    }
+
+    #[test]
+    fn the_layer_counts_what_is_noted_before_it_closes_the_slot() {
+        let slot = AuditSlot::attached();
+        let rid = RequestId("r".into(), slot.clone());
+        let record = |result| OpRecord {
+            op: Op::FileEncrypt,
+            actor: "a",
+            purpose: Some("p"),
+            key_version: Some(1),
+            items: 1,
+            result,
+            request: &rid,
+        };
+        assert!(slot.note(&record("ok")), "the layer counts it");
+        let (d, op) = slot.close();
+        assert_eq!(
+            (op, d.items, d.result),
+            (Some(Op::FileEncrypt), Some(1), None)
+        );
+        // A streamed body's outcome, after the answer's head: for the caller to count.
+        assert!(!slot.note(&record("decryption_failed")));
+        assert!(!AuditSlot::detached().note(&record("ok")));
     }
 }

@@ -14,7 +14,8 @@
 //! 2. security headers — on every response, including the overload and timeout answers below;
 //! 3. audit ([`audit`]) — sees every request and its final answer, the refusals of
 //!    every layer below included, and writes its record before the answer leaves;
-//!    outside the timeout, so a slow audit write is never mistaken for a slow request;
+//!    outside the timeout, so a slow audit write is never mistaken for a slow request.
+//!    It also feeds `/metrics` ([`metrics`]) from the same figures, audit trail or not;
 //! 4. load shedding, concurrency limit, timeout — refuse excess work (503) *before*
 //!    anything buffers a body or touches a key;
 //! 5. the rest of `keyflow-transport` — HTTPS enforcement (then the effective client

@@ -1,6 +1,6 @@
 //! Shared server state.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use keyflow_kms::EncryptionService;
@@ -8,6 +8,7 @@ use keyflow_kms::EncryptionService;
 use crate::audit::AuditTrail;
 use crate::auth::TokenCache;
 use crate::metrics::Metrics;
+use crate::upkeep::ChainCheck;
 
 /// Limits applied to requests.
 #[derive(Debug, Clone)]
@@ -49,6 +50,8 @@ pub struct Inner {
     pub started: Duration,
     /// The audit trail every request is recorded in (`None`: auditing disabled).
     pub audit: Option<AuditTrail>,
+    /// What the background verification of the audit chain found.
+    chain_check: Mutex<ChainCheck>,
 }
 
 impl AppState {
@@ -73,11 +76,28 @@ impl AppState {
             metrics: Metrics::default(),
             started,
             audit,
+            chain_check: Mutex::default(),
         }))
     }
 }
 
 impl AppState {
+    /// What the background verification of the audit chain found so far
+    /// ([`crate::upkeep::audit_verify_pass`]).
+    pub fn chain_check(&self) -> ChainCheck {
+        self.chain_check
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn set_chain_check(&self, check: ChainCheck) {
+        *self
+            .chain_check
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = check;
+    }
+
     /// Time since the server started, on the service clock.
     pub fn uptime(&self) -> Duration {
         self.service

@@ -6,12 +6,19 @@
 //! - API-token table refresh (every second) and usage-counter flushes (every 10 s);
 //! - the scheduler pass every `scheduler_every`, under the keystore lease, so with
 //!   several instances one runs it and another takes over when that one dies; its
-//!   actions and failures go to the audit trail ([`scheduler_events`]).
+//!   actions and failures go to the audit trail ([`scheduler_events`]);
+//! - with an audit trail ([`Upkeep::spawn_audit`]): verification of the chain soon after
+//!   start and then every `verify_every`, each pass going on from the head the last one
+//!   verified ([`audit_verify_pass`], shown by `/status`), and, when a retention is set,
+//!   a daily prune under the scheduler lease ([`audit_retention_pass`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use keyflow_kms::audit::{AuditEvent, Source};
-use keyflow_kms::scheduler::{ActionKind, PassReport};
+use keyflow_kms::audit::verify::{self, PruneOutcome, Verified, VerifyError};
+use keyflow_kms::audit::{AuditEvent, AuditSealer, AuditStore, ChainHead, Source};
+use keyflow_kms::clock::rfc3339;
+use keyflow_kms::scheduler::{ActionKind, PassReport, SCHEDULER_LEASE};
 use keyflow_kms::KmsError;
 use serde_json::json;
 use tokio::task::JoinSet;
@@ -112,12 +119,17 @@ async fn housekeeping_loop(state: AppState) {
     }
 }
 
-async fn scheduler_loop(state: AppState, every: Duration, holder: String) {
-    // The lease outlives one interval, so the holder keeps it from pass to pass and
-    // another instance takes over only after the holder missed two passes.
-    let lease_ms = i64::try_from(every.as_millis().saturating_mul(2))
+/// How long the scheduler lease is taken for, for passes every `every`: it outlives one
+/// interval, so the holder keeps it from pass to pass and another instance takes over
+/// only after the holder missed two passes.
+pub fn scheduler_lease_ms(every: Duration) -> i64 {
+    i64::try_from(every.as_millis().saturating_mul(2))
         .unwrap_or(i64::MAX)
-        .max(60_000);
+        .max(60_000)
+}
+
+async fn scheduler_loop(state: AppState, every: Duration, holder: String) {
+    let lease_ms = scheduler_lease_ms(every);
     // First pass soon after start, then every interval.
     let mut tick = tokio::time::interval_at(
         tokio::time::Instant::now() + Duration::from_secs(5).min(every),
@@ -191,6 +203,241 @@ pub fn scheduler_events(
         }
     }
 }
+
+/// The audit keys a server checks its chain with: the current KEK's (which also signs
+/// retention anchors) and those of retired KEKs, for records sealed before a rotation.
+#[derive(Debug)]
+pub struct AuditKeys {
+    current: AuditSealer,
+    retired: Vec<AuditSealer>,
+}
+
+impl AuditKeys {
+    /// The current KEK's audit key and the retired ones that could be unlocked.
+    pub fn new(current: AuditSealer, retired: Vec<AuditSealer>) -> Self {
+        Self { current, retired }
+    }
+
+    fn all(&self) -> Vec<&AuditSealer> {
+        std::iter::once(&self.current)
+            .chain(&self.retired)
+            .collect()
+    }
+}
+
+/// Settings of the audit trail's upkeep.
+#[derive(Debug, Clone)]
+pub struct AuditUpkeepConfig {
+    /// The keys to verify with.
+    pub keys: Arc<AuditKeys>,
+    /// Interval between verification passes (`KEYFLOW_AUDIT_VERIFY_SECS`, default 1 h).
+    pub verify_every: Duration,
+    /// Retention (`KEYFLOW_AUDIT_RETENTION_DAYS`): records older than this many days are
+    /// pruned once a day; `None`: never.
+    pub retention_days: Option<u32>,
+    /// This instance's identity in the scheduler lease.
+    pub holder: String,
+    /// How long the scheduler lease is taken for ([`scheduler_lease_ms`] of the
+    /// scheduler's interval). Retention runs only where the scheduler does, so taking
+    /// the lease never keeps the scheduler from an instance that runs it.
+    pub lease_ms: i64,
+}
+
+/// What the background verification found, as `/status` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChainCheck {
+    /// The head the last successful pass verified (`None`: no pass finished yet).
+    pub verified: Option<ChainHead>,
+    /// When that pass ran (Unix ms).
+    pub verified_at: Option<i64>,
+    /// The break a pass found. It stays until the server restarts: a chain that broke
+    /// and later verifies again was tampered with and put back, which is no better.
+    pub broken: Option<String>,
+}
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+impl Upkeep {
+    /// Starts the audit trail's upkeep: verification passes, and retention when set.
+    /// Nothing when `state` has no audit trail.
+    pub fn spawn_audit(&mut self, state: AppState, config: AuditUpkeepConfig) {
+        if state.audit.is_none() {
+            return;
+        }
+        self.0.spawn(audit_verify_loop(
+            state.clone(),
+            config.keys.clone(),
+            config.verify_every,
+        ));
+        if let Some(days) = config.retention_days {
+            self.0.spawn(audit_retention_loop(state, config, days));
+        }
+    }
+}
+
+async fn audit_verify_loop(state: AppState, keys: Arc<AuditKeys>, every: Duration) {
+    // The first pass soon after start (it verifies the whole chain), then every interval.
+    let mut tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + Duration::from_secs(10).min(every),
+        every,
+    );
+    loop {
+        tick.tick().await;
+        let now = state.service.clock().now_millis();
+        audit_verify_pass(&state, &keys, now).await;
+    }
+}
+
+async fn audit_retention_loop(state: AppState, config: AuditUpkeepConfig, days: u32) {
+    let mut tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + Duration::from_secs(60), DAY);
+    loop {
+        tick.tick().await;
+        let now = state.service.clock().now_millis();
+        let pass = audit_retention_pass(
+            &state,
+            &config.keys,
+            days,
+            &config.holder,
+            config.lease_ms,
+            now,
+        );
+        match pass.await {
+            Ok(Some(o)) if o.removed > 0 => {
+                tracing::info!(records_removed = o.removed, anchor = ?o.anchor.map(|a| a.seq), "audit retention: pruned");
+            }
+            Ok(_) => tracing::debug!(
+                "audit retention: nothing to prune, or another instance holds the lease"
+            ),
+            Err(e) => tracing::warn!(error = %e, "audit retention pass failed; retrying tomorrow"),
+        }
+    }
+}
+
+/// One verification pass at `now` (Unix ms): the whole chain the first time, then on
+/// from the head the last pass verified, up to the head read now. Its result is kept in
+/// the state for `/status`. A break is logged at ERROR once and ends verification (see
+/// [`ChainCheck::broken`]); a store failure is a warning, and the next pass tries again.
+pub async fn audit_verify_pass(state: &AppState, keys: &AuditKeys, now: i64) -> ChainCheck {
+    let check = state.chain_check();
+    let Some(trail) = &state.audit else {
+        return check;
+    };
+    if check.broken.is_some() {
+        return check;
+    }
+    let store = &**trail.store();
+    let sealers = keys.all();
+    let pass = async {
+        let anchor = store.audit_anchor().await?;
+        let head = store.audit_head().await?;
+        let prev = check.verified;
+        match verify_to(store, &sealers, prev, &head).await {
+            // Another instance pruned while this pass walked: the records it expected
+            // were removed under a new anchor. Once more, from that anchor.
+            Err(VerifyError::Break(_) | VerifyError::Anchor { .. })
+                if store.audit_anchor().await? != anchor =>
+            {
+                verify_to(store, &sealers, prev, &head).await
+            }
+            other => other,
+        }
+    };
+    let outcome = pass.await;
+    let mut check = check;
+    match outcome {
+        Ok(v) => {
+            check.verified = Some(v.end);
+            check.verified_at = Some(now);
+        }
+        Err(VerifyError::Store(e)) => {
+            tracing::warn!(error = %e, "audit chain verification could not read the store; retrying next interval");
+        }
+        Err(e) => {
+            tracing::error!(error = %e, verified_through = check.verified.map_or(0, |h| h.seq), "the audit chain does not verify");
+            check.broken = Some(e.to_string());
+        }
+    }
+    state.set_chain_check(check.clone());
+    check
+}
+
+/// The whole chain up to `head`, or on from `prev`.
+async fn verify_to(
+    store: &dyn AuditStore,
+    sealers: &[&AuditSealer],
+    prev: Option<ChainHead>,
+    head: &ChainHead,
+) -> Result<Verified, VerifyError> {
+    match &prev {
+        None => verify::verify_chain(store, sealers, head, |_| {}).await,
+        Some(prev) => verify::verify_since(store, sealers, prev, head, |_| {}).await,
+    }
+}
+
+/// One retention pass at `now` (Unix ms): unless another instance holds the scheduler
+/// lease, prunes the records older than `days` days ([`verify::prune_before`]) and
+/// records it as `audit.prune` (source `scheduler`, actor `scheduler:<holder>`; `detail`
+/// `before`, `anchorSeq`, `recordsRemoved`, and `error` when it failed) — as `keyflow
+/// audit prune` does. `Ok(None)`: another instance holds the lease, or there is no trail.
+pub async fn audit_retention_pass(
+    state: &AppState,
+    keys: &AuditKeys,
+    days: u32,
+    holder: &str,
+    lease_ms: i64,
+    now: i64,
+) -> Result<Option<PruneOutcome>, VerifyError> {
+    let Some(trail) = &state.audit else {
+        return Ok(None);
+    };
+    if !state
+        .service
+        .keystore()
+        .try_lease(SCHEDULER_LEASE, holder, now, lease_ms)
+        .await?
+    {
+        return Ok(None);
+    }
+    let cut = now.saturating_sub(i64::from(days).saturating_mul(DAY_MS));
+    let store = &**trail.store();
+    let outcome = verify::prune_before(store, &keys.current, &keys.all(), cut, now, false).await;
+    let mut event = AuditEvent::new(
+        now,
+        Source::Scheduler,
+        format!("scheduler:{holder}"),
+        "audit.prune",
+    );
+    let mut detail = json!({ "before": rfc3339(cut) });
+    match &outcome {
+        // Nothing before the cut: nothing changed, nothing recorded.
+        Ok(o) if o.anchor.is_none() => return outcome.map(Some),
+        Ok(o) => {
+            event.items = Some(o.removed);
+            detail["anchorSeq"] = json!(o.anchor.map(|a| a.seq));
+            detail["recordsRemoved"] = json!(o.removed);
+        }
+        Err(e) => {
+            event.result = match e {
+                VerifyError::Store(_) | VerifyError::Prune { .. } => "unavailable",
+                _ => "failed",
+            }
+            .into();
+            if let VerifyError::Prune { anchor_seq, .. } = e {
+                detail["anchorSeq"] = json!(anchor_seq);
+                detail["recordsRemoved"] = json!(null);
+            }
+            detail["error"] = json!(e.to_string());
+        }
+    }
+    event.detail = Some(detail);
+    if let Err(e) = trail.record(event).await {
+        tracing::error!(error = %e, "the audit.prune record was not written");
+    }
+    outcome.map(Some)
+}
+
+const DAY_MS: i64 = keyflow_kms::model::DAY_MS;
 
 #[cfg(test)]
 mod tests {

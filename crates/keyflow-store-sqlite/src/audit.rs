@@ -55,22 +55,39 @@ async fn mac_at(conn: &mut SqliteConnection, seq: u64) -> Result<Option<[u8; 32]
     .transpose()
 }
 
-async fn insert(conn: &mut SqliteConnection, r: &StoredAudit) -> Result<(), StoreError> {
-    sqlx::query(&format!(
-        "INSERT INTO keyflow_audit ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
-    ))
-    .bind(seq_column(r.seq))
-    .bind(&r.kek_id)
-    .bind(r.time)
-    .bind(&r.actor)
-    .bind(&r.operation)
-    .bind(&r.result)
-    .bind(purposes_column(&r.purposes))
-    .bind(&r.body)
-    .bind(to_hex(&r.mac))
-    .execute(conn)
-    .await
-    .map_err(StoreError::backend)?;
+/// Rows per `INSERT` statement: one statement per chunk instead of one per record
+/// (each statement is a round trip to sqlx's SQLite worker thread, which is most of an
+/// append's cost), and few enough distinct statement texts for sqlx's statement cache.
+const INSERT_CHUNK: usize = 32;
+
+/// Inserts sealed records, [`INSERT_CHUNK`] per statement.
+async fn insert_all(
+    conn: &mut SqliteConnection,
+    records: &[StoredAudit],
+) -> Result<(), StoreError> {
+    for chunk in records.chunks(INSERT_CHUNK) {
+        let mut sql = format!("INSERT INTO keyflow_audit ({COLUMNS}) VALUES ");
+        for i in 0..chunk.len() {
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?)");
+        }
+        let mut q = sqlx::query(&sql);
+        for r in chunk {
+            q = q
+                .bind(seq_column(r.seq))
+                .bind(&r.kek_id)
+                .bind(r.time)
+                .bind(&r.actor)
+                .bind(&r.operation)
+                .bind(&r.result)
+                .bind(purposes_column(&r.purposes))
+                .bind(&r.body)
+                .bind(to_hex(&r.mac));
+        }
+        q.execute(&mut *conn).await.map_err(StoreError::backend)?;
+    }
     Ok(())
 }
 
@@ -96,6 +113,7 @@ impl AuditStore for SqliteKeystore {
             .await
             .map_err(StoreError::backend)?;
         let mut head = read_head(&mut tx).await?;
+        let mut sealed_all = Vec::with_capacity(events.len());
         for event in events {
             let seq = head
                 .seq
@@ -104,12 +122,13 @@ impl AuditStore for SqliteKeystore {
             let sealed = sealer
                 .seal(&head.mac, seq, event)
                 .map_err(|e| StoreError(format!("cannot seal an audit event: {e}")))?;
-            insert(&mut tx, &sealed).await?;
             head = ChainHead {
                 seq,
                 mac: sealed.mac,
             };
+            sealed_all.push(sealed);
         }
+        insert_all(&mut tx, &sealed_all).await?;
         sqlx::query("UPDATE keyflow_audit_head SET seq = ?1, mac = ?2 WHERE id = 1")
             .bind(seq_column(head.seq))
             .bind(to_hex(&head.mac))

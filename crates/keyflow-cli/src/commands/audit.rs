@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 use keyflow_kms::atomic_file;
+use keyflow_kms::audit::verify::{self, CheckpointProblem, VerifyError};
 use keyflow_kms::audit::{
-    AuditFilter, AuditSealer, ChainBreak, ChainHead, ChainVerifier, Checkpoint, CheckpointKind,
-    StoredAudit, MAX_PAGE,
+    AuditFilter, AuditSealer, ChainBreak, ChainHead, Checkpoint, StoredAudit, MAX_PAGE,
 };
 use keyflow_kms::clock::{parse_rfc3339, rfc3339, Clock, SystemClock};
 use keyflow_kms::kek_provider::{self, KekPassword};
@@ -275,15 +275,9 @@ impl Chain {
         let password = KekPassword::new(text.to_string(), config.production)?;
         let stores = open_stores(config).await?;
         let kek = kek_provider::unlock(&config.kek_path, &password, &*stores.keys).await?;
-        let old = std::env::var(OLD_PASSWORD_ENV)
-            .ok()
-            .filter(|p| !p.is_empty())
-            .map(Zeroizing::new);
-        let mut passwords: Vec<&[u8]> = vec![text.as_bytes()];
-        passwords.extend(old.as_ref().map(|p| p.as_bytes()));
         Ok(Self {
             current: AuditSealer::new(&kek)?,
-            retired: retired_sealers(&config.kek_path, &passwords, kek.id()),
+            retired: retired_audit_sealers(&config.kek_path, &text, kek.id()),
             kek,
             kek_path: config.kek_path.clone(),
             anchor: stores.audit.audit_anchor().await?,
@@ -294,23 +288,7 @@ impl Chain {
     /// Where verification starts: the anchor's record once its tag verifies and
     /// `audit prune` made it, or record 0.
     fn start(&self) -> Result<ChainHead, CliError> {
-        let Some(anchor) = &self.anchor else {
-            return Ok(ChainHead::default());
-        };
-        let broken = |why: String| {
-            CliError::Failed(format!(
-                "audit chain broken: the retention anchor (record {}) {why}",
-                anchor.seq
-            ))
-        };
-        let start = self.vouched(anchor).map_err(broken)?;
-        if anchor.kind != CheckpointKind::Anchor {
-            return Err(broken(format!(
-                "is an operator checkpoint, not an anchor written by `audit prune`: it was put there by hand, and records up to {} may have been deleted with it",
-                anchor.seq
-            )));
-        }
-        Ok(start)
+        verify::anchor_start(self.anchor.as_ref(), &self.sealers()).map_err(|e| self.failed(e))
     }
 
     /// The sequence number verification starts after (unchecked; see [`Chain::start`]).
@@ -324,48 +302,53 @@ impl Chain {
             .collect()
     }
 
-    /// A verifier starting where the chain does.
-    fn verifier(&self) -> Result<ChainVerifier<'_>, CliError> {
-        Ok(ChainVerifier::after(self.sealers(), self.start()?))
-    }
-
     /// The head `cp` vouches for, once its tag verifies under the key of the KEK it
     /// names; otherwise why not.
     fn vouched(&self, cp: &Checkpoint) -> Result<ChainHead, String> {
-        let Some(sealer) = self.sealers().into_iter().find(|s| s.kek_id() == cp.kek_id) else {
-            return Err(format!(
-                "is signed under KEK {}, whose key is not available here (another keystore's, or its retired KEK file {} is missing or unlocks with neither KEK_PASSWORD nor {OLD_PASSWORD_ENV})",
-                cp.kek_id,
-                kek_provider::retired_path(&self.kek_path, &cp.kek_id).display()
-            ));
-        };
-        cp.verify(sealer)
-            .map_err(|e| format!("does not verify: {e}"))
+        verify::vouched(cp, &self.sealers()).map_err(|p| self.why(&p, cp.seq))
     }
 
-    /// Verifies the records after `verifier`'s position up to `head` (read by the
-    /// caller first, so records appended meanwhile by a running server are not taken
-    /// for a cut tail), handing each verified record to `each`.
+    /// What is wrong with a checkpoint (or the anchor) at `seq`, with the hints only the
+    /// CLI can give: where the retired KEK file would be, which passwords were tried.
+    fn why(&self, problem: &CheckpointProblem, seq: u64) -> String {
+        match problem {
+            CheckpointProblem::UnknownKek(kek_id) => format!(
+                "is signed under KEK {kek_id}, whose key is not available here (another keystore's, or its retired KEK file {} is missing or unlocks with neither KEK_PASSWORD nor {OLD_PASSWORD_ENV})",
+                kek_provider::retired_path(&self.kek_path, kek_id).display()
+            ),
+            CheckpointProblem::BadTag(e) => format!("does not verify: {e}"),
+            CheckpointProblem::NotAnAnchor => format!(
+                "is an operator checkpoint, not an anchor written by `audit prune`: it was put there by hand, and records up to {seq} may have been deleted with it"
+            ),
+            other => other.to_string(),
+        }
+    }
+
+    /// Verifies the records after `start` up to `head` (read by the caller first, so
+    /// records appended meanwhile by a running server are not taken for a cut tail),
+    /// handing each verified record to `each`.
     async fn walk(
         &self,
-        verifier: &mut ChainVerifier<'_>,
+        start: ChainHead,
         head: &ChainHead,
-        mut each: impl FnMut(&StoredAudit),
+        each: impl FnMut(&StoredAudit),
     ) -> Result<ChainHead, CliError> {
-        let mut after = verifier.verified().seq;
-        'scan: while after < head.seq {
-            let page = self.stores.audit.audit_scan(after, MAX_PAGE).await?;
-            let Some(last) = page.last() else { break };
-            after = last.seq;
-            for r in &page {
-                if r.seq > head.seq {
-                    break 'scan;
-                }
-                verifier.push(r).map_err(|b| self.broken(&b))?;
-                each(r);
-            }
+        verify::verify_after(&*self.stores.audit, &self.sealers(), start, head, each)
+            .await
+            .map_err(|e| self.failed(e))
+    }
+
+    /// The library's verification error as this command reports it.
+    fn failed(&self, e: VerifyError) -> CliError {
+        match e {
+            VerifyError::Store(e) | VerifyError::Prune { source: e, .. } => CliError::Store(e),
+            VerifyError::Anchor { seq, problem } => CliError::Failed(format!(
+                "audit chain broken: the retention anchor (record {seq}) {}",
+                self.why(&problem, seq)
+            )),
+            VerifyError::Break(b) => self.broken(&b),
+            other => CliError::Failed(format!("audit chain broken: {other}")),
         }
-        verifier.finish(head).map_err(|b| self.broken(&b))
     }
 
     fn broken(&self, b: &ChainBreak) -> CliError {
@@ -430,8 +413,7 @@ async fn verify(config: &Config, args: &VerifyArgs) -> Result<(), CliError> {
         .map(|p| Ok((p, read_checkpoint(p)?)))
         .collect::<Result<Vec<_>, CliError>>()?;
     let chain = Chain::open(config).await?;
-    let mut verifier = chain.verifier()?;
-    let start = verifier.verified();
+    let start = chain.start()?;
     let mut vouched = Vec::with_capacity(files.len());
     for (path, cp) in &files {
         let head = chain.vouched(cp).map_err(|why| {
@@ -446,7 +428,7 @@ async fn verify(config: &Config, args: &VerifyArgs) -> Result<(), CliError> {
 
     let head = chain.stores.audit.audit_head().await?;
     let end = chain
-        .walk(&mut verifier, &head, |r| {
+        .walk(start, &head, |r| {
             if let Some(slot) = macs.get_mut(&r.seq) {
                 *slot = Some(r.mac);
             }
@@ -507,14 +489,9 @@ async fn checkpoint(config: &Config, args: &CheckpointArgs) -> Result<(), CliErr
         event.detail = Some(json!({ "file": out.display().to_string() }));
     }
     let head = chain.stores.audit.audit_head().await?;
-    let verified = async {
-        let mut verifier = chain.verifier()?;
-        chain.walk(&mut verifier, &head, |_| {}).await?;
-        Ok(verifier)
-    }
-    .await;
-    let mut verifier = match verified {
-        Ok(v) => v,
+    let verified = async { chain.walk(chain.start()?, &head, |_| {}).await }.await;
+    let verified = match verified {
+        Ok(end) => end,
         // A chain that does not verify gets no checkpoint; the refusal is recorded.
         Err(e) => return trail.conclude(event, Err(e)).await,
     };
@@ -524,7 +501,7 @@ async fn checkpoint(config: &Config, args: &CheckpointArgs) -> Result<(), CliErr
         ))
     })?;
     let head = chain.stores.audit.audit_head().await?;
-    let end = chain.walk(&mut verifier, &head, |_| {}).await?;
+    let end = chain.walk(verified, &head, |_| {}).await?;
     let cp = Checkpoint::sign(&chain.current, &end, SystemClock.now_millis());
     let mut text = serde_json::to_string_pretty(&cp)
         .map_err(|e| CliError::Failed(format!("cannot encode the checkpoint: {e}")))?;
@@ -602,30 +579,15 @@ async fn prune(config: &Config, args: &PruneArgs) -> Result<(), CliError> {
     let chain = Chain::open(config).await?;
     let trail = Trail::new(config, chain.stores.audit.clone(), &chain.kek)?;
     let mut event = trail.event("audit.prune");
-    let head = chain.stores.audit.audit_head().await?;
-    let (mut last_old, mut older) = (None, true);
-    let walked = async {
-        let mut verifier = chain.verifier()?;
-        chain
-            .walk(&mut verifier, &head, |r| {
-                older = older && r.time < cut;
-                if older {
-                    last_old = Some(ChainHead {
-                        seq: r.seq,
-                        mac: r.mac,
-                    });
-                }
-            })
-            .await
-    }
+    let outcome = verify::prune_before(
+        &*chain.stores.audit,
+        &chain.current,
+        &chain.sealers(),
+        cut,
+        now,
+        args.dry_run,
+    )
     .await;
-    if let Err(e) = walked {
-        if args.dry_run {
-            return Err(e);
-        }
-        // Nothing is pruned from a chain that does not verify; the refusal is recorded.
-        return trail.conclude(event, Err(e)).await;
-    }
     let report = |removed: u64, anchor: u64| {
         json!({
             "dryRun": args.dry_run,
@@ -634,33 +596,54 @@ async fn prune(config: &Config, args: &PruneArgs) -> Result<(), CliError> {
             "anchorSeq": anchor,
         })
     };
-    let Some(at) = last_old else {
-        println!("{}", report(0, chain.start_seq()));
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(VerifyError::Prune { anchor_seq, source }) => {
+            event.detail = Some(json!({
+                "before": rfc3339(cut),
+                "anchorSeq": anchor_seq,
+                "recordsRemoved": None::<u64>,
+            }));
+            return trail.conclude(event, Err(CliError::Store(source))).await;
+        }
+        // Nothing is pruned from a chain that does not verify; the refusal is recorded.
+        Err(e) if args.dry_run => return Err(chain.failed(e)),
+        Err(e) => return trail.conclude(event, Err(chain.failed(e))).await,
+    };
+    let Some(at) = outcome.anchor else {
+        println!("{}", report(0, outcome.start));
         return Ok(());
     };
     if args.dry_run {
-        println!(
-            "{}",
-            report(at.seq.saturating_sub(chain.start_seq()), at.seq)
-        );
+        println!("{}", report(outcome.removed, at.seq));
         return Ok(());
     }
-    let anchor = Checkpoint::sign_anchor(&chain.current, &at, now);
-    let outcome = chain
-        .stores
-        .audit
-        .audit_prune(&anchor)
-        .await
-        .map_err(CliError::from);
-    event.items = outcome.as_ref().ok().copied();
+    event.items = Some(outcome.removed);
     event.detail = Some(json!({
         "before": rfc3339(cut),
         "anchorSeq": at.seq,
-        "recordsRemoved": outcome.as_ref().ok(),
+        "recordsRemoved": outcome.removed,
     }));
-    let removed = trail.conclude(event, outcome).await?;
+    let removed = trail.conclude(event, Ok(outcome.removed)).await?;
     println!("{}", report(removed, at.seq));
     Ok(())
+}
+
+/// The audit keys of the retired KEK files beside `kek_path` that unlock with
+/// `password` (the current KEK's) or [`OLD_PASSWORD_ENV`]: what verifying commands and
+/// `serve`'s background verification check records sealed before a KEK rotation with.
+pub(crate) fn retired_audit_sealers(
+    kek_path: &Path,
+    password: &str,
+    current: &str,
+) -> Vec<AuditSealer> {
+    let old = std::env::var(OLD_PASSWORD_ENV)
+        .ok()
+        .filter(|p| !p.is_empty())
+        .map(Zeroizing::new);
+    let mut passwords: Vec<&[u8]> = vec![password.as_bytes()];
+    passwords.extend(old.as_ref().map(|p| p.as_bytes()));
+    retired_sealers(kek_path, &passwords, current)
 }
 
 /// Sealers of the retired KEK files beside `kek_path` (`<kek>.retired-<id>`, kept by

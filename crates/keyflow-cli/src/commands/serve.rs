@@ -20,6 +20,7 @@ use keyflow_transport::TransportConfig;
 use serde_json::json;
 use zeroize::Zeroizing;
 
+use super::audit::{retired_audit_sealers, RETENTION_DAYS_ENV};
 use super::open_stores;
 use crate::config::Config;
 use crate::error::CliError;
@@ -111,6 +112,39 @@ fn audit_policy(
     })
 }
 
+/// Environment variable: seconds between the server's audit chain verification passes.
+pub const VERIFY_SECS_ENV: &str = "KEYFLOW_AUDIT_VERIFY_SECS";
+
+/// The audit upkeep's settings from `KEYFLOW_AUDIT_VERIFY_SECS` (1 or more; default
+/// 3600) and `KEYFLOW_AUDIT_RETENTION_DAYS` (1 or more; unset or empty: no retention).
+fn audit_upkeep_settings(
+    verify_secs: Option<&str>,
+    retention_days: Option<&str>,
+) -> Result<(Duration, Option<u32>), CliError> {
+    fn set(v: Option<&str>) -> Option<&str> {
+        v.map(str::trim).filter(|v| !v.is_empty())
+    }
+    let whole = |v: &str| v.parse::<u32>().ok().filter(|n| *n >= 1);
+    let verify = match set(verify_secs) {
+        None => 3600,
+        Some(v) => whole(v).ok_or_else(|| {
+            CliError::Config(format!(
+                "{VERIFY_SECS_ENV}: expected a whole number of seconds, 1 or more"
+            ))
+        })?,
+    };
+    let retention = set(retention_days)
+        .map(|v| {
+            whole(v).ok_or_else(|| {
+                CliError::Config(format!(
+                    "{RETENTION_DAYS_ENV}: expected a whole number of days, 1 or more"
+                ))
+            })
+        })
+        .transpose()?;
+    Ok((Duration::from_secs(u64::from(verify)), retention))
+}
+
 /// An event of the server itself (source `system`, actor `system:<instance>`).
 fn system_event(trail: &AuditTrail, instance: &str, operation: &str) -> AuditEvent {
     AuditEvent::new(
@@ -150,6 +184,10 @@ pub async fn run(config: &Config, data_dir: &Path, args: ServeArgs<'_>) -> Resul
         config.production,
         std::env::var("KEYFLOW_AUDIT").ok().as_deref(),
         std::env::var("KEYFLOW_AUDIT_FAILURE").ok().as_deref(),
+    )?;
+    let (audit_verify_every, retention_days) = audit_upkeep_settings(
+        std::env::var(VERIFY_SECS_ENV).ok().as_deref(),
+        std::env::var(RETENTION_DAYS_ENV).ok().as_deref(),
     )?;
     let password = if args.dev {
         dev_password(config, data_dir)?
@@ -221,6 +259,16 @@ pub async fn run(config: &Config, data_dir: &Path, args: ServeArgs<'_>) -> Resul
         ..config.service_config()
     };
     let sealer = AuditSealer::new(&kek)?;
+    // The background verification checks records sealed before a KEK rotation with the
+    // retired KEK files, as `keyflow audit verify` does.
+    let retired = config
+        .kek_password_text()
+        .map(|p| retired_audit_sealers(&config.kek_path, &p, kek.id()))
+        .unwrap_or_default();
+    let audit_keys = Arc::new(keyflow_server::upkeep::AuditKeys::new(
+        AuditSealer::new(&kek)?,
+        retired,
+    ));
     let service = Arc::new(EncryptionService::new(store.clone(), kek, service_config));
     let trail = AuditTrail::start(stores.audit, sealer, service.clock().clone(), audit_policy);
     match &trail {
@@ -300,12 +348,29 @@ pub async fn run(config: &Config, data_dir: &Path, args: ServeArgs<'_>) -> Resul
 
     // Background upkeep: key-cache revalidation, token refresh, usage flushes and
     // the scheduler (see keyflow_server::upkeep).
-    let upkeep = keyflow_server::upkeep::spawn(
+    let mut upkeep = keyflow_server::upkeep::spawn(
         state.clone(),
         keyflow_server::upkeep::UpkeepConfig {
             revalidate_every: args.revalidate_every,
             scheduler_every: args.scheduler_every,
             holder: instance.clone(),
+        },
+    );
+    // Retention prunes under the scheduler lease, so only where the scheduler runs: an
+    // instance that never runs it must not take its lease.
+    if retention_days.is_some() && args.scheduler_every.is_none() {
+        tracing::warn!("{RETENTION_DAYS_ENV} is set but this instance does not run the scheduler (KEYFLOW_SCHEDULER_INTERVAL_SECS=0): the instance that runs it prunes");
+    }
+    upkeep.spawn_audit(
+        state.clone(),
+        keyflow_server::upkeep::AuditUpkeepConfig {
+            keys: audit_keys,
+            verify_every: audit_verify_every,
+            retention_days: retention_days.filter(|_| args.scheduler_every.is_some()),
+            holder: instance.clone(),
+            lease_ms: keyflow_server::upkeep::scheduler_lease_ms(
+                args.scheduler_every.unwrap_or(Duration::from_secs(3600)),
+            ),
         },
     );
     keyflow_server::serve::serve(
@@ -351,5 +416,27 @@ mod tests {
         assert!(refused.contains("refused in production"), "{refused}");
         assert!(p(false, Some("maybe"), None).is_err());
         assert!(p(false, None, Some("ajar")).is_err());
+    }
+
+    #[test]
+    fn audit_upkeep_defaults_and_refusals() {
+        let s = |v, r| audit_upkeep_settings(v, r);
+        assert_eq!(s(None, None).unwrap(), (Duration::from_secs(3600), None));
+        assert_eq!(
+            s(Some(" "), Some("")).unwrap(),
+            (Duration::from_secs(3600), None)
+        );
+        assert_eq!(
+            s(Some("60"), Some(" 90 ")).unwrap(),
+            (Duration::from_secs(60), Some(90))
+        );
+        for (v, r) in [
+            (Some("0"), None),
+            (Some("1h"), None),
+            (None, Some("0")),
+            (None, Some("-3")),
+        ] {
+            assert!(matches!(s(v, r), Err(CliError::Config(_))), "{v:?} {r:?}");
+        }
     }
 }

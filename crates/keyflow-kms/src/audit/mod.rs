@@ -15,11 +15,14 @@
 //!   and answers each caller once its record is durable;
 //! - [`checkpoint`] signs (sequence number, MAC) statements: operator checkpoints kept
 //!   outside the database prove a cut tail, and the retention anchor marks where
-//!   [`AuditStore::audit_prune`] cut the chain's start.
+//!   [`AuditStore::audit_prune`] cut the chain's start;
+//! - [`verify`] walks the stored chain from that anchor up to a head (whole, or on from
+//!   a head verified earlier) and prunes it ([`verify::prune_before`]).
 
 pub mod chain;
 pub mod checkpoint;
 pub mod log;
+pub mod verify;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -28,6 +31,7 @@ use crate::keystore::StoreError;
 
 pub use chain::{AuditSealer, ChainBreak, ChainHead, ChainVerifier, StoredAudit};
 pub use checkpoint::{Checkpoint, CheckpointError, CheckpointKind};
+pub use verify::{PruneOutcome, Verified, VerifyError};
 
 /// Who or what produced an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,7 +13,7 @@ use keyflow_kms::{KeyStatus, VersionFilter};
 use serde_json::{json, Value};
 
 use crate::auth::Principal;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::extract::RequestId;
 use crate::metrics::{Op, OpRecord};
 use crate::state::AppState;
@@ -62,7 +62,7 @@ pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
 
 /// Key health metrics (the old shape) plus usage and cache figures.
 #[utoipa::path(get, path = "/api/encryption/status",
-    responses((status = 200, description = "`{total, active, expiringSoon, deprecated, revoked, cacheSize, byPurpose, healthStatus, usage, cache, alerts, audit}`; `audit` is `{enabled, failClosed, failing, written, commits, failures, lastWrite, lastFailure, backlog, headSeq}`"),
+    responses((status = 200, description = "`{total, active, expiringSoon, deprecated, revoked, cacheSize, byPurpose, healthStatus, usage, cache, alerts, audit}`; `audit` is `{enabled, failClosed, failing, written, commits, failures, lastWrite, lastFailure, backlog, headSeq, verifiedThrough, verifiedAt, chainBroken?}`"),
               (status = 401), (status = 403, description = "Admin or auditor only")),
     security(("bearer" = [])))]
 pub async fn status(
@@ -128,6 +128,9 @@ pub async fn status(
     if state.audit.as_ref().is_some_and(|t| t.log().failing()) {
         alerts.push("the audit trail cannot be written".to_owned());
     }
+    if let Some(broken) = state.chain_check().broken {
+        alerts.push(format!("the audit chain does not verify: {broken}"));
+    }
     let health = if !alerts.is_empty() {
         "critical"
     } else if expiring > 0 || deprecated > 0 {
@@ -162,14 +165,17 @@ pub async fn status(
 }
 
 /// The audit writer's figures: `{enabled, failClosed, written, commits, failures,
-/// lastWrite, backlog, headSeq}` (counts since this server started).
+/// lastWrite, backlog, headSeq}` (counts since this server started), and what the
+/// background verification found: `verifiedThrough`, `verifiedAt` (null until the first
+/// pass) and, once it found a break, `chainBroken`.
 fn audit_status(state: &AppState) -> Value {
     let Some(trail) = &state.audit else {
         return json!({ "enabled": false, "failClosed": false });
     };
     let h = trail.log().health();
     let at = |ms: i64| (ms > 0).then(|| keyflow_kms::clock::rfc3339(ms));
-    json!({
+    let check = state.chain_check();
+    let mut status = json!({
         "enabled": true,
         "failClosed": trail.fail_closed(),
         "failing": trail.log().failing(),
@@ -180,7 +186,13 @@ fn audit_status(state: &AppState) -> Value {
         "lastFailure": at(h.last_failure),
         "backlog": h.backlog,
         "headSeq": h.head_seq,
-    })
+        "verifiedThrough": check.verified.map(|v| v.seq),
+        "verifiedAt": check.verified_at.map(keyflow_kms::clock::rfc3339),
+    });
+    if let Some(broken) = check.broken {
+        status["chainBroken"] = json!(broken);
+    }
+    status
 }
 
 /// Prometheus metrics (admin or auditor token).
@@ -192,9 +204,11 @@ pub async fn metrics(
     who: Principal,
 ) -> ApiResult<impl IntoResponse> {
     who.require(&[Role::Admin, Role::Auditor])?;
+    let audit = state.audit.as_ref().map(|t| t.log().health());
     let body = state
         .metrics
-        .render(state.service.cache_stats(), state.uptime().as_secs());
+        .render(state.service.cache_stats(), state.uptime(), audit)
+        .map_err(|e| ApiError::Internal(format!("metrics encoding: {e}")))?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body))
 }
 
