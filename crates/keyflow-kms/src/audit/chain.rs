@@ -15,6 +15,12 @@ use super::AuditEvent;
 pub const AUDIT_KEY_LABEL: &[u8] = b"keyflow audit chain v1";
 const DOMAIN: &[u8] = b"keyflow-audit-v1";
 
+/// Whether two MACs are equal, compared in constant time (as every MAC comparison is,
+/// public chain MACs included, so no comparison of a MAC is ever the exception).
+pub fn macs_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    subtle::ConstantTimeEq::ct_eq(&a[..], &b[..]).into()
+}
+
 /// The chain's last record: its sequence number and MAC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ChainHead {
@@ -269,7 +275,7 @@ impl<'k> ChainVerifier<'k> {
 
     /// After the last record: the stored head must be the last record verified.
     pub fn finish(&self, head: &ChainHead) -> Result<ChainHead, ChainBreak> {
-        if head.seq != self.prev.seq || head.mac != self.prev.mac {
+        if head.seq != self.prev.seq || !macs_equal(&head.mac, &self.prev.mac) {
             return Err(ChainBreak::Head {
                 head_seq: head.seq,
                 last_seq: self.prev.seq,

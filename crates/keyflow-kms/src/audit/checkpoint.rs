@@ -169,7 +169,7 @@ impl Checkpoint {
                 seq: vouched.seq,
                 last,
             }),
-            Some(mac) if mac == &vouched.mac => Ok(()),
+            Some(mac) if super::chain::macs_equal(mac, &vouched.mac) => Ok(()),
             Some(_) => Err(CheckpointError::Diverged(vouched.seq)),
         }
     }

@@ -7,7 +7,7 @@
 //! record is passed in: the current KEK's and those of retired KEKs. Reading KEK files
 //! and wording hints about them is the caller's business (the CLI's, the server's).
 
-use super::chain::{AuditSealer, ChainBreak, ChainHead, ChainVerifier, StoredAudit};
+use super::chain::{macs_equal, AuditSealer, ChainBreak, ChainHead, ChainVerifier, StoredAudit};
 use super::checkpoint::{Checkpoint, CheckpointError, CheckpointKind};
 use super::{AuditStore, MAX_PAGE};
 use crate::keystore::StoreError;
@@ -184,7 +184,7 @@ pub async fn verify_since(
     }
     let again = store.audit_scan(prev.seq - 1, 1).await?;
     match again.first() {
-        Some(r) if r.seq == prev.seq && r.mac == prev.mac => {}
+        Some(r) if r.seq == prev.seq && macs_equal(&r.mac, &prev.mac) => {}
         Some(r) if r.seq == prev.seq => return Err(ChainBreak::Mac { seq: r.seq }.into()),
         Some(r) => {
             return Err(ChainBreak::Sequence {
