@@ -67,8 +67,17 @@ pub async fn verify(
     sealer: &AuditSealer,
     page: u32,
 ) -> Result<ChainHead, ChainBreak> {
+    walk(store, ChainVerifier::new(vec![sealer]), page).await
+}
+
+/// Pushes every stored record after `verifier`'s position through it, `page` at a time,
+/// then checks the stored head.
+async fn walk(
+    store: &dyn AuditStore,
+    mut verifier: ChainVerifier<'_>,
+    page: u32,
+) -> Result<ChainHead, ChainBreak> {
     assert!(page > 0, "verify: a page of 0 records reads nothing");
-    let mut verifier = ChainVerifier::new(vec![sealer]);
     loop {
         let rows = store
             .audit_scan(verifier.verified().seq, page)
@@ -92,25 +101,11 @@ pub async fn verify_from_anchor(
     sealer: &AuditSealer,
     page: u32,
 ) -> Result<ChainHead, ChainBreak> {
-    assert!(page > 0, "verify: a page of 0 records reads nothing");
     let start = match store.audit_anchor().await.unwrap() {
         Some(anchor) => anchor.verify(sealer).unwrap(),
         None => ChainHead::default(),
     };
-    let mut verifier = ChainVerifier::after(vec![sealer], start);
-    loop {
-        let rows = store
-            .audit_scan(verifier.verified().seq, page)
-            .await
-            .unwrap();
-        if rows.is_empty() {
-            break;
-        }
-        for r in &rows {
-            verifier.push(r)?;
-        }
-    }
-    verifier.finish(&store.audit_head().await.unwrap())
+    walk(store, ChainVerifier::after(vec![sealer], start), page).await
 }
 
 /// `events` sealed after `head`, as a store must seal them: what it must read back.

@@ -16,8 +16,7 @@ use keyflow_kms::audit::{
 use keyflow_kms::keyflow_core::to_hex;
 use keyflow_kms::keystore::StoreError;
 use keyflow_kms::rows::audit::{
-    check_prune, escape_purpose, mac_from_hex, page, purposes_column, seq_column, ANCHOR_COLUMNS,
-    COLUMNS,
+    check_prune, escape_purpose, page, purposes_column, seq_column, ANCHOR_COLUMNS, COLUMNS,
 };
 use sqlx::PgConnection;
 
@@ -56,11 +55,8 @@ async fn mac_at(conn: &mut PgConnection, seq: u64) -> Result<Option<[u8; 32]>, S
         .fetch_optional(conn)
         .await
         .map_err(StoreError::backend)?;
-    mac.map(|m| {
-        mac_from_hex(&m)
-            .ok_or_else(|| StoreError(format!("corrupt keyflow_audit row: record {seq}: mac")))
-    })
-    .transpose()
+    mac.map(|m| keyflow_kms::rows::audit::stored_mac(seq, &m))
+        .transpose()
 }
 
 /// Inserts sealed records in one statement (one array per column).

@@ -127,18 +127,19 @@ async fn write_loop(
     mut rx: mpsc::Receiver<Pending>,
     counters: Arc<Counters>,
 ) {
-    let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
+    // The events move into `events` (no copy); `batch` keeps who to answer, in order.
+    let mut batch: Vec<oneshot::Sender<Result<u64, AuditError>>> = Vec::with_capacity(MAX_BATCH);
     let mut events: Vec<AuditEvent> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(p) => batch.push(p),
-                Err(_) => break,
+        events.clear();
+        let mut next = Some(first);
+        while let Some(p) = next.take() {
+            events.push(p.event);
+            batch.push(p.done);
+            if batch.len() < MAX_BATCH {
+                next = rx.try_recv().ok();
             }
         }
-        events.clear();
-        events.extend(batch.iter().map(|p| p.event.clone()));
         let outcome = store.append_audit(&sealer, &events).await;
         let now = clock.now_millis();
         match outcome {
@@ -154,8 +155,8 @@ async fn write_loop(
                     .last_write
                     .store(now.max(last_failure + 1), Ordering::Relaxed);
                 let first_seq = head.seq + 1 - n;
-                for (i, p) in batch.drain(..).enumerate() {
-                    let _ = p.done.send(Ok(first_seq + i as u64));
+                for (i, done) in batch.drain(..).enumerate() {
+                    let _ = done.send(Ok(first_seq + i as u64));
                 }
             }
             Err(e) => {
@@ -166,8 +167,8 @@ async fn write_loop(
                     .store(now.max(last_write + 1), Ordering::Relaxed);
                 tracing::error!(error = %e, records = batch.len(), "audit append failed");
                 let err = AuditError::Unavailable(e.to_string());
-                for p in batch.drain(..) {
-                    let _ = p.done.send(Err(err.clone()));
+                for done in batch.drain(..) {
+                    let _ = done.send(Err(err.clone()));
                 }
             }
         }

@@ -82,6 +82,11 @@ pub fn mac_from_hex(s: &str) -> Option<[u8; 32]> {
     keyflow_core::from_hex(s)?.try_into().ok()
 }
 
+/// The `mac` column of record `seq`, decoded.
+pub fn stored_mac(seq: u64, hex: &str) -> Result<[u8; 32], StoreError> {
+    mac_from_hex(hex).ok_or_else(|| corrupt(&format!("record {seq}: mac")))
+}
+
 /// A `keyflow_audit` row.
 pub fn record(row: &impl Columns) -> Result<StoredAudit, StoreError> {
     let seq = u64::try_from(row.int("seq")?).map_err(|_| corrupt("seq"))?;
