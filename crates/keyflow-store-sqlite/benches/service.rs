@@ -4,38 +4,19 @@
 //! 1 MiB; encrypt speed with 1 vs 1,000 versions in the ring; rotation latency.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)] // a benchmark harness
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use keyflow_core::kek::{KdfParams, MIN_PBKDF2_ITERATIONS};
-use keyflow_core::{Context, OsRng, Purpose};
-use keyflow_kms::kek_provider::{self, KekPassword};
-use keyflow_kms::{EncryptionService, Keystore, ServiceConfig};
-use keyflow_store_sqlite::SqliteKeystore;
+use keyflow_core::{Context, Purpose};
+use keyflow_kms::{EncryptionService, ServiceConfig};
 use serde_json::{json, Value};
 use std::hint::black_box;
 
-fn setup(rt: &tokio::runtime::Runtime, dir: &std::path::Path) -> EncryptionService {
-    rt.block_on(async {
-        let store: Arc<dyn Keystore> =
-            Arc::new(SqliteKeystore::open(&dir.join("k.db")).await.unwrap());
-        let pw = KekPassword::new("benchmark password".into(), false).unwrap();
-        let params = KdfParams {
-            iterations: MIN_PBKDF2_ITERATIONS,
-        };
-        let (_, kek) = kek_provider::init(&dir.join("kek.json"), &pw, params, &*store, &OsRng)
-            .await
-            .unwrap();
-        EncryptionService::new(
-            store,
-            kek,
-            ServiceConfig {
-                background_usage_flush: true,
-                ..ServiceConfig::default()
-            },
-        )
-    })
+fn setup(rt: &tokio::runtime::Runtime, env: &keyflow_testkit::Env) -> EncryptionService {
+    rt.block_on(env.service(ServiceConfig {
+        background_usage_flush: true,
+        ..ServiceConfig::default()
+    }))
 }
 
 /// Runs `f` `iters` times inside one `block_on`, so the runtime's entry cost is not
@@ -61,8 +42,8 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let s = setup(&rt, dir.path());
+    let env = keyflow_testkit::Env::sqlite();
+    let s = setup(&rt, &env);
     let p = Purpose::new("userData").unwrap();
     let ctx = Context::from_pairs([("recordId", "r-1"), ("field", "ssn")]).unwrap();
     let field = json!("x".repeat(64));
