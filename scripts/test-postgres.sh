@@ -75,9 +75,17 @@ write_conf() {
     fi
 }
 
+# Only the URL goes to stdout, since callers capture it with $(...): every tool's chatter
+# goes to stderr (pg_ctlcluster prints e.g. "Removed stale pid file." on stdout). A plain
+# redirection, not a saved descriptor, so the server daemon inherits none of the caller's
+# pipe and $(...) does not wait for it to exit.
 up() {
+    start >&2
+    echo "$URL"
+}
+
+start() {
     if ready && has_test_db; then
-        echo "$URL"
         return
     fi
     command -v pg_ctlcluster >/dev/null && [ -n "$(newest_version)" ] || install_postgres
@@ -125,7 +133,6 @@ up() {
         psql -h "$HOST" -p "$PORT" -U postgres -d postgres -Xqc "CREATE DATABASE ${DB}" \
             || die "cannot create database '${DB}' as user postgres on ${HOST}:${PORT} (is loopback trust auth in effect?)"
     fi
-    echo "$URL"
 }
 
 down() {
