@@ -98,6 +98,10 @@ pub enum Command {
     /// Encrypt or decrypt fields of JSON documents (stdin → stdout; docs/field-encryption.md).
     #[command(subcommand)]
     Fields(crate::commands::fields::FieldsCommand),
+    /// Import keys and convert data from the legacy Node.js system
+    /// (docs/legacy-migration.md).
+    #[command(subcommand)]
+    Legacy(crate::commands::legacy::LegacyCommand),
     /// Report sensitive values in clear in JSON on stdin (exit 1 when any; a CI gate).
     Scan(crate::commands::fields::ScanArgs),
     /// Run the HTTPS API server.
@@ -133,6 +137,19 @@ pub enum Command {
         /// Per-request timeout, seconds.
         #[arg(long, env = "KEYFLOW_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
         request_timeout_secs: u64,
+        /// Most connections open at once; beyond, new ones wait in the listen backlog.
+        #[arg(long, env = "KEYFLOW_MAX_CONNECTIONS", default_value_t = 4096,
+              value_parser = clap::value_parser!(u64).range(1..=1 << 24))]
+        max_connections: u64,
+        /// Most TLS handshakes in progress at once; beyond, new connections wait.
+        #[arg(long, env = "KEYFLOW_MAX_TLS_HANDSHAKES", default_value_t = 128,
+              value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
+        max_tls_handshakes: u64,
+        /// A connection with no request in progress for this many seconds is shut down
+        /// (HTTP/2: GOAWAY; HTTP/1.1: closed).
+        #[arg(long, env = "KEYFLOW_IDLE_TIMEOUT_SECS", default_value_t = 60,
+              value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        idle_timeout_secs: u64,
         /// Scheduler pass interval, seconds (0: this instance never runs the scheduler).
         #[arg(long, env = "KEYFLOW_SCHEDULER_INTERVAL_SECS", default_value_t = 3600)]
         scheduler_interval_secs: u64,
@@ -143,6 +160,11 @@ pub enum Command {
         /// How often the key cache is revalidated against the keystore, milliseconds.
         #[arg(long, env = "KEYFLOW_REVALIDATE_MS", default_value_t = 250)]
         revalidate_ms: u64,
+        /// Transition period: /decrypt, /batch/decrypt, /decrypt-fields and /rewrap also
+        /// read the legacy Node.js system's packages and field documents whose keys were
+        /// imported (`keyflow legacy import`); counted in /status (docs/legacy-migration.md).
+        #[arg(long, env = "KEYFLOW_LEGACY_READS")]
+        legacy_reads: bool,
     },
 }
 
@@ -167,9 +189,11 @@ impl Command {
                 KeysCommand::Revoke { .. } => "keys.revoke",
                 KeysCommand::Reinstate { .. } => "keys.reinstate",
                 KeysCommand::Destroy { .. } => "keys.destroy",
+                KeysCommand::Purge => "keys.purge",
             },
             Command::Kek(KekCommand::Rotate { .. }) => "kek.rotate",
             Command::Kek(KekCommand::ChangePassword { .. }) => "kek.change-password",
+            Command::Kek(KekCommand::Retire { .. }) => "kek.retire",
             Command::Tokens(TokensCommand::Create { .. }) => "tokens.create",
             Command::Tokens(TokensCommand::List { .. }) => "tokens.list",
             Command::Tokens(TokensCommand::Revoke { .. }) => "tokens.revoke",
@@ -180,6 +204,8 @@ impl Command {
             Command::Audit(AuditCommand::Prune(_)) => "audit.prune",
             Command::File(_) => "file",
             Command::Fields(_) => "fields",
+            Command::Legacy(crate::commands::legacy::LegacyCommand::Import(_)) => "legacy.import",
+            Command::Legacy(crate::commands::legacy::LegacyCommand::Convert(_)) => "legacy.convert",
             Command::Reencrypt(_) => "reencrypt",
             Command::Migrate(_) => "migrate",
             Command::Scan(_) => "scan",
@@ -318,4 +344,9 @@ pub enum KeysCommand {
         #[arg(long)]
         yes: bool,
     },
+    /// Erase what a destroy may leave in the database files: on SQLite, checkpoint and
+    /// truncate the WAL (checked; fails while a reader holds old pages); on PostgreSQL,
+    /// `VACUUM FULL key_versions` (rewrites the table without the dead row versions that
+    /// still hold destroyed wrapped keys; needs the table's owner).
+    Purge,
 }

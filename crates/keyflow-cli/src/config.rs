@@ -61,6 +61,8 @@ impl std::fmt::Debug for DatabaseUrl {
 #[derive(Debug)]
 pub struct Config {
     pub kek_path: PathBuf,
+    /// Where servers keep their audit journals (`<data dir>/audit-journal`).
+    pub audit_journal_dir: PathBuf,
     pub store: StoreLocation,
     pub production: bool,
     pub strict_mode: bool,
@@ -77,12 +79,13 @@ fn env_flag(name: &str) -> bool {
         .unwrap_or(false)
 }
 
-pub fn is_production() -> bool {
-    ["KEYFLOW_ENV", "NODE_ENV"].iter().any(|k| {
-        std::env::var(k)
-            .map(|v| v.trim() == "production")
-            .unwrap_or(false)
-    })
+/// Production or not, from `KEYFLOW_ENV` / `NODE_ENV` through the one resolver the
+/// transport layers use too ([`keyflow_transport::Environment`]): case-insensitive,
+/// and two values that disagree are a configuration error, never a guess.
+pub fn is_production() -> Result<bool, CliError> {
+    keyflow_transport::Environment::from_env()
+        .map(keyflow_transport::Environment::is_production)
+        .map_err(|e| CliError::Config(e.to_string()))
 }
 
 fn parse_store(url: &str) -> Result<StoreLocation, CliError> {
@@ -119,8 +122,9 @@ impl Config {
         };
         Ok(Self {
             kek_path,
+            audit_journal_dir: g.data_dir.join("audit-journal"),
             store,
-            production: is_production(),
+            production: is_production()?,
             strict_mode: env_flag("ENCRYPTION_STRICT_MODE"),
         })
     }

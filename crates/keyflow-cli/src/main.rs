@@ -30,11 +30,16 @@ fn main() {
     let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(filter);
-    // Structured JSON logs in production, readable lines otherwise.
-    if config::is_production() {
-        logs.json().init();
-    } else {
-        logs.init();
+    // Structured JSON logs in production, readable lines otherwise. An unresolvable
+    // environment (an unknown value, KEYFLOW_ENV and NODE_ENV disagreeing) stops here,
+    // before anything runs.
+    match config::is_production() {
+        Ok(true) => logs.json().init(),
+        Ok(false) => logs.init(),
+        Err(e) => {
+            eprintln!("keyflow: error: {e}");
+            std::process::exit(e.exit_code());
+        }
     }
 
     let cli = Cli::parse();
@@ -93,6 +98,7 @@ fn dispatch(cli: &Cli, config: &Config) -> Result<(), CliError> {
             Command::Audit(cmd) => commands::audit::run(config, cmd).await,
             Command::Tokens(cmd) => commands::tokens::run(config, cmd).await,
             Command::Fields(cmd) => commands::fields::run(config, cmd).await,
+            Command::Legacy(cmd) => commands::legacy::run(config, cmd).await,
             Command::File(cmd) => commands::file::run(config, cmd).await,
             Command::Reencrypt(args) => commands::reencrypt::reencrypt(config, args).await,
             Command::Migrate(args) => commands::reencrypt::migrate(config, args).await,
@@ -106,9 +112,13 @@ fn dispatch(cli: &Cli, config: &Config) -> Result<(), CliError> {
                 max_file_bytes,
                 max_concurrency,
                 request_timeout_secs,
+                max_connections,
+                max_tls_handshakes,
+                idle_timeout_secs,
                 scheduler_interval_secs,
                 cache_max_staleness_secs,
                 revalidate_ms,
+                legacy_reads,
             } => {
                 let args = commands::serve::ServeArgs {
                     dev: *dev,
@@ -120,10 +130,18 @@ fn dispatch(cli: &Cli, config: &Config) -> Result<(), CliError> {
                     max_file_bytes: *max_file_bytes,
                     max_concurrency: *max_concurrency,
                     request_timeout: std::time::Duration::from_secs(*request_timeout_secs),
+                    connections: keyflow_server::serve::ServeOptions {
+                        // Bounded by the argument parser (at most 2^24 and 2^20).
+                        max_connections: usize::try_from(*max_connections).unwrap_or(usize::MAX),
+                        max_handshakes: usize::try_from(*max_tls_handshakes).unwrap_or(usize::MAX),
+                        idle_timeout: std::time::Duration::from_secs(*idle_timeout_secs),
+                        ..keyflow_server::serve::ServeOptions::default()
+                    },
                     scheduler_every: (*scheduler_interval_secs > 0)
                         .then(|| std::time::Duration::from_secs(*scheduler_interval_secs)),
                     max_staleness: std::time::Duration::from_secs(*cache_max_staleness_secs),
                     revalidate_every: std::time::Duration::from_millis(*revalidate_ms),
+                    legacy_reads: *legacy_reads,
                 };
                 commands::serve::run(config, &cli.global.data_dir, args).await
             }

@@ -1098,8 +1098,15 @@ fn no_answered_request_is_missing_after_sigkill() {
     let answered = answered.lock().unwrap().clone();
     assert!(answered.len() >= KILL_AFTER, "{}", answered.len());
 
-    let recorded: HashSet<String> = s
-        .audit_export()
+    let exported = s.audit_export();
+    // The killed server's journal was recovered by the export, and the trail says so.
+    assert!(
+        exported
+            .iter()
+            .any(|r| r["operation"] == "audit.journal_recovered" && r["result"] == "ok"),
+        "no journal recovery record"
+    );
+    let recorded: HashSet<String> = exported
         .iter()
         .filter_map(|r| r["requestId"].as_str().map(str::to_owned))
         .collect();

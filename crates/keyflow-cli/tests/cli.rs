@@ -512,6 +512,8 @@ fn dev_server_starts_with_no_configuration_and_stops_on_sigterm() {
         let enc = curl(&[
             "-H",
             &format!("Authorization: Bearer {token}"),
+            "-H",
+            "Content-Type: application/json",
             "-d",
             r#"{"data":42,"purpose":"userData"}"#,
             &format!("{url}/encrypt"),
@@ -567,4 +569,26 @@ fn the_dev_password_file_is_used_outside_production_only() {
     c.env_remove("KEK_PASSWORD")
         .env("KEYFLOW_ENV", "production");
     assert_fails(&run(c, b""), 2, "KEK_PASSWORD is not set");
+}
+
+/// The connection limits of `serve` refuse 0 (which would serve nothing, or close every
+/// connection at once) before anything starts, from the flag or the environment.
+#[test]
+fn serve_refuses_zero_connection_limits() {
+    let s = Sandbox::new();
+    for (flag, env) in [
+        ("--max-connections", "KEYFLOW_MAX_CONNECTIONS"),
+        ("--max-tls-handshakes", "KEYFLOW_MAX_TLS_HANDSHAKES"),
+        ("--idle-timeout-secs", "KEYFLOW_IDLE_TIMEOUT_SECS"),
+    ] {
+        let out = s.run(&["serve", "--listen", "127.0.0.1:0", flag, "0"], b"");
+        assert_eq!(out.status.code(), Some(2), "{flag}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(flag) && err.contains("not in 1.."), "{err}");
+        let mut c = s.cmd(&["serve", "--listen", "127.0.0.1:0"]);
+        c.env(env, "0");
+        let out = run(c, b"");
+        assert_eq!(out.status.code(), Some(2), "{env}");
+    }
+    assert!(!s.data().exists(), "nothing was created");
 }

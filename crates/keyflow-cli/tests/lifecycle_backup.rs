@@ -133,7 +133,18 @@ fn backup_restores_into_another_environment_and_merges() {
     assert_eq!(b.list(), Value::Array(vec![]));
     let done = b.ok_str(&["keys", "restore", f], b"");
     assert!(done.contains("restored: 3 inserted, 0 skipped"), "{done}");
-    assert_eq!(without_kek(&b.list()), without_kek(&a.list()));
+    // Everything but the KEK survives, except that an active version comes back with
+    // its GCM budget spent (2^32): the backup cannot know its later use.
+    let expected: Vec<Value> = without_kek(&a.list())
+        .into_iter()
+        .map(|mut v| {
+            if v["status"] == "active" {
+                v["encryptions"] = serde_json::json!(1u64 << 32);
+            }
+            v
+        })
+        .collect();
+    assert_eq!(without_kek(&b.list()), expected);
     assert_ne!(b.list()[0]["kekId"], a.list()[0]["kekId"]);
     assert_eq!(b.decrypt(&ct2), "second");
     assert_eq!(b.decrypt(&ct3), "DE89370400440532013000");

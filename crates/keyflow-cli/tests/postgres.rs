@@ -279,7 +279,16 @@ fn two_servers_share_one_database() {
         let (server_b, url_b) = serve(&b);
         let auth = format!("Authorization: Bearer {admin}");
         let post = |url: &str, path: &str, body: &str| {
-            curl(&["-H", &auth, "-d", body, &format!("{url}{path}")]).unwrap()
+            curl(&[
+                "-H",
+                &auth,
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                body,
+                &format!("{url}{path}"),
+            ])
+            .unwrap()
         };
         let version_of = |ct: &str| -> u64 {
             let s: Value = a.json(&["inspect"], ct.as_bytes());

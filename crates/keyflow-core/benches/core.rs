@@ -64,6 +64,11 @@ fn bench(c: &mut Criterion) {
         });
         g.finish();
     }
+    // Issue 15, item 8: a nonce from the per-thread pool (16 per getrandom, mixed with
+    // the wall clock) against one getrandom call per nonce (the row below).
+    c.bench_function("core/pooled_nonce", |b| {
+        b.iter(|| black_box(keyflow_core::SecureRandom::nonce(&OsRng).unwrap()))
+    });
     c.bench_function("core/os_rng_12_bytes", |b| {
         let mut n = [0u8; 12];
         b.iter(|| keyflow_core::SecureRandom::fill(&OsRng, black_box(&mut n)).unwrap())

@@ -9,6 +9,12 @@ pub const MAX_CONTEXT_PAIRS: usize = 64;
 /// Longest key or value of a context pair, in bytes.
 pub const MAX_CONTEXT_ITEM_LEN: usize = 1024;
 
+/// Context keys starting with this are KeyFlow's own (the field layer binds `kf.field`
+/// and `kf.doc`). Entry points that take a caller's context — the generic HTTP routes,
+/// the CLI's `--context` — refuse them, or anyone allowed a purpose could forge
+/// field-layer ciphertexts bound to another document.
+pub const RESERVED_PREFIX: &str = "kf.";
+
 /// Key/value pairs (e.g. `recordId=r-1`, `field=ssn`) bound into a ciphertext.
 ///
 /// The same pairs in any order give the same binding: the canonical encoding sorts
@@ -52,6 +58,14 @@ impl Context {
         }
         self.0.insert(key, value);
         Ok(())
+    }
+
+    /// The first key in KeyFlow's reserved namespace ([`RESERVED_PREFIX`]), if any.
+    pub fn reserved_key(&self) -> Option<&str> {
+        self.0
+            .keys()
+            .find(|k| k.starts_with(RESERVED_PREFIX))
+            .map(String::as_str)
     }
 
     /// True when no pair is set.

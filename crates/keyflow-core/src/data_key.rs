@@ -432,9 +432,7 @@ impl DataKey {
     /// Blind index of `value` for `field`: HMAC-SHA256 under the blind-index subkey,
     /// truncated to `bits` (8..=256; trailing bits of the last byte are zero).
     pub fn blind_index(&self, field: &str, value: &[u8], bits: u16) -> Result<Vec<u8>> {
-        if !(8..=256).contains(&bits) {
-            return Err(Error::Invalid("blind index bits (8..=256)"));
-        }
+        check_blind_bits(bits)?;
         let mut ctx = hmac::Context::with_key(&self.blind);
         ctx.update(BLIND_DOMAIN);
         ctx.update(&(field.len() as u64).to_be_bytes());
@@ -448,6 +446,16 @@ impl DataKey {
             *last &= 0xFFu8 << spare;
         }
         Ok(out)
+    }
+}
+
+/// Refuses a blind-index length outside 8..=256 bits (callers check before choosing a
+/// key, so a bad request never creates one).
+pub fn check_blind_bits(bits: u16) -> Result<()> {
+    if (8..=256).contains(&bits) {
+        Ok(())
+    } else {
+        Err(Error::Invalid("blind index bits (8..=256)"))
     }
 }
 

@@ -44,33 +44,14 @@ pub use error::{Error, Result};
 pub use ids::{key_id, KeyVersion, Purpose};
 
 /// Lowercase hex of `bytes` (ids, fingerprints, blind indexes; never key material).
+/// The `hex` crate's, as everywhere in KeyFlow: one implementation.
 pub fn to_hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    s
+    hex::encode(bytes)
 }
 
 /// The bytes of hex text (either case), or `None` if it is not an even run of hex digits.
 pub fn from_hex(text: &str) -> Option<Vec<u8>> {
-    fn digit(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            b'A'..=b'F' => Some(c - b'A' + 10),
-            _ => None,
-        }
-    }
-    let raw = text.as_bytes();
-    if !raw.len().is_multiple_of(2) {
-        return None;
-    }
-    raw.chunks_exact(2)
-        .map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?))
-        .collect()
+    hex::decode(text).ok()
 }
 pub use rng::{OsRng, SecureRandom};
 pub use secret::SecretKey;

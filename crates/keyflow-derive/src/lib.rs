@@ -14,12 +14,10 @@ use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
 use syn::{Attribute, Data, DeriveInput, Fields, Ident, LitInt, LitStr, Meta, Token};
 
-// The purpose lists and name normalization, compiled from keyflow-fields' own source
-// file so the macro and the runtime can never disagree. A proc-macro crate cannot
-// depend on the crate that re-exports it, and the file depends on nothing.
-#[allow(dead_code)]
-#[path = "../../keyflow-fields/src/names.rs"]
-mod names;
+// The purpose lists and name normalization: the same crate keyflow-fields re-exports
+// as `names`, so the macro and the runtime can never disagree. (A proc-macro crate
+// cannot depend on keyflow-fields, which re-exports the macro.)
+use keyflow_field_names as names;
 
 /// Derives `encrypt` / `decrypt` / `reencrypt` and an `Encrypted…` twin struct.
 /// See `keyflow_fields::Encrypt`.

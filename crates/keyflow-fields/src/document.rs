@@ -27,6 +27,10 @@ use crate::path::{ConcretePath, Selector, Step, StepRef};
 pub const FIELD_KEY: &str = "kf.field";
 /// Reserved context key: the document id, when one is given.
 pub const DOC_KEY: &str = "kf.doc";
+/// Reserved context key: the array indexes on the value's path (`2` for
+/// `cards[2].number`, `2,0` for `cards[2].tags[0]`), bound only when asked
+/// ([`EncryptOptions::bind_array_index`]).
+pub const INDEX_KEY: &str = "kf.index";
 /// Caller context keys may not start with this prefix.
 pub const RESERVED_PREFIX: &str = "kf.";
 /// Suffix of the member that holds a value's blind index.
@@ -259,6 +263,31 @@ pub struct EncryptOptions {
     pub binding: Binding,
     /// Sensitive authentication data: strip (default) or reject.
     pub sad_policy: SadPolicy,
+    /// Also bind each value to its array indexes ([`INDEX_KEY`]), so elements of one
+    /// array cannot be swapped unnoticed. Off by default: with it, inserting, removing
+    /// or reordering elements makes the moved ones fail to decrypt — decrypt, edit,
+    /// encrypt again. Decrypt with [`decrypt_fields_with`] and the same setting.
+    pub bind_array_index: bool,
+}
+
+/// Options of [`decrypt_fields_with`].
+#[derive(Clone, Debug, Default)]
+pub struct DecryptOptions {
+    /// As [`EncryptOptions::bind_array_index`]; must match the encryption's.
+    pub bind_array_index: bool,
+}
+
+/// The AAD context of the value at `path`.
+fn value_context(binding: &Binding, path: &ConcretePath, bind_index: bool) -> Result<Context> {
+    let mut ctx = binding.context_for(&path.label())?;
+    if bind_index {
+        let indexes: Vec<String> = path.indexes().map(|i| i.to_string()).collect();
+        if !indexes.is_empty() {
+            ctx.insert(INDEX_KEY.to_owned(), indexes.join(","))
+                .map_err(|e| FieldsError::InvalidOption(format!("array index: {e}")))?;
+        }
+    }
+    Ok(ctx)
 }
 
 /// What [`encrypt_fields`] did, by concrete path (never values).
@@ -454,7 +483,7 @@ pub async fn encrypt_fields(
             continue;
         }
         let label = t.path.label();
-        let ctx = options.binding.context_for(&label)?;
+        let ctx = value_context(&options.binding, &t.path, options.bind_array_index)?;
         let fail = |source: KmsError| FieldsError::Encrypt {
             path: shown.clone(),
             source,
@@ -576,16 +605,27 @@ fn prefixed_strings<'a>(v: &'a Value, at: &mut Vec<StepRef<'a>>, out: &mut Vec<C
 /// back.
 pub async fn decrypt_fields(
     service: &EncryptionService,
+    doc: Value,
+    selectors: Option<&[Selector]>,
+    binding: &Binding,
+) -> Result<(Value, DecryptReport)> {
+    decrypt_fields_with(service, doc, selectors, binding, &DecryptOptions::default()).await
+}
+
+/// [`decrypt_fields`] with options (array-index binding).
+pub async fn decrypt_fields_with(
+    service: &EncryptionService,
     mut doc: Value,
     selectors: Option<&[Selector]>,
     binding: &Binding,
+    options: &DecryptOptions,
 ) -> Result<(Value, DecryptReport)> {
     binding.validate()?;
     let found = ciphertext_paths(&doc, selectors);
     let mut decrypted = Vec::with_capacity(found.len());
     for path in &found {
         let shown = path.to_string();
-        let ctx = binding.context_for(&path.label())?;
+        let ctx = value_context(binding, path, options.bind_array_index)?;
         let Some(ct) = path.get(&doc).and_then(Value::as_str) else {
             continue;
         };

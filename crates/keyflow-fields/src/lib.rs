@@ -37,14 +37,14 @@ pub mod blind;
 pub mod detect;
 pub mod document;
 mod error;
-pub mod names;
+pub use keyflow_field_names as names;
 pub mod path;
 pub mod record;
 mod typed;
 
 pub use document::{
-    decrypt_fields, encrypt_fields, Binding, DecryptReport, EncryptOptions, EncryptReport,
-    FieldSpec, Mode, SadPolicy, Selection,
+    decrypt_fields, decrypt_fields_with, encrypt_fields, Binding, DecryptOptions, DecryptReport,
+    EncryptOptions, EncryptReport, FieldSpec, Mode, SadPolicy, Selection,
 };
 pub use error::{FieldsError, Result};
 /// Derives field encryption for a struct with named fields.

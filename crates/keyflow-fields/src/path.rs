@@ -307,6 +307,14 @@ impl ConcretePath {
         self.0.starts_with(&other.0)
     }
 
+    /// The array indexes along the path, outermost first (`cards[2].tags[0]` → 2, 0).
+    pub fn indexes(&self) -> impl Iterator<Item = usize> + '_ {
+        self.0.iter().filter_map(|s| match s {
+            Step::Index(i) => Some(*i),
+            Step::Key(_) => None,
+        })
+    }
+
     /// The name of the member this path ends in (`None` for an array element or the root).
     pub fn last_key(&self) -> Option<&str> {
         match self.0.last() {

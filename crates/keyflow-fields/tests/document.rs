@@ -20,6 +20,7 @@ fn opts(id: Option<&str>) -> EncryptOptions {
             context: Context::new(),
         },
         sad_policy: SadPolicy::Strip,
+        bind_array_index: false,
     }
 }
 
@@ -538,4 +539,59 @@ mod round_trip_property {
             });
         }
     }
+}
+
+/// Elements of one array share a label, so by default two of them can trade places
+/// unnoticed (documented); with `bind_array_index` the swap is refused, naming the path.
+#[tokio::test]
+async fn array_swaps_are_refused_when_indexes_are_bound() {
+    use keyflow_fields::{decrypt_fields_with, DecryptOptions};
+    let e = env().await;
+    let doc = json!({ "cards": [ { "pan": "4111111111111111" }, { "pan": "5500005555555559" } ] });
+    let sel = Selection::parse_list("cards[*].pan").unwrap();
+    let swap = |v: &Value| {
+        let mut s = v.clone();
+        s["cards"][0]["pan"] = v["cards"][1]["pan"].clone();
+        s["cards"][1]["pan"] = v["cards"][0]["pan"].clone();
+        s
+    };
+    let bound = EncryptOptions {
+        bind_array_index: true,
+        ..opts(Some("doc-a"))
+    };
+    let (enc, _) = encrypt_fields(&e.service, doc.clone(), &sel, &purpose("userData"), &bound)
+        .await
+        .unwrap();
+    let on = DecryptOptions {
+        bind_array_index: true,
+    };
+    let b = Binding::doc("doc-a");
+    let (back, _) = decrypt_fields_with(&e.service, enc.clone(), None, &b, &on)
+        .await
+        .unwrap();
+    assert_eq!(back, doc);
+    let err = decrypt_fields_with(&e.service, swap(&enc), None, &b, &on)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, FieldsError::Decrypt { path, .. } if path == "cards[0].pan"),
+        "{err}"
+    );
+    // The setting is part of the binding: without it the bound values do not decrypt.
+    assert!(decrypt_fields(&e.service, enc, None, &b).await.is_err());
+
+    // Default (indexes dropped): the swap goes through, as documented.
+    let (plain_enc, _) = encrypt_fields(
+        &e.service,
+        doc.clone(),
+        &sel,
+        &purpose("userData"),
+        &opts(Some("doc-a")),
+    )
+    .await
+    .unwrap();
+    let (swapped_back, _) = decrypt_fields(&e.service, swap(&plain_enc), None, &b)
+        .await
+        .unwrap();
+    assert_eq!(swapped_back["cards"][0]["pan"], doc["cards"][1]["pan"]);
 }

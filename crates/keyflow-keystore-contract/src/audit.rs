@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 use keyflow_kms::audit::{
     AuditEvent, AuditFilter, AuditSealer, AuditStore, ChainBreak, ChainHead, ChainVerifier,
-    Checkpoint, Source, StoredAudit, MAX_PAGE,
+    Checkpoint, JournalMark, Source, StoredAudit, MAX_PAGE,
 };
 use keyflow_kms::keyflow_core::kek::Kek;
 use keyflow_kms::keyflow_core::to_hex;
@@ -47,6 +47,7 @@ where
     let sealer = Arc::new(sealer());
     empty_chain(make().await, &sealer).await;
     appends_chain(make().await, &sealer).await;
+    journal_marks(make().await, &sealer).await;
     concurrent_appends(make().await, sealer.clone()).await;
     query_filters(make().await, &sealer).await;
     pages_and_cursor(make().await, &sealer).await;
@@ -278,6 +279,56 @@ pub async fn appends_chain(store: Arc<dyn AuditStore>, sealer: &AuditSealer) {
         store.audit_scan(0, 0).await.unwrap().is_empty(),
         "audit: a scan's limit is taken as given"
     );
+}
+
+/// A journaled append moves its journal's mark in the same transaction; marks are per
+/// journal, move on with each append (an empty one moves nothing), and are forgotten on
+/// request.
+pub async fn journal_marks(store: Arc<dyn AuditStore>, sealer: &AuditSealer) {
+    let mark = |journal: &str, through| JournalMark {
+        journal: journal.into(),
+        through,
+    };
+    assert_eq!(store.audit_journal_mark("a").await.unwrap(), None);
+    let head = store
+        .append_audit_from(sealer, &[event(1), event(2)], &mark("a", 2))
+        .await
+        .unwrap();
+    assert_eq!(head.seq, 2, "audit: a journaled append extends the chain");
+    assert_eq!(store.audit_journal_mark("a").await.unwrap(), Some(2));
+    store
+        .append_audit_from(sealer, &[event(3)], &mark("b", 7))
+        .await
+        .unwrap();
+    store
+        .append_audit_from(sealer, &[event(4)], &mark("a", 3))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            store.audit_journal_mark("a").await.unwrap(),
+            store.audit_journal_mark("b").await.unwrap()
+        ),
+        (Some(3), Some(7)),
+        "audit: one mark per journal, moved by each of its appends"
+    );
+    assert_eq!(
+        verify(&*store, sealer, 100).await.map(|h| h.seq),
+        Ok(4),
+        "audit: journaled and plain appends make one chain"
+    );
+
+    // An empty append moves nothing.
+    store
+        .append_audit_from(sealer, &[], &mark("a", 99))
+        .await
+        .unwrap();
+    assert_eq!(store.audit_journal_mark("a").await.unwrap(), Some(3));
+
+    store.audit_journal_forget("a").await.unwrap();
+    store.audit_journal_forget("never-seen").await.unwrap();
+    assert_eq!(store.audit_journal_mark("a").await.unwrap(), None);
+    assert_eq!(store.audit_journal_mark("b").await.unwrap(), Some(7));
 }
 
 /// Eight tasks appending at once (single events and batches) make one chain without

@@ -16,11 +16,15 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use keyflow_kms::keyflow_core::kek::Kek;
+use keyflow_kms::keyflow_core::OsRng;
 use keyflow_kms::keystore::{CreateOutcome, Keystore, RotateOutcome};
 use keyflow_kms::model::{KeyStatus, KeyVersionRecord, VersionFilter};
+use keyflow_kms::row_mac::RowSealer;
 use keyflow_kms::{KeyVersion, Purpose};
 
 pub mod audit;
+pub mod legacy;
 pub mod lifecycle;
 
 fn p(name: &str) -> Purpose {
@@ -101,26 +105,120 @@ async fn assert_ring(store: &dyn Keystore, purpose: &str, n: u32) {
     );
 }
 
-/// Runs every check, each on a fresh keystore from `make`.
+/// Installs a row sealer of a fresh random KEK in `store` (what an unlock does) and
+/// returns it.
+pub fn install_sealer(store: &dyn Keystore) -> Arc<RowSealer> {
+    let kek = Kek::generate(&OsRng).unwrap();
+    let sealer = Arc::new(RowSealer::new(&kek).unwrap());
+    store.install_row_sealer(sealer.clone());
+    sealer
+}
+
+/// Runs every check, each on a fresh keystore from `make` (with a row sealer
+/// installed, except for [`rows_need_a_sealer`]).
 pub async fn run_all<F, Fut>(make: F)
 where
     F: Fn() -> Fut,
     Fut: Future<Output = Arc<dyn Keystore>>,
 {
-    meta_is_set_once(make().await).await;
-    first_version_and_lookups(make().await).await;
-    rotation_semantics(make().await).await;
-    concurrent_first_creation(make().await).await;
-    concurrent_rotations(make().await).await;
-    usage_counters(make().await).await;
-    listing_filters(make().await).await;
-    tokens(make().await).await;
-    lifecycle::policies(make().await).await;
-    lifecycle::status_changes(make().await).await;
-    lifecycle::insert_versions(make().await).await;
-    lifecycle::rewrap_all(make().await).await;
-    lifecycle::leases(make().await).await;
-    lifecycle::generation(make().await).await;
+    let sealed = || async {
+        let store = make().await;
+        install_sealer(&*store);
+        store
+    };
+    rows_need_a_sealer(make().await).await;
+    meta_is_set_once(sealed().await).await;
+    first_version_and_lookups(sealed().await).await;
+    rotation_semantics(sealed().await).await;
+    concurrent_first_creation(sealed().await).await;
+    concurrent_rotations(sealed().await).await;
+    usage_counters(sealed().await).await;
+    listing_filters(sealed().await).await;
+    tokens(sealed().await).await;
+    lifecycle::policies(sealed().await).await;
+    lifecycle::status_changes(sealed().await).await;
+    lifecycle::insert_versions(sealed().await).await;
+    lifecycle::rewrap_all(sealed().await).await;
+    lifecycle::leases(sealed().await).await;
+    lifecycle::generation(sealed().await).await;
+    legacy::import_legacy(sealed().await).await;
+    nonces(make().await).await;
+}
+
+/// Request-integrity nonces: remembered until they expire, refused meanwhile; of many
+/// callers racing with one nonce exactly one is told it is fresh. Needs no sealer.
+pub async fn nonces(store: Arc<dyn Keystore>) {
+    assert!(store.remember_nonce("nonce-a", 100, 0).await.unwrap());
+    assert!(
+        !store.remember_nonce("nonce-a", 200, 50).await.unwrap(),
+        "replay"
+    );
+    assert!(
+        !store.remember_nonce("nonce-a", 200, 100).await.unwrap(),
+        "expiry inclusive"
+    );
+    assert!(
+        store.remember_nonce("nonce-a", 300, 101).await.unwrap(),
+        "expired: fresh again"
+    );
+    assert!(store.remember_nonce("nonce-b", 300, 101).await.unwrap());
+    let racers: Vec<_> = (0..8)
+        .map(|_| {
+            let s = store.clone();
+            tokio::spawn(async move { s.remember_nonce("nonce-race", 500, 101).await.unwrap() })
+        })
+        .collect();
+    let mut fresh = 0;
+    for r in racers {
+        fresh += usize::from(r.await.unwrap());
+    }
+    assert_eq!(fresh, 1, "exactly one racer wins");
+}
+
+/// Before a row sealer is installed (the KEK is not unlocked), key versions, tokens
+/// and policies can be neither read nor written: nothing unverified is trusted.
+/// Metadata (which holds the KEK id the unlock checks) stays readable.
+pub async fn rows_need_a_sealer(store: Arc<dyn Keystore>) {
+    assert!(store.row_sealer().is_none());
+    assert_eq!(store.get_meta("kek_id").await.unwrap(), None);
+    let refused = |r: Result<(), keyflow_kms::StoreError>, what: &str| {
+        let e = r.expect_err(what).to_string();
+        assert!(e.contains("unlocked"), "{what}: {e}");
+    };
+    refused(
+        store
+            .list_versions(&VersionFilter::default())
+            .await
+            .map(drop),
+        "list_versions",
+    );
+    refused(
+        store.get_version(&p("a"), v(1)).await.map(drop),
+        "get_version",
+    );
+    refused(
+        store.active_version(&p("a")).await.map(drop),
+        "active_version",
+    );
+    refused(
+        store.create_first(&rec("a", 1, 1)).await.map(drop),
+        "create_first",
+    );
+    refused(store.list_tokens().await.map(drop), "list_tokens");
+    refused(store.get_policy(&p("a")).await.map(drop), "get_policy");
+    refused(store.list_policies().await.map(drop), "list_policies");
+    let sealer = install_sealer(&*store);
+    assert!(Arc::ptr_eq(&store.row_sealer().unwrap(), &sealer));
+    assert_eq!(
+        store.seal_legacy_rows().await.unwrap(),
+        0,
+        "nothing pending"
+    );
+    assert!(store
+        .list_versions(&VersionFilter::default())
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 /// `init_meta` sets a value once; a second writer gets the first value back.

@@ -191,10 +191,19 @@ pub async fn rewrap_all(store: Arc<dyn Keystore>) {
         version: v(version),
         wrapped_key: vec![0xEE; 60],
     };
+    let new_kek =
+        keyflow_kms::keyflow_core::kek::Kek::generate(&keyflow_kms::keyflow_core::OsRng).unwrap();
+    let new_rows = keyflow_kms::row_mac::RowSealer::new(&new_kek).unwrap();
     // Incomplete list: b:v1 would be left under the old KEK.
     assert_eq!(
         store
-            .rewrap_all("kek_id", "kek-1", "kek-2", &[new("a", 1), new("a", 2)])
+            .rewrap_all(
+                "kek_id",
+                "kek-1",
+                "kek-2",
+                &[new("a", 1), new("a", 2)],
+                &new_rows
+            )
             .await
             .unwrap(),
         WriteOutcome::Conflict
@@ -210,18 +219,20 @@ pub async fn rewrap_all(store: Arc<dyn Keystore>) {
     let all = [new("a", 1), new("a", 2), new("b", 1)];
     assert_eq!(
         store
-            .rewrap_all("kek_id", "kek-0", "kek-2", &all)
+            .rewrap_all("kek_id", "kek-0", "kek-2", &all, &new_rows)
             .await
             .unwrap(),
         WriteOutcome::Conflict
     );
     assert_eq!(
         store
-            .rewrap_all("kek_id", "kek-1", "kek-2", &all)
+            .rewrap_all("kek_id", "kek-1", "kek-2", &all, &new_rows)
             .await
             .unwrap(),
         WriteOutcome::Applied
     );
+    // The rows are sealed under the new KEK's key from now on (the caller installs it).
+    store.install_row_sealer(std::sync::Arc::new(new_rows));
     assert_eq!(
         store.get_meta("kek_id").await.unwrap().as_deref(),
         Some("kek-2")

@@ -21,7 +21,7 @@ use keyflow_core::{key_id, KeyVersion, Purpose, SecretKey};
 use serde::Serialize;
 
 use crate::keystore::WriteOutcome;
-use crate::model::{KeyStatus, KeyVersionRecord, VersionFilter};
+use crate::model::{KeyStatus, KeyVersionRecord, VersionFilter, MAX_ENCRYPTIONS_PER_KEY};
 use crate::service::EncryptionService;
 use crate::{KmsError, Result};
 
@@ -97,7 +97,16 @@ impl EncryptionService {
     ) -> Result<Vec<u8>> {
         // Counts still in memory belong in the backup.
         self.flush_usage().await?;
+        // Listings leave out rows that fail their MAC; a backup must not silently
+        // lack a version, so any refusal during the listing refuses the backup.
+        let refused = || self.store.row_sealer().map(|s| s.refused());
+        let before = refused();
         let records = self.store.list_versions(&VersionFilter::default()).await?;
+        if refused() != before {
+            return Err(KmsError::Store(crate::StoreError(
+                "backup refused: key version rows failed their integrity check (see the log); nothing was written".into(),
+            )));
+        }
         let mut versions = Vec::with_capacity(records.len());
         for r in records {
             let material = match &r.wrapped_key {
@@ -295,7 +304,15 @@ impl EncryptionService {
             kek_id: self.kek.id().to_owned(),
             created_at: v.created_at,
             status_changed_at: v.status_changed_at,
-            encryptions: v.encryptions,
+            // A backup's count is as old as the backup: the version may have encrypted
+            // more since. A version restored as active is therefore marked spent, so
+            // it is rotated (compare-and-set) before its next encryption instead of
+            // starting its GCM budget over (decisions in docs/ARCHITECTURE.md).
+            encryptions: if v.status == KeyStatus::Active {
+                v.encryptions.max(MAX_ENCRYPTIONS_PER_KEY)
+            } else {
+                v.encryptions
+            },
             revoked_reason: v.revoked_reason.clone(),
         })
     }

@@ -36,11 +36,35 @@ use crate::model::KeyStatus;
 pub(crate) struct CachedKey {
     pub key: DataKey,
     pub status: KeyStatus,
-    /// Encryptions not yet persisted; shared with the cache's usage table so that a
-    /// reload of the entry never loses counts.
-    pub usage: Arc<AtomicU64>,
+    /// Encryptions reserved in the keystore for this process and not used yet; shared
+    /// with the cache's allowance table so that a reload of the entry keeps them.
+    pub allowance: Arc<Allowance>,
     /// When it was loaded, on the cache clock's monotonic reading.
     loaded_at: Duration,
+}
+
+/// Encryptions of one version this process may still make: reserved in the keystore
+/// (which counts them at once, so every instance sees them) before they are used.
+#[derive(Debug, Default)]
+pub(crate) struct Allowance {
+    /// Reserved and not used yet.
+    pub remaining: AtomicU64,
+    /// A refill is running (servers refill ahead, from a spawned task).
+    pub refilling: std::sync::atomic::AtomicBool,
+}
+
+impl Allowance {
+    /// Takes `n` uses if that many remain; never goes below zero.
+    pub fn try_take(&self, n: u64) -> bool {
+        self.remaining
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |r| r.checked_sub(n))
+            .is_ok()
+    }
+
+    /// Gives back `n` uses taken but not made (a failed encryption).
+    pub fn give_back(&self, n: u64) {
+        self.remaining.fetch_add(n, Ordering::AcqRel);
+    }
 }
 
 #[derive(Hash, PartialEq, Eq, Clone)]
@@ -95,7 +119,7 @@ pub(crate) struct KeyCache {
     epoch: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
-    usage: Mutex<HashMap<(Purpose, KeyVersion), Arc<AtomicU64>>>,
+    allowances: Mutex<HashMap<(Purpose, KeyVersion), Arc<Allowance>>>,
 }
 
 impl KeyCache {
@@ -110,7 +134,7 @@ impl KeyCache {
             epoch: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
-            usage: Mutex::new(HashMap::new()),
+            allowances: Mutex::new(HashMap::new()),
         }
     }
 
@@ -185,7 +209,7 @@ impl KeyCache {
         self.count(found)
     }
 
-    /// Builds an entry (sharing the version's usage counter) and caches it. For state
+    /// Builds an entry (sharing the version's allowance) and caches it. For state
     /// this process itself just wrote (generate, rotate).
     pub fn insert(&self, key: DataKey, status: KeyStatus) -> Arc<CachedKey> {
         self.insert_loaded(key, status, None)
@@ -199,8 +223,8 @@ impl KeyCache {
         status: KeyStatus,
         epoch: Option<u64>,
     ) -> Arc<CachedKey> {
-        let usage = {
-            let mut table = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+        let allowance = {
+            let mut table = self.allowances.lock().unwrap_or_else(|p| p.into_inner());
             table
                 .entry((key.purpose().clone(), key.version()))
                 .or_default()
@@ -209,7 +233,7 @@ impl KeyCache {
         let entry = Arc::new(CachedKey {
             key,
             status,
-            usage,
+            allowance,
             loaded_at: self.clock.monotonic(),
         });
         self.snap.rcu(|old| {
@@ -245,23 +269,24 @@ impl KeyCache {
         });
     }
 
-    /// Takes every unpersisted usage count (resetting them to zero).
-    pub fn drain_usage(&self) -> Vec<(Purpose, KeyVersion, u64)> {
-        let table = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+    /// Takes every unused reservation (resetting them to zero), to be handed back to
+    /// the keystore.
+    pub fn drain_allowances(&self) -> Vec<(Purpose, KeyVersion, u64)> {
+        let table = self.allowances.lock().unwrap_or_else(|p| p.into_inner());
         table
             .iter()
-            .filter_map(|((p, v), c)| {
-                let n = c.swap(0, Ordering::AcqRel);
+            .filter_map(|((p, v), a)| {
+                let n = a.remaining.swap(0, Ordering::AcqRel);
                 (n > 0).then(|| (p.clone(), *v, n))
             })
             .collect()
     }
 
-    /// Gives counts back after a failed flush.
-    pub fn restore_usage(&self, purpose: &Purpose, version: KeyVersion, n: u64) {
-        let table = self.usage.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = table.get(&(purpose.clone(), version)) {
-            c.fetch_add(n, Ordering::AcqRel);
+    /// Puts reservations back after a failed hand-back.
+    pub fn restore_allowance(&self, purpose: &Purpose, version: KeyVersion, n: u64) {
+        let table = self.allowances.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(a) = table.get(&(purpose.clone(), version)) {
+            a.give_back(n);
         }
     }
 
@@ -315,16 +340,19 @@ mod tests {
     }
 
     #[test]
-    fn usage_survives_reload_and_drains_once() {
+    fn allowances_survive_reload_and_drain_once() {
         let c = cache(Duration::from_secs(3600));
         let a = c.insert(dk("userData", 1), KeyStatus::Active);
-        a.usage.fetch_add(5, Ordering::Relaxed);
+        a.allowance.give_back(5);
         let b = c.insert(dk("userData", 1), KeyStatus::Active);
-        b.usage.fetch_add(2, Ordering::Relaxed);
-        let drained = c.drain_usage();
+        b.allowance.give_back(2);
+        assert!(b.allowance.try_take(3));
+        assert!(!a.allowance.try_take(5), "never below zero");
+        let drained = c.drain_allowances();
         assert_eq!(drained.len(), 1);
-        assert_eq!(drained[0].2, 7);
-        assert!(c.drain_usage().is_empty());
+        assert_eq!(drained[0].2, 4);
+        assert!(c.drain_allowances().is_empty());
+        assert!(!a.allowance.try_take(1));
     }
 
     #[test]

@@ -22,6 +22,7 @@ use zeroize::Zeroizing;
 
 use crate::atomic_file;
 use crate::keystore::Keystore;
+use crate::row_mac::RowSealer;
 use crate::{KmsError, Result};
 
 /// Metadata key under which the keystore records its KEK's id.
@@ -167,6 +168,29 @@ async fn bind_to_keystore(kek: &Kek, store: &dyn Keystore) -> Result<()> {
     Ok(())
 }
 
+/// Installs the row sealer of `kek` in `store` (unless one of the same KEK is there)
+/// and seals the rows written before row MACs existed, once (see
+/// [`Keystore::seal_legacy_rows`]). Every unlock goes through here, so every process
+/// that holds the KEK checks the rows it reads.
+pub async fn open_rows(kek: &Kek, store: &dyn Keystore) -> Result<std::sync::Arc<RowSealer>> {
+    let sealer = match store.row_sealer() {
+        Some(s) if s.kek_id() == kek.id() => s,
+        _ => {
+            let s = std::sync::Arc::new(RowSealer::new(kek)?);
+            store.install_row_sealer(s.clone());
+            s
+        }
+    };
+    let sealed = store.seal_legacy_rows().await?;
+    if sealed > 0 {
+        tracing::warn!(
+            rows = sealed,
+            "sealed keystore rows written before row MACs existed (first unlock after the upgrade; trusted as found)"
+        );
+    }
+    Ok(sealer)
+}
+
 /// Finishes a KEK rotation that committed in the keystore (which now records the id of
 /// `<kek>.next`) but stopped before `<kek>.next` was renamed over `<kek>`. The old file
 /// was preserved as `<kek>.retired-<id>` before the commit. Any other state is left as
@@ -243,6 +267,7 @@ pub async fn init(
     // A crash here leaves a KEK file the keystore does not name yet: the next `init`
     // or `unlock` finds the file, unlocks it and records it.
     bind_to_keystore(&kek, store).await?;
+    open_rows(&kek, store).await?;
     Ok((InitOutcome::Created, kek))
 }
 
@@ -255,13 +280,16 @@ pub async fn unlock(path: &Path, password: &KekPassword, store: &dyn Keystore) -
         .unlock(password.bytes())
         .map_err(|_| KmsError::KekUnlockFailed(path.to_owned()))?;
     bind_to_keystore(&kek, store).await?;
+    open_rows(&kek, store).await?;
     Ok(kek)
 }
 
 /// `keyflow kek change-password`: re-seals the KEK file under `new_password` (fresh
 /// salt and nonce, `params` cost) and replaces the file atomically. The KEK and every
-/// DEK stay as they are; the old password no longer unlocks anything. Holds the KEK
-/// lease, so it never interleaves with a KEK rotation.
+/// DEK stay as they are; the old password no longer unlocks this file — retired KEK
+/// files (`<kek>.retired-*`) keep the password they were retired under until
+/// `kek retire` removes them. Holds the KEK lease, so it never interleaves with a KEK
+/// rotation.
 pub async fn change_password(
     path: &Path,
     old_password: &KekPassword,

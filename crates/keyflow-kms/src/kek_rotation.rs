@@ -185,13 +185,14 @@ async fn rotate_locked(
     hook.before(RotationStep::RetireOld, 0).await?;
     let retired = retire(path, old.id(), rng)?;
 
+    let new_rows = crate::row_mac::RowSealer::new(&new)?;
     let mut rewrapped = None;
     for attempt in 0..REWRAP_ATTEMPTS {
         let keys = rewrap_keys(store, &old, &new, rng).await?;
         lease.renew(store).await?;
         hook.before(RotationStep::Commit, attempt).await?;
         match store
-            .rewrap_all(META_KEK_ID, old.id(), new.id(), &keys)
+            .rewrap_all(META_KEK_ID, old.id(), new.id(), &keys, &new_rows)
             .await?
         {
             WriteOutcome::Applied => {
@@ -214,6 +215,8 @@ async fn rotate_locked(
         }
     }
     let rewrapped = rewrapped.ok_or(KmsError::KekRotationConflict)?;
+    // The rows are now sealed under the new KEK's key; this process reads them so.
+    store.install_row_sealer(std::sync::Arc::new(new_rows));
     tracing::info!(old = %old.id(), new = %new.id(), rewrapped, "KEK rotation committed");
 
     hook.before(RotationStep::Promote, 0).await?;

@@ -8,9 +8,11 @@ use async_trait::async_trait;
 use keyflow_core::{KeyVersion, Purpose};
 
 use crate::access::TokenRecord;
+use crate::legacy::LegacyKeyRecord;
 use crate::model::{
     KeyVersionRecord, Policy, RewrappedKey, StatusChange, StatusOutcome, VersionFilter,
 };
+use crate::row_mac::RowSealer;
 
 /// A keystore backend failure (connection, I/O, constraint the backend could not map).
 /// The message never contains key material: wrapped keys are bound as parameters and
@@ -100,6 +102,18 @@ pub trait Keystore: Send + Sync + 'static {
         count: u64,
     ) -> Result<(), StoreError>;
 
+    /// Adds `delta` to a version's encryption counter in one statement and returns the
+    /// new count (`None`: no such version). A negative `delta` gives back reservations
+    /// that were not used; the count never goes below zero. The service reserves
+    /// encryptions this way *before* making them, so the count every instance reads
+    /// already includes what others may still use (the GCM budget is never exceeded).
+    async fn adjust_usage(
+        &self,
+        purpose: &Purpose,
+        version: KeyVersion,
+        delta: i64,
+    ) -> Result<Option<u64>, StoreError>;
+
     /// Stores a new API token (its id is unique).
     async fn insert_token(&self, token: &TokenRecord) -> Result<(), StoreError>;
 
@@ -135,14 +149,44 @@ pub trait Keystore: Send + Sync + 'static {
     /// `old_kek` to `new_kek`, and every listed version gets its new wrapped key and
     /// `kek_id = new_kek`. `Conflict` (nothing written) if the metadata did not hold
     /// `old_kek`, a listed version no longer had `old_kek`, or any version with
-    /// material would be left under another KEK than `new_kek`.
+    /// material would be left under another KEK than `new_kek`. Every row MAC
+    /// (versions, tokens, policies) is checked under the installed sealer and
+    /// re-sealed under `new_rows` in the same transaction; a row that fails its check
+    /// makes the whole rotation an error. The caller installs `new_rows` afterwards.
     async fn rewrap_all(
         &self,
         meta_key: &str,
         old_kek: &str,
         new_kek: &str,
         keys: &[RewrappedKey],
+        new_rows: &RowSealer,
     ) -> Result<WriteOutcome, StoreError>;
+
+    /// Request-integrity replay protection shared by every instance: records `nonce`
+    /// until `expires_at` (Unix seconds) and returns `true`, or returns `false` when it
+    /// is already recorded and not expired at `now`. Expired nonces are dropped on the
+    /// way. Several instances calling at once with one nonce: exactly one gets `true`.
+    async fn remember_nonce(
+        &self,
+        nonce: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Installs the sealer that authenticates `key_versions`, `api_tokens` and
+    /// `key_policies` rows (docs: [`crate::row_mac`]); replaces an earlier one. Until a
+    /// sealer is installed those rows can be neither read nor written.
+    fn install_row_sealer(&self, sealer: std::sync::Arc<RowSealer>);
+
+    /// The installed row sealer.
+    fn row_sealer(&self) -> Option<std::sync::Arc<RowSealer>>;
+
+    /// Seals the rows written before row MACs existed, once: only while the metadata
+    /// [`crate::row_mac::META_ROW_MACS`] says `pending` (set by migration 0007 when
+    /// it found rows), and only if no row carries a MAC yet (otherwise the marker was
+    /// put back by someone without the KEK: refused with an error). Sets the marker to
+    /// `sealed` in the same transaction. Returns the number of rows sealed.
+    async fn seal_legacy_rows(&self) -> Result<u64, StoreError>;
 
     /// Takes or renews the lease `name` for `holder` until `now + ttl_ms`; `true` when
     /// `holder` now holds it (it was free, expired, or already `holder`'s). Several
@@ -170,4 +214,18 @@ pub trait Keystore: Send + Sync + 'static {
     fn change_notifier(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
         None
     }
+
+    /// The legacy key ids imported so far (issue 17), ordered by purpose, version, id.
+    async fn legacy_keys(&self) -> Result<Vec<LegacyKeyRecord>, StoreError>;
+
+    /// A legacy import, in one transaction: `versions` are inserted as they are (as
+    /// [`Self::insert_versions`]; at most one `active`, only for a purpose that has
+    /// none) and `keys` are added. If a version or a legacy key id exists already, or
+    /// a key names a version that does not exist after the insert, nothing is written
+    /// and the outcome is `Conflict`.
+    async fn import_legacy(
+        &self,
+        versions: &[KeyVersionRecord],
+        keys: &[LegacyKeyRecord],
+    ) -> Result<WriteOutcome, StoreError>;
 }

@@ -149,6 +149,10 @@ pub struct Policy {
     pub max_encryptions: u64,
 }
 
+/// The most encryptions one AES-256-GCM key may make with random 96-bit nonces
+/// (NIST SP 800-38D §8.3): whatever a policy says, no version is used beyond this.
+pub const MAX_ENCRYPTIONS_PER_KEY: u64 = 1 << 32;
+
 /// Milliseconds in a day.
 pub const DAY_MS: i64 = 86_400_000;
 
@@ -180,7 +184,7 @@ impl Policy {
                 "warn days (must be below the rotation period)",
             ));
         }
-        if self.max_encryptions == 0 || self.max_encryptions > 1 << 32 {
+        if self.max_encryptions == 0 || self.max_encryptions > MAX_ENCRYPTIONS_PER_KEY {
             return Err(crate::KmsError::Invalid(
                 "max encryptions (1..=2^32, the AES-GCM random-nonce bound)",
             ));
@@ -189,13 +193,16 @@ impl Policy {
     }
 
     /// When an active version created at `created_at` becomes due (warn window start).
+    /// Saturating: no stored time, however damaged, overflows.
     pub fn due_at(&self, created_at: i64) -> i64 {
-        created_at + (i64::from(self.rotation_days) - i64::from(self.warn_days)) * DAY_MS
+        let days = i64::from(self.rotation_days).saturating_sub(i64::from(self.warn_days));
+        created_at.saturating_add(days.saturating_mul(DAY_MS))
     }
 
     /// When a version that became `rotating` at `since` passes its grace period.
+    /// Saturating, as [`Self::due_at`].
     pub fn grace_ends_at(&self, since: i64) -> i64 {
-        since + i64::from(self.grace_days) * DAY_MS
+        since.saturating_add(i64::from(self.grace_days).saturating_mul(DAY_MS))
     }
 }
 
@@ -268,6 +275,20 @@ mod tests {
         assert!("expired".parse::<KeyStatus>().is_err());
         assert!(KeyStatus::Deprecated.can_decrypt());
         assert!(!KeyStatus::Revoked.can_decrypt());
+    }
+
+    #[test]
+    fn due_dates_saturate_instead_of_overflowing() {
+        let p = Policy::default();
+        assert_eq!(p.due_at(i64::MAX), i64::MAX);
+        assert_eq!(p.grace_ends_at(i64::MAX - 1), i64::MAX);
+        assert_eq!(p.due_at(0), 83 * DAY_MS);
+        let odd = Policy {
+            rotation_days: 1,
+            warn_days: 3650,
+            ..p
+        };
+        assert_eq!(odd.due_at(i64::MIN), i64::MIN);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use keyflow_core::{KeyVersion, Purpose};
 use crate::access::TokenRecord;
 use crate::keystore::StoreError;
 use crate::model::{KeyStatus, KeyVersionRecord, Policy};
+use crate::row_mac::RowSealer;
 
 pub mod audit;
 
@@ -70,6 +71,81 @@ pub fn version_record(row: &impl Columns) -> Result<KeyVersionRecord, StoreError
             .map_err(|_| corrupt(T, "encryptions"))?,
         revoked_reason: row.opt_text("revoked_reason")?,
     })
+}
+
+/// The stored `row_mac` column (NULL for rows not sealed yet).
+pub fn row_mac(row: &impl Columns) -> Result<Option<Vec<u8>>, StoreError> {
+    row.opt_bytes("row_mac")
+}
+
+/// A `key_versions` row whose `row_mac` matches it; any other row is refused.
+pub fn verified_version(
+    row: &impl Columns,
+    sealer: &RowSealer,
+) -> Result<KeyVersionRecord, StoreError> {
+    let record = version_record(row)?;
+    sealer.check_version(&record, row_mac(row)?.as_deref())?;
+    Ok(record)
+}
+
+/// An `api_tokens` row whose `row_mac` matches it; any other row is refused.
+pub fn verified_token(row: &impl Columns, sealer: &RowSealer) -> Result<TokenRecord, StoreError> {
+    let record = token_record(row)?;
+    sealer.check_token(&record, row_mac(row)?.as_deref())?;
+    Ok(record)
+}
+
+/// The `key_versions` rows that pass their MAC check; a row that fails is refused —
+/// counted, logged and reported by the sealer (the server's `/status` alert and audit
+/// record) — and left out, so listings, `/status` and the scheduler keep working and
+/// never act on a forged state. Single-version reads ([`verified_version`]) refuse
+/// with an error instead, and a KEK rotation refuses to run at all.
+pub fn trusted_versions<C: Columns>(
+    rows: impl IntoIterator<Item = C>,
+    sealer: &RowSealer,
+) -> Result<Vec<KeyVersionRecord>, StoreError> {
+    let mut out = Vec::new();
+    for row in rows {
+        let record = version_record(&row)?;
+        if sealer
+            .check_version(&record, row_mac(&row)?.as_deref())
+            .is_ok()
+        {
+            out.push(record);
+        }
+    }
+    Ok(out)
+}
+
+/// The `api_tokens` rows that pass their MAC check. A row that fails is refused —
+/// counted, logged and reported by the sealer — and left out, so one forged or
+/// tampered row cannot lock every other token out; a row that cannot be decoded
+/// at all is an error, as before.
+pub fn trusted_tokens<C: Columns>(
+    rows: impl IntoIterator<Item = C>,
+    sealer: &RowSealer,
+) -> Result<Vec<TokenRecord>, StoreError> {
+    let mut out = Vec::new();
+    for row in rows {
+        let record = token_record(&row)?;
+        if sealer
+            .check_token(&record, row_mac(&row)?.as_deref())
+            .is_ok()
+        {
+            out.push(record);
+        }
+    }
+    Ok(out)
+}
+
+/// A `key_policies` row whose `row_mac` matches it; any other row is refused.
+pub fn verified_policy(
+    row: &impl Columns,
+    sealer: &RowSealer,
+) -> Result<(Purpose, Policy), StoreError> {
+    let (purpose, policy) = policy_record(row)?;
+    sealer.check_policy(&purpose, &policy, row_mac(row)?.as_deref())?;
+    Ok((purpose, policy))
 }
 
 /// An `api_tokens` row.

@@ -126,8 +126,10 @@ pub fn plan(
                                 "{}-day rotation due {} (warn window {} days from {})",
                                 pol.rotation_days,
                                 rfc3339(
-                                    r.created_at
-                                        + i64::from(pol.rotation_days) * crate::model::DAY_MS
+                                    r.created_at.saturating_add(
+                                        i64::from(pol.rotation_days)
+                                            .saturating_mul(crate::model::DAY_MS)
+                                    )
                                 ),
                                 pol.warn_days,
                                 rfc3339(due)

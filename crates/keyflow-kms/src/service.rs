@@ -18,10 +18,12 @@ use keyflow_core::{
 use serde_json::Value;
 use zeroize::Zeroizing;
 
-use crate::cache::{CacheStats, CachedKey, KeyCache};
+use crate::cache::{Allowance, CacheStats, CachedKey, KeyCache};
 use crate::clock::{Clock, SystemClock};
 use crate::keystore::{CreateOutcome, Keystore, RotateOutcome};
-use crate::model::{KeyStatus, KeyVersionRecord, VersionFilter, DEK_ALGORITHM};
+use crate::model::{
+    KeyStatus, KeyVersionRecord, VersionFilter, DEK_ALGORITHM, MAX_ENCRYPTIONS_PER_KEY,
+};
 use crate::{KmsError, Result};
 
 /// How many times a rotation is retried when concurrent rotations win the race.
@@ -34,10 +36,14 @@ pub struct ServiceConfig {
     pub strict_mode: bool,
     /// How long an unwrapped key stays cached (default one hour).
     pub cache_ttl: Duration,
-    /// Encryptions counted in memory before the count is written to the keystore.
+    /// Encryptions reserved in the keystore at a time, per version (one write per
+    /// block; the count the keystore shows is ahead of the real one by at most the
+    /// unused part of each process's block, given back by
+    /// [`EncryptionService::flush_usage`]).
     pub usage_flush_every: u64,
-    /// Write those batches from a spawned task instead of the encrypting call (servers;
-    /// needs a tokio runtime that keeps running, so one-shot tools leave it off).
+    /// Reserve the next block from a spawned task when a quarter of the current one is
+    /// left, so the request path rarely waits for the keystore (servers; needs a tokio
+    /// runtime that keeps running, so one-shot tools leave it off and reserve inline).
     pub background_usage_flush: bool,
     /// Servers: cached keys count as fresh only while the last successful
     /// [`EncryptionService::revalidate`] is younger than this (`None`: no bound; for
@@ -214,7 +220,18 @@ fn decode(pt: Plaintext) -> Result<Decrypted> {
 
 impl EncryptionService {
     /// A service over `store`, with the unlocked `kek`, the OS RNG and the system clock.
+    ///
+    /// Installs the KEK's row sealer in `store` unless one of the same KEK is there
+    /// (rows then verify without an unlock through [`crate::kek_provider`]; rows from
+    /// before row MACs are sealed only by an unlock).
     pub fn new(store: Arc<dyn Keystore>, kek: Kek, config: ServiceConfig) -> Self {
+        if store.row_sealer().is_none_or(|s| s.kek_id() != kek.id()) {
+            match crate::row_mac::RowSealer::new(&kek) {
+                Ok(s) => store.install_row_sealer(Arc::new(s)),
+                // Without a sealer the keystore refuses to read rows: fail closed.
+                Err(_) => tracing::error!("cannot derive the row MAC key"),
+            }
+        }
         Self {
             store,
             kek,
@@ -374,16 +391,20 @@ impl EncryptionService {
         deterministic: bool,
         out: &mut Vec<u8>,
     ) -> Result<KeyVersion> {
-        let key = self.active_key(purpose).await?;
+        let key = self.take_active(purpose, 1).await?;
         let mut env = Vec::new();
         let mode = if deterministic {
             NonceMode::Deterministic
         } else {
             NonceMode::Random(&*self.rng)
         };
-        key.key
-            .encrypt_filled_into(mode, kind, len, fill, context, &mut env)?;
-        self.count_usage(&key, 1).await;
+        if let Err(e) = key
+            .key
+            .encrypt_filled_into(mode, kind, len, fill, context, &mut env)
+        {
+            key.allowance.give_back(1);
+            return Err(e.into());
+        }
         write::push_text(&env, out);
         Ok(key.key.version())
     }
@@ -428,11 +449,14 @@ impl EncryptionService {
         context: &Context,
         mut emit: impl FnMut(Result<&[u8]>),
     ) -> Result<KeyVersion> {
-        let key = self.active_key(purpose).await?;
+        // Every item is a GCM seal: the whole batch is reserved before any is made.
+        let items: Vec<(PayloadKind, &'a [u8])> = items.into_iter().collect();
+        let n = u64::try_from(items.len()).unwrap_or(u64::MAX);
+        let key = self.take_active(purpose, n).await?;
         let sealed = key.key.encrypt_each(items, context, &*self.rng, |r| {
             emit(r.map_err(KmsError::from));
         });
-        self.count_usage(&key, sealed).await;
+        key.allowance.give_back(n.saturating_sub(sealed));
         Ok(key.key.version())
     }
 
@@ -511,6 +535,8 @@ impl EncryptionService {
         value: &[u8],
         bits: u16,
     ) -> Result<BlindIndex> {
+        // Input first: a refused request must not create the purpose's first version.
+        keyflow_core::data_key::check_blind_bits(bits)?;
         let key = self.active_key(purpose).await?;
         Ok(BlindIndex {
             key_version: key.key.version(),
@@ -562,10 +588,8 @@ impl EncryptionService {
         purpose: &Purpose,
         f: impl FnOnce(&DataKey) -> R,
     ) -> Result<R> {
-        let key = self.active_key(purpose).await?;
-        let out = f(&key.key);
-        self.count_usage(&key, 1).await;
-        Ok(out)
+        let key = self.take_active(purpose, 1).await?;
+        Ok(f(&key.key))
     }
 
     /// Runs `f` with version `version` of `purpose`, if that version may still decrypt
@@ -589,11 +613,13 @@ impl EncryptionService {
         read::from_text_into(ciphertext, &mut buf).map_err(|_| KmsError::DecryptionFailed)?;
         let env = read::parse(&buf).map_err(|_| KmsError::DecryptionFailed)?;
         let h = &env.header;
-        let active = self.active_key(&h.purpose).await?;
         let from = h.key_version;
+        // The input is authenticated before the active version is looked up, so a
+        // forged ciphertext naming a new purpose never creates that purpose's first
+        // version (and a forged input is never echoed back).
         let old = self.decrypt_key(&h.purpose, from).await?;
-        // Authenticate even when nothing changes: a forged input is never echoed back.
         let pt = old.key.decrypt(&env, context)?;
+        let active = self.active_key(&h.purpose).await?;
         if from == active.key.version() {
             return Ok(Rewrapped {
                 ciphertext: ciphertext.to_owned(),
@@ -602,16 +628,19 @@ impl EncryptionService {
                 changed: false,
             });
         }
+        // The use is reserved now; if the budget ran out meanwhile this is a newer
+        // version than `active`, which is just as good.
+        let active = self.take_active(&h.purpose, 1).await?;
         let sealed = if h.algorithm.is_deterministic() {
             active
                 .key
-                .encrypt_deterministic(pt.kind(), pt.as_bytes(), context)?
+                .encrypt_deterministic(pt.kind(), pt.as_bytes(), context)
         } else {
             active
                 .key
-                .encrypt(pt.kind(), pt.as_bytes(), context, &*self.rng)?
+                .encrypt(pt.kind(), pt.as_bytes(), context, &*self.rng)
         };
-        self.count_usage(&active, 1).await;
+        let sealed = sealed.inspect_err(|_| active.allowance.give_back(1))?;
         Ok(Rewrapped {
             ciphertext: write::to_text(&sealed),
             from_version: from,
@@ -686,13 +715,15 @@ impl EncryptionService {
         Ok(self.store.list_versions(filter).await?)
     }
 
-    /// Writes the in-memory encryption counts to the keystore. Call before exit; the
-    /// hot path also calls it every `usage_flush_every` encryptions per version.
+    /// Gives this process's unused reservations back to the keystore, so its counts
+    /// are exact (encryptions are counted when reserved, before they are made). Call
+    /// before exit and before reading counts; servers call it periodically.
     pub async fn flush_usage(&self) -> Result<()> {
         let mut first_err = None;
-        for (purpose, version, n) in self.cache.drain_usage() {
-            if let Err(e) = self.store.add_usage(&purpose, version, n).await {
-                self.cache.restore_usage(&purpose, version, n);
+        for (purpose, version, n) in self.cache.drain_allowances() {
+            let back = i64::try_from(n).unwrap_or(i64::MAX);
+            if let Err(e) = self.store.adjust_usage(&purpose, version, -back).await {
+                self.cache.restore_allowance(&purpose, version, n);
                 first_err.get_or_insert(e);
             }
         }
@@ -835,34 +866,99 @@ impl EncryptionService {
         Ok(self.cache.insert_loaded(key, record.status, Some(epoch)))
     }
 
-    async fn count_usage(&self, key: &CachedKey, n: u64) {
-        if n == 0 {
-            return;
-        }
-        let every = self.config.usage_flush_every.max(1);
-        let before = key.usage.fetch_add(n, Ordering::AcqRel);
-        // Flush when this call crossed a multiple of `every`: one write per batch.
-        if before / every == (before + n) / every {
-            return;
-        }
-        let pending = key.usage.swap(0, Ordering::AcqRel);
-        let store = self.store.clone();
-        let counter = key.usage.clone();
-        let (p, v) = (key.key.purpose().clone(), key.key.version());
-        let write = async move {
-            if let Err(e) = store.add_usage(&p, v, pending).await {
-                // Given back, so the next flush retries it.
-                counter.fetch_add(pending, Ordering::AcqRel);
-                tracing::warn!(purpose = %p, version = %v, error = %e, "could not persist usage counter; will retry");
+    /// `n` uses of `purpose`'s active key, enforced where the key is chosen: taken from
+    /// this process's reservation, else reserved in the keystore first (which counts
+    /// them at once for every instance). A version whose budget — min(its policy's
+    /// `max_encryptions`, 2^32, the AES-GCM random-nonce bound) — would be exceeded is
+    /// rotated by compare-and-set (another writer's rotation serves as well) and the
+    /// new version used: no key is ever used past its budget, whether a scheduler runs
+    /// or not, in the server, the CLI or a library.
+    pub(crate) async fn take_active(&self, purpose: &Purpose, n: u64) -> Result<Arc<CachedKey>> {
+        for _ in 0..ROTATE_ATTEMPTS {
+            let key = self.active_key(purpose).await?;
+            if key.allowance.try_take(n) {
+                self.refill_ahead(&key);
+                return Ok(key);
             }
+            let block = self.config.usage_flush_every.max(n).max(1);
+            let (p, v) = (key.key.purpose(), key.key.version());
+            let granted = reserve(&*self.store, p, v, &key.allowance, block).await?;
+            if key.allowance.try_take(n) {
+                return Ok(key);
+            }
+            if granted >= n {
+                // Concurrent callers took this block first: reserve again.
+                continue;
+            }
+            tracing::warn!(purpose = %p, version = %v, "key version reached its encryption budget; rotating");
+            if self.rotate_if_active(purpose, v).await?.is_none() {
+                // Another writer rotated first: read its version.
+                self.cache.invalidate(purpose);
+            }
+        }
+        Err(KmsError::RotationConflict(purpose.clone()))
+    }
+
+    /// Servers: reserve the next block in the background once a quarter is left.
+    fn refill_ahead(&self, key: &CachedKey) {
+        let block = self.config.usage_flush_every.max(1);
+        if !self.config.background_usage_flush
+            || key.allowance.remaining.load(Ordering::Acquire) > block / 4
+            || key.allowance.refilling.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            key.allowance.refilling.store(false, Ordering::Release);
+            return;
         };
-        // Off the request path in a server; inline otherwise, so a plain `block_on`
-        // caller still persists before it exits.
-        match tokio::runtime::Handle::try_current() {
-            Ok(h) if self.config.background_usage_flush => {
-                h.spawn(write);
+        let store = self.store.clone();
+        let allowance = key.allowance.clone();
+        let (p, v) = (key.key.purpose().clone(), key.key.version());
+        runtime.spawn(async move {
+            if let Err(e) = reserve(&*store, &p, v, &allowance, block).await {
+                tracing::warn!(purpose = %p, version = %v, error = %e, "could not reserve encryptions ahead; the next request will");
             }
-            _ => write.await,
+            allowance.refilling.store(false, Ordering::Release);
+        });
+    }
+}
+
+/// Reserves `block` encryptions of `purpose`/`version` in the keystore and adds to
+/// `allowance` what its budget — min(policy, 2^32) — allows of them; the part over the
+/// budget is given straight back. Returns the number granted (less than `block` only
+/// when the budget is reached).
+async fn reserve(
+    store: &dyn Keystore,
+    purpose: &Purpose,
+    version: KeyVersion,
+    allowance: &Allowance,
+    block: u64,
+) -> Result<u64> {
+    let budget = store
+        .get_policy(purpose)
+        .await?
+        .unwrap_or_default()
+        .max_encryptions
+        .min(MAX_ENCRYPTIONS_PER_KEY);
+    let delta = i64::try_from(block).map_err(|_| KmsError::Invalid("batch size"))?;
+    let total =
+        store
+            .adjust_usage(purpose, version, delta)
+            .await?
+            .ok_or(KmsError::UnknownVersion {
+                purpose: purpose.clone(),
+                version,
+            })?;
+    let before = total.saturating_sub(block);
+    let granted = budget.saturating_sub(before).min(block);
+    if granted < block {
+        let over = i64::try_from(block - granted).unwrap_or(i64::MAX);
+        // Best effort: a count left too high only makes the key retire earlier.
+        if let Err(e) = store.adjust_usage(purpose, version, -over).await {
+            tracing::warn!(purpose = %purpose, version = %version, error = %e, "could not give back a reservation over the budget");
         }
     }
+    allowance.give_back(granted);
+    Ok(granted)
 }

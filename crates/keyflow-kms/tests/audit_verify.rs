@@ -12,7 +12,7 @@ use keyflow_kms::audit::verify::{
 };
 use keyflow_kms::audit::{
     AuditEvent, AuditFilter, AuditSealer, AuditStore, ChainBreak, ChainHead, Checkpoint,
-    CheckpointError, Source, StoredAudit,
+    CheckpointError, JournalMark, Source, StoredAudit,
 };
 use keyflow_kms::StoreError;
 use keyflow_testkit::MemoryKeystore;
@@ -47,6 +47,20 @@ impl AuditStore for Tampered {
         events: &[AuditEvent],
     ) -> Result<ChainHead, StoreError> {
         self.inner.append_audit(sealer, events).await
+    }
+    async fn append_audit_from(
+        &self,
+        sealer: &AuditSealer,
+        events: &[AuditEvent],
+        mark: &JournalMark,
+    ) -> Result<ChainHead, StoreError> {
+        self.inner.append_audit_from(sealer, events, mark).await
+    }
+    async fn audit_journal_mark(&self, journal: &str) -> Result<Option<u64>, StoreError> {
+        self.inner.audit_journal_mark(journal).await
+    }
+    async fn audit_journal_forget(&self, journal: &str) -> Result<(), StoreError> {
+        self.inner.audit_journal_forget(journal).await
     }
     async fn audit_head(&self) -> Result<ChainHead, StoreError> {
         self.inner.audit_head().await

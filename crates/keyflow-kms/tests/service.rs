@@ -330,7 +330,7 @@ async fn json_text_encodes_like_the_parsed_value() {
 }
 
 #[tokio::test]
-async fn usage_is_counted_in_batches_and_flushed() {
+async fn usage_is_reserved_in_blocks_and_given_back() {
     let env = Env::new();
     let s = env
         .service(ServiceConfig {
@@ -358,14 +358,15 @@ async fn usage_is_counted_in_batches_and_flushed() {
     };
     assert_eq!(
         stored(&s).await,
-        8,
-        "two batches of 4 written, 2 pending in memory"
+        12,
+        "three blocks of 4 reserved before use: the count is never behind"
     );
     s.flush_usage().await.unwrap();
-    assert_eq!(stored(&s).await, 10);
+    assert_eq!(stored(&s).await, 10, "the unused 2 given back");
     s.encrypt_batch(&[json!(1), json!(2), json!(3)], &p, &Context::new())
         .await
         .unwrap();
+    assert_eq!(stored(&s).await, 14);
     s.flush_usage().await.unwrap();
     assert_eq!(stored(&s).await, 13);
 }

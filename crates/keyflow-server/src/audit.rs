@@ -138,6 +138,27 @@ impl AuditTrail {
         })
     }
 
+    /// [`start`](Self::start) with a journaled writer
+    /// ([`AuditLog::start_journaled`]): records go to a local journal in `dir` before
+    /// the answer, and reach `store` in the background. What `keyflow serve` runs.
+    pub fn start_journaled(
+        store: Arc<dyn AuditStore>,
+        sealer: AuditSealer,
+        clock: Arc<dyn Clock>,
+        policy: AuditPolicy,
+        dir: &std::path::Path,
+    ) -> std::io::Result<Option<Self>> {
+        if !policy.enabled {
+            return Ok(None);
+        }
+        Ok(Some(Self {
+            log: AuditLog::start_journaled(store.clone(), sealer, clock.clone(), dir)?,
+            store,
+            clock,
+            fail_closed: policy.fail_closed,
+        }))
+    }
+
     /// The writer.
     pub fn log(&self) -> &AuditLog {
         &self.log
@@ -158,8 +179,8 @@ impl AuditTrail {
         self.clock.now_millis()
     }
 
-    /// Records `event`; its sequence number once durable.
-    pub async fn record(&self, event: AuditEvent) -> Result<u64, AuditError> {
+    /// Records `event`; returns once it is durable.
+    pub async fn record(&self, event: AuditEvent) -> Result<(), AuditError> {
         self.log.record(event).await
     }
 }

@@ -50,6 +50,9 @@ pub enum ApiError {
     /// 413: the body is larger than the limit.
     #[error("the request body is larger than the limit of {0} bytes")]
     PayloadTooLarge(usize),
+    /// 415: a JSON route got a body whose `Content-Type` is not `application/json`.
+    #[error("the request body must be JSON: send Content-Type: application/json")]
+    UnsupportedMediaType,
     /// 422: the ciphertext does not parse or authenticate.
     #[error("decryption failed")]
     DecryptionFailed,
@@ -99,6 +102,9 @@ impl ApiError {
             ApiError::InvalidBackup(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_backup"),
             ApiError::RestoreConflict(_) => (StatusCode::CONFLICT, "restore_conflict"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::UnsupportedMediaType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
             ApiError::DecryptionFailed => (StatusCode::UNPROCESSABLE_ENTITY, "decryption_failed"),
             ApiError::InvalidCiphertext => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_ciphertext"),
             ApiError::FieldDecryptionFailed(_) => {

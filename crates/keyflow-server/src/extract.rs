@@ -4,7 +4,9 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
+use axum::http::HeaderValue;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
@@ -12,10 +14,10 @@ use crate::audit::AuditSlot;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// A JSON request body. Unlike `axum::Json` it does not insist on a content type, maps
-/// every failure to the API's error shape, and never echoes a value from the body in
-/// an error message (serde's messages can quote the offending value, which could be
-/// plaintext).
+/// A JSON request body. Like `axum::Json` it insists on `Content-Type: application/json`
+/// (415 otherwise, checked before the body is read); unlike it, it maps every failure to
+/// the API's error shape, and never echoes a value from the body in an error message
+/// (serde's messages can quote the offending value, which could be plaintext).
 pub struct ApiJson<T>(pub T);
 
 fn describe(e: &serde_json::Error) -> ApiError {
@@ -59,10 +61,47 @@ impl JsonBody {
     }
 }
 
+/// True for `application/json`, with or without parameters, in any letter case (RFC
+/// 9110 §8.3.1). A `charset` parameter, when present, must name UTF-8: JSON exchanged
+/// between systems is UTF-8 (RFC 8259 §8.1), and a body declared in another charset
+/// would otherwise be read as if it were UTF-8.
+pub fn is_json_content_type(value: &HeaderValue) -> bool {
+    let Ok(value) = value.to_str() else {
+        return false;
+    };
+    let mut parts = value.split(';');
+    let media_type = parts.next().unwrap_or("").trim();
+    if !media_type.eq_ignore_ascii_case("application/json") {
+        return false;
+    }
+    parts.all(|param| match param.split_once('=') {
+        Some((name, v)) if name.trim().eq_ignore_ascii_case("charset") => {
+            let v = v.trim();
+            let v = v
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or(v);
+            v.eq_ignore_ascii_case("utf-8") || v.eq_ignore_ascii_case("utf8")
+        }
+        Some(_) => true,
+        // `application/json;` (a trailing semicolon) is harmless; a bare word is not a
+        // parameter.
+        None => param.trim().is_empty(),
+    })
+}
+
 impl FromRequest<AppState> for JsonBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        // Before a byte of the body is read: the answer does not depend on it.
+        if !req
+            .headers()
+            .get(CONTENT_TYPE)
+            .is_some_and(is_json_content_type)
+        {
+            return Err(ApiError::UnsupportedMediaType);
+        }
         Bytes::from_request(req, state)
             .await
             .map(JsonBody)
@@ -120,5 +159,38 @@ mod tests {
         assert_eq!(describe(&e).to_string(), "missing field 'purpose'");
         let e = serde_json::from_str::<Body>("{not json").unwrap_err();
         assert!(matches!(describe(&e), ApiError::InvalidJson));
+    }
+
+    #[test]
+    fn json_content_types() {
+        let ok = [
+            "application/json",
+            "Application/JSON",
+            "application/json; charset=utf-8",
+            "application/json;charset=UTF-8",
+            "application/json; charset=\"utf-8\"",
+            "application/json;",
+            "application/json; charset=utf8; q=1",
+        ];
+        for v in ok {
+            assert!(is_json_content_type(&HeaderValue::from_static(v)), "{v}");
+        }
+        let refused = [
+            "",
+            "text/plain",
+            "application/x-www-form-urlencoded",
+            "application/jsonx",
+            "application/json-patch+json",
+            "multipart/form-data; boundary=x",
+            "application/json; charset=iso-8859-1",
+            "application/json; charset=utf-16",
+            "application/json; utf-8",
+            "json",
+        ];
+        for v in refused {
+            assert!(!is_json_content_type(&HeaderValue::from_static(v)), "{v}");
+        }
+        let opaque = HeaderValue::from_bytes(b"application/json\xff").unwrap();
+        assert!(!is_json_content_type(&opaque));
     }
 }

@@ -27,9 +27,13 @@
 
 pub mod audit;
 pub mod auth;
+pub mod early;
 pub mod error;
 pub mod extract;
+pub mod health;
+pub mod legacy;
 pub mod metrics;
+pub mod nonces;
 pub mod openapi;
 pub mod routes;
 pub mod serve;

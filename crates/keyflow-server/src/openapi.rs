@@ -11,7 +11,7 @@ use crate::routes::{audit, backup, data, fields, files, keys, lifecycle, system}
 pub struct ErrorBody {
     /// Stable code: invalid_json, invalid_request, unauthorized, forbidden,
     /// unknown_purpose, unknown_key, not_found, purpose_exists, invalid_key_state,
-    /// payload_too_large,
+    /// payload_too_large, unsupported_media_type,
     /// decryption_failed, invalid_ciphertext, key_unavailable, invalid_backup,
     /// restore_conflict,
     /// sensitive_authentication_data, overloaded,
@@ -31,6 +31,45 @@ impl Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
         );
+    }
+}
+
+/// Every operation whose request body is JSON also answers 415 (`unsupported_media_type`)
+/// when the request's `Content-Type` is not `application/json` (the check is in
+/// [`crate::extract::JsonBody`], shared by every such route, so it is documented here
+/// once rather than on each handler).
+struct JsonOnly;
+
+impl Modify for JsonOnly {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{Content, Ref, ResponseBuilder};
+        let refused = ResponseBuilder::new()
+            .description("Content-Type is not application/json (charset, if any, UTF-8)")
+            .content(
+                "application/json",
+                Content::new(Some(Ref::from_schema_name("ErrorBody"))),
+            )
+            .build();
+        for item in doc.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in operations.into_iter().flatten() {
+                let json = op
+                    .request_body
+                    .as_ref()
+                    .is_some_and(|b| b.content.contains_key("application/json"));
+                if json {
+                    op.responses
+                        .responses
+                        .insert("415".into(), refused.clone().into());
+                }
+            }
+        }
     }
 }
 
@@ -57,7 +96,7 @@ impl Modify for BearerAuth {
         lifecycle::VersionRequest, lifecycle::PolicyRequest, lifecycle::RotateDueRequest,
         lifecycle::RewrapRequest,
     )),
-    modifiers(&BearerAuth)
+    modifiers(&BearerAuth, &JsonOnly)
 )]
 struct ApiDoc;
 
@@ -105,5 +144,23 @@ mod tests {
             assert!(paths.contains_key(p), "{p} missing from OpenAPI");
         }
         assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+    }
+
+    #[test]
+    fn json_routes_document_415_and_only_they_do() {
+        let doc = super::document();
+        let mut json_routes = 0;
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let json = op["requestBody"]["content"]["application/json"].is_object();
+                let documented = op["responses"]["415"].is_object();
+                assert_eq!(json, documented, "{method} {path}");
+                json_routes += usize::from(json);
+            }
+        }
+        assert!(json_routes >= 20, "{json_routes} JSON routes");
+        assert!(
+            doc["paths"]["/api/encryption/files/encrypt"]["post"]["responses"]["415"].is_null()
+        );
     }
 }

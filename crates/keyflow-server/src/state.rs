@@ -52,6 +52,12 @@ pub struct Inner {
     pub audit: Option<AuditTrail>,
     /// What the background verification of the audit chain found.
     chain_check: Mutex<ChainCheck>,
+    /// The KEK file, when known (`/status` lists the old KEK files beside it).
+    kek_path: std::sync::OnceLock<std::path::PathBuf>,
+    /// Transition reads of legacy data (set once by [`AppState::enable_legacy_reads`]).
+    legacy: std::sync::OnceLock<crate::legacy::LegacyReads>,
+    /// `/health`'s cached keystore check.
+    health: crate::health::HealthCache,
 }
 
 impl AppState {
@@ -77,6 +83,9 @@ impl AppState {
             started,
             audit,
             chain_check: Mutex::default(),
+            kek_path: std::sync::OnceLock::new(),
+            legacy: std::sync::OnceLock::new(),
+            health: crate::health::HealthCache::default(),
         }))
     }
 }
@@ -96,6 +105,34 @@ impl AppState {
             .chain_check
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = check;
+    }
+
+    /// Tells `/status` where the KEK file is, so it can list the retired and orphaned
+    /// KEK files beside it (each still unlocks old dumps; `keyflow kek retire`). Set
+    /// once; later calls are ignored.
+    pub fn set_kek_path(&self, path: std::path::PathBuf) {
+        let _ = self.kek_path.set(path);
+    }
+
+    /// The KEK file, if set.
+    pub fn kek_path(&self) -> Option<&std::path::Path> {
+        self.kek_path.get().map(std::path::PathBuf::as_path)
+    }
+
+    /// Turns on transition reads of legacy data (docs/legacy-migration.md); off by
+    /// default. Idempotent.
+    pub fn enable_legacy_reads(&self) {
+        let _ = self.legacy.get_or_init(Default::default);
+    }
+
+    /// The transition-read state, when on.
+    pub fn legacy_reads(&self) -> Option<&crate::legacy::LegacyReads> {
+        self.legacy.get()
+    }
+
+    /// `/health`'s cached keystore check ([`crate::health`]).
+    pub fn health(&self) -> &crate::health::HealthCache {
+        &self.health
     }
 
     /// Time since the server started, on the service clock.

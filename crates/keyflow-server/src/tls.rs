@@ -192,14 +192,32 @@ impl ClientCertVerifier for AnyClientCert {
 
 /// The dev certificate and key paths inside `dir`, generated once (self-signed for
 /// localhost, 127.0.0.1 and ::1) and reused on later starts.
+///
+/// Creation is atomic across processes, as the KEK file's is: under an exclusive lock
+/// on `dir/.dev-cert.lock`, the pair is checked and, if incomplete, each file is written
+/// to a temporary name, synced and renamed into place (key first, certificate last), so
+/// two `serve --dev` starting together in one data directory never mix one's key with
+/// the other's certificate, and a crash never leaves a half-written file in place.
 pub fn dev_certificate(dir: &Path) -> Result<(PathBuf, PathBuf), TlsError> {
     let cert = dir.join("dev-cert.pem");
     let key = dir.join("dev-key.pem");
+    fs::create_dir_all(dir)
+        .map_err(|e| TlsError(format!("cannot create {}: {e}", dir.display())))?;
+    let lock_path = dir.join(".dev-cert.lock");
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&lock_path)
+        .map_err(|e| TlsError(format!("cannot open {}: {e}", lock_path.display())))?;
+    lock.lock()
+        .map_err(|e| TlsError(format!("cannot lock {}: {e}", lock_path.display())))?;
+    // The certificate is written last, so with the lock held its presence means the
+    // pair is complete.
     if cert.exists() && key.exists() {
         return Ok((cert, key));
     }
-    fs::create_dir_all(dir)
-        .map_err(|e| TlsError(format!("cannot create {}: {e}", dir.display())))?;
     let names = vec![
         "localhost".to_string(),
         "127.0.0.1".to_string(),
@@ -207,10 +225,21 @@ pub fn dev_certificate(dir: &Path) -> Result<(PathBuf, PathBuf), TlsError> {
     ];
     let generated = rcgen::generate_simple_self_signed(names)
         .map_err(|e| TlsError(format!("cannot generate the dev certificate: {e}")))?;
-    write_private(&key, generated.key_pair.serialize_pem().as_bytes())?;
-    fs::write(&cert, generated.cert.pem())
-        .map_err(|e| TlsError(format!("cannot write {}: {e}", cert.display())))?;
+    write_replacing(&key, generated.key_pair.serialize_pem().as_bytes())?;
+    write_replacing(&cert, generated.cert.pem().as_bytes())?;
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| TlsError(format!("cannot sync {}: {e}", dir.display())))?;
+    drop(lock);
     Ok((cert, key))
+}
+
+/// Writes `bytes` to `path` through a temporary file (0600, synced) renamed over it.
+fn write_replacing(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    write_private(&tmp, bytes)?;
+    fs::rename(&tmp, path)
+        .map_err(|e| TlsError(format!("cannot move {} into place: {e}", path.display())))
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {

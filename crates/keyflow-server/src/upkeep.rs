@@ -218,6 +218,11 @@ impl AuditKeys {
         Self { current, retired }
     }
 
+    /// The retired KEKs' audit keys.
+    pub fn retired(&self) -> &[AuditSealer] {
+        &self.retired
+    }
+
     fn all(&self) -> Vec<&AuditSealer> {
         std::iter::once(&self.current)
             .chain(&self.retired)

@@ -10,10 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use common::{now_millis, request, Client, Harness, Resp, OTHER, OWN};
-use keyflow_kms::audit::{
-    AuditEvent, AuditFilter, AuditSealer, AuditStore, ChainHead, Checkpoint, StoredAudit,
-};
-use keyflow_kms::StoreError;
+use keyflow_kms::audit::{AuditEvent, StoredAudit};
 use keyflow_server::{AuditPolicy, Limits};
 use serde_json::{json, Value};
 
@@ -542,57 +539,67 @@ async fn status_reports_the_audit_writer() {
     assert_eq!(e.client, None);
 }
 
-/// An audit store whose appends fail while `failing` is set.
-struct Flaky {
-    inner: Arc<dyn AuditStore>,
-    failing: Arc<AtomicBool>,
-}
-
-#[async_trait::async_trait]
-impl AuditStore for Flaky {
-    async fn append_audit(
-        &self,
-        sealer: &AuditSealer,
-        events: &[AuditEvent],
-    ) -> Result<ChainHead, StoreError> {
-        if self.failing.load(Ordering::SeqCst) {
-            return Err(StoreError("disk full".into()));
-        }
-        self.inner.append_audit(sealer, events).await
-    }
-
-    async fn audit_head(&self) -> Result<ChainHead, StoreError> {
-        self.inner.audit_head().await
-    }
-
-    async fn audit_scan(&self, after: u64, limit: u32) -> Result<Vec<StoredAudit>, StoreError> {
-        self.inner.audit_scan(after, limit).await
-    }
-
-    async fn audit_query(&self, filter: &AuditFilter) -> Result<Vec<StoredAudit>, StoreError> {
-        self.inner.audit_query(filter).await
-    }
-
-    async fn audit_anchor(&self) -> Result<Option<Checkpoint>, StoreError> {
-        self.inner.audit_anchor().await
-    }
-
-    async fn audit_prune(&self, anchor: &Checkpoint) -> Result<u64, StoreError> {
-        self.inner.audit_prune(anchor).await
-    }
-}
-
 async fn flaky_harness(policy: AuditPolicy) -> (Harness, Arc<AtomicBool>) {
     let failing = Arc::new(AtomicBool::new(false));
     let flag = failing.clone();
     let h = Harness::build(Limits::default(), policy, move |inner| {
-        Arc::new(Flaky {
-            inner,
-            failing: flag,
-        })
+        let mut flaky = keyflow_testkit::FlakyAudit::new(inner);
+        flaky.failing = flag;
+        Arc::new(flaky)
     })
     .await;
     (h, failing)
+}
+
+/// The journaled trail (what `keyflow serve` runs): an answered request is in the
+/// journal, not yet in the database; a reader through the API still sees it at once
+/// (the read flushes first), and the journal holds no plaintext or token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_journal_a_reader_sees_every_answered_request() {
+    let h = Harness::journaled().await;
+    let server = h.start_tls().await;
+    let mut c = server.client().await;
+    let enc = json!({ "data": PLAIN, "purpose": OWN });
+    let r = c.post(&api("/encrypt"), Some(&h.service_token), &enc).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let id = r.header("x-request-id").to_owned();
+
+    let r = c
+        .get(&api("/audit?operation=encrypt"), Some(&h.auditor))
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let page = r.json();
+    let found: Vec<_> = page["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["requestId"] == id.as_str())
+        .collect();
+    assert_eq!(found.len(), 1, "{page}");
+    assert_eq!(found[0]["result"], "ok");
+
+    let s = c.get(&api("/status"), Some(&h.auditor)).await.json();
+    assert!(s["audit"]["journaled"].as_u64().unwrap() >= 2, "{s}");
+    assert_eq!(s["audit"]["failing"], false, "{s}");
+
+    let dir = h.journal_dir.as_ref().unwrap().path();
+    let journals: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(journals.len(), 1);
+    let text = std::fs::read_to_string(&journals[0]).unwrap();
+    assert!(text.contains(&id), "the request's line is in the journal");
+    for secret in [PLAIN, h.service_token.as_str(), h.auditor.as_str()] {
+        assert!(
+            !text.contains(secret),
+            "the journal holds no plaintext or token"
+        );
+    }
+    assert_eq!(
+        h.verify_audit_chain().await,
+        h.audit_records().await.len() as u64
+    );
 }
 
 const AUDIT_UNAVAILABLE: &str = "the audit trail cannot be written; retry later";

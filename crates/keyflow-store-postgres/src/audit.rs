@@ -11,7 +11,8 @@
 
 use async_trait::async_trait;
 use keyflow_kms::audit::{
-    AuditEvent, AuditFilter, AuditSealer, AuditStore, ChainHead, Checkpoint, StoredAudit,
+    AuditEvent, AuditFilter, AuditSealer, AuditStore, ChainHead, Checkpoint, JournalMark,
+    StoredAudit,
 };
 use keyflow_kms::keyflow_core::to_hex;
 use keyflow_kms::keystore::StoreError;
@@ -93,12 +94,14 @@ enum Arg {
     Text(String),
 }
 
-#[async_trait]
-impl AuditStore for PostgresKeystore {
-    async fn append_audit(
+impl PostgresKeystore {
+    /// Seals and inserts `events` after the head, moves the head and, with a `mark`,
+    /// the journal's mark, all in one transaction.
+    async fn append(
         &self,
         sealer: &AuditSealer,
         events: &[AuditEvent],
+        mark: Option<&JournalMark>,
     ) -> Result<ChainHead, StoreError> {
         if events.is_empty() {
             return self.audit_head().await;
@@ -128,8 +131,63 @@ impl AuditStore for PostgresKeystore {
             .execute(&mut *tx)
             .await
             .map_err(StoreError::backend)?;
+        if let Some(mark) = mark {
+            sqlx::query(
+                "INSERT INTO keyflow_audit_journal (journal, drained) VALUES ($1, $2) \
+                 ON CONFLICT (journal) DO UPDATE SET drained = excluded.drained",
+            )
+            .bind(&mark.journal)
+            .bind(seq_column(mark.through))
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::backend)?;
+        }
         tx.commit().await.map_err(StoreError::backend)?;
         Ok(head)
+    }
+}
+
+#[async_trait]
+impl AuditStore for PostgresKeystore {
+    async fn append_audit(
+        &self,
+        sealer: &AuditSealer,
+        events: &[AuditEvent],
+    ) -> Result<ChainHead, StoreError> {
+        self.append(sealer, events, None).await
+    }
+
+    async fn append_audit_from(
+        &self,
+        sealer: &AuditSealer,
+        events: &[AuditEvent],
+        mark: &JournalMark,
+    ) -> Result<ChainHead, StoreError> {
+        self.append(sealer, events, Some(mark)).await
+    }
+
+    async fn audit_journal_mark(&self, journal: &str) -> Result<Option<u64>, StoreError> {
+        let drained: Option<i64> =
+            sqlx::query_scalar("SELECT drained FROM keyflow_audit_journal WHERE journal = $1")
+                .bind(journal)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(StoreError::backend)?;
+        drained
+            .map(|d| {
+                u64::try_from(d)
+                    .map_err(|_| StoreError(format!("audit journal {journal}: negative mark {d}")))
+            })
+            .transpose()
+    }
+
+    async fn audit_journal_forget(&self, journal: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM keyflow_audit_journal WHERE journal = $1")
+            .bind(journal)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::backend)?;
+        Ok(())
     }
 
     async fn audit_head(&self) -> Result<ChainHead, StoreError> {

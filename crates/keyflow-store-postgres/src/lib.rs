@@ -45,6 +45,7 @@ use keyflow_kms::keystore::{CreateOutcome, Keystore, RotateOutcome, StoreError, 
 use keyflow_kms::model::{
     KeyStatus, KeyVersionRecord, Policy, RewrappedKey, StatusChange, StatusOutcome, VersionFilter,
 };
+use keyflow_kms::row_mac::{RowSealer, SealerSlot};
 use keyflow_kms::rows::{self, Columns};
 use keyflow_kms::{KeyVersion, Purpose};
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
@@ -53,11 +54,14 @@ use sqlx::{Connection, PgConnection, PgPool, Postgres, Row, Transaction};
 use tokio::sync::Notify;
 
 mod audit;
+mod legacy;
 mod lifecycle;
+mod link;
 mod listen;
 
 use lifecycle::check_kek;
 
+pub use link::{link_security, LinkSecurity};
 pub use listen::{ChangeListener, KeyChange, CHANNEL};
 
 /// The migrations, embedded in the binary so the tool needs no files beside it.
@@ -100,6 +104,21 @@ impl MigrationSource<'static> for Embedded {
                     5,
                     "audit anchor",
                     include_str!("../migrations/0005_audit_anchor.sql"),
+                ),
+                m(
+                    6,
+                    "audit journal",
+                    include_str!("../migrations/0006_audit_journal.sql"),
+                ),
+                m(
+                    7,
+                    "trust boundaries",
+                    include_str!("../migrations/0007_trust_boundaries.sql"),
+                ),
+                m(
+                    8,
+                    "legacy keys",
+                    include_str!("../migrations/0008_legacy_keys.sql"),
                 ),
             ])
         })
@@ -147,6 +166,8 @@ pub struct PostgresKeystore {
     pool: PgPool,
     options: PgConnectOptions,
     shared: Arc<Shared>,
+    /// Authenticates key-version, token and policy rows (installed at unlock).
+    rows: SealerSlot,
 }
 
 /// State shared by clones: the change signal and the background listener, which stops
@@ -179,7 +200,10 @@ fn describe(o: &PgConnectOptions) -> String {
 }
 
 pub(crate) const COLUMNS: &str = "purpose, version, status, algorithm, wrapped_key, kek_id, \
-     created_at, status_changed_at, encryptions, revoked_reason";
+     created_at, status_changed_at, encryptions, revoked_reason, row_mac";
+
+pub(crate) const TOKEN_COLUMNS: &str =
+    "id, secret_hash, role, purposes, name, created_at, expires_at, revoked_at, row_mac";
 
 /// Bumps the change generation and announces the new value on [`CHANNEL`]. Run inside
 /// every transaction that changes a key version: the NOTIFY is delivered on commit
@@ -225,12 +249,8 @@ impl Columns for Cols<'_> {
     }
 }
 
-fn record(row: &PgRow) -> Result<KeyVersionRecord, StoreError> {
-    rows::version_record(&Cols(row))
-}
-
-fn token(row: &PgRow) -> Result<TokenRecord, StoreError> {
-    rows::token_record(&Cols(row))
+pub(crate) fn record(row: &PgRow, sealer: &RowSealer) -> Result<KeyVersionRecord, StoreError> {
+    rows::verified_version(&Cols(row), sealer)
 }
 
 pub(crate) fn is_check_violation(e: &sqlx::Error) -> bool {
@@ -275,6 +295,7 @@ impl PostgresKeystore {
                 changed: Arc::new(Notify::new()),
                 listener: Mutex::new(None),
             }),
+            rows: SealerSlot::default(),
         })
     }
 
@@ -356,10 +377,16 @@ impl PostgresKeystore {
             .take();
     }
 
+    /// The installed row sealer (an error before the KEK is unlocked).
+    pub(crate) fn sealer(&self) -> Result<Arc<RowSealer>, StoreError> {
+        self.rows.get()
+    }
+
     async fn insert(
         conn: &mut PgConnection,
         r: &KeyVersionRecord,
         only_if_new_purpose: bool,
+        sealer: &RowSealer,
     ) -> Result<u64, sqlx::Error> {
         let guard = if only_if_new_purpose {
             " WHERE NOT EXISTS (SELECT 1 FROM key_versions WHERE purpose = $1)"
@@ -368,7 +395,7 @@ impl PostgresKeystore {
         };
         let sql = format!(
             "INSERT INTO key_versions ({COLUMNS}) \
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10{guard}"
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11{guard}"
         );
         let done = sqlx::query(&sql)
             .bind(r.purpose.as_str())
@@ -381,6 +408,7 @@ impl PostgresKeystore {
             .bind(r.status_changed_at)
             .bind(rows::count_column(r.encryptions))
             .bind(r.revoked_reason.as_deref())
+            .bind(&sealer.version_mac(r)[..])
             .execute(conn)
             .await?;
         Ok(done.rows_affected())
@@ -446,13 +474,14 @@ impl Keystore for PostgresKeystore {
             "SELECT {COLUMNS} FROM key_versions WHERE ($1::text IS NULL OR purpose = $1) \
              AND ($2::text IS NULL OR status = $2) ORDER BY purpose, version"
         );
+        let sealer = self.sealer()?;
         let rows = sqlx::query(&sql)
             .bind(filter.purpose.as_ref().map(|p| p.as_str()))
             .bind(filter.status.map(|s| s.as_str()))
             .fetch_all(&self.pool)
             .await
             .map_err(StoreError::backend)?;
-        rows.iter().map(record).collect()
+        rows::trusted_versions(rows.iter().map(Cols), &sealer)
     }
 
     async fn get_version(
@@ -461,13 +490,14 @@ impl Keystore for PostgresKeystore {
         version: KeyVersion,
     ) -> Result<Option<KeyVersionRecord>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM key_versions WHERE purpose = $1 AND version = $2");
+        let sealer = self.sealer()?;
         let row = sqlx::query(&sql)
             .bind(purpose.as_str())
             .bind(i64::from(version.get()))
             .fetch_optional(&self.pool)
             .await
             .map_err(StoreError::backend)?;
-        row.as_ref().map(record).transpose()
+        row.as_ref().map(|r| record(r, &sealer)).transpose()
     }
 
     async fn active_version(
@@ -476,24 +506,26 @@ impl Keystore for PostgresKeystore {
     ) -> Result<Option<KeyVersionRecord>, StoreError> {
         let sql =
             format!("SELECT {COLUMNS} FROM key_versions WHERE purpose = $1 AND status = 'active'");
+        let sealer = self.sealer()?;
         let row = sqlx::query(&sql)
             .bind(purpose.as_str())
             .fetch_optional(&self.pool)
             .await
             .map_err(StoreError::backend)?;
-        row.as_ref().map(record).transpose()
+        row.as_ref().map(|r| record(r, &sealer)).transpose()
     }
 
     async fn create_first(&self, first: &KeyVersionRecord) -> Result<CreateOutcome, StoreError> {
         if first.version != KeyVersion::FIRST || first.status != KeyStatus::Active {
             return Err(StoreError("create_first takes version 1, active".into()));
         }
+        let sealer = self.sealer()?;
         let mut tx = self.pool.begin().await.map_err(StoreError::backend)?;
         // Generation first: concurrent creators queue on its row lock, and the later
         // ones see the committed version 1 and insert nothing.
         bump(&mut tx).await?;
         check_kek(&mut tx, std::slice::from_ref(first)).await?;
-        let outcome = match Self::insert(&mut tx, first, true).await {
+        let outcome = match Self::insert(&mut tx, first, true, &sealer).await {
             Ok(1) => CreateOutcome::Created,
             Ok(_) => CreateOutcome::AlreadyExists,
             Err(e) if is_unique_violation(&e) => CreateOutcome::AlreadyExists,
@@ -511,27 +543,43 @@ impl Keystore for PostgresKeystore {
         let Some(prev) = next.version.get().checked_sub(1).filter(|v| *v >= 1) else {
             return Ok(RotateOutcome::Conflict);
         };
+        let sealer = self.sealer()?;
         let mut tx = self.pool.begin().await.map_err(StoreError::backend)?;
         bump(&mut tx).await?;
-        // Compare-and-set: under READ COMMITTED a rotation that waited for another
-        // re-reads the row after that one commits, finds it no longer active, and
-        // changes nothing.
-        let demoted = sqlx::query(
-            "UPDATE key_versions SET status = 'rotating', status_changed_at = $1 \
-             WHERE purpose = $2 AND version = $3 AND status = 'active'",
+        // Compare-and-set: the generation row lock serializes key writers, so the
+        // row read here is the one the update below changes; a rotation that waited
+        // for another finds it no longer active and changes nothing.
+        let sql = format!(
+            "SELECT {COLUMNS} FROM key_versions WHERE purpose = $1 AND version = $2 \
+             AND status = 'active' FOR UPDATE"
+        );
+        let current = sqlx::query(&sql)
+            .bind(next.purpose.as_str())
+            .bind(i64::from(prev))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StoreError::backend)?;
+        let Some(current) = current else {
+            tx.rollback().await.map_err(StoreError::backend)?;
+            return Ok(RotateOutcome::Conflict);
+        };
+        // A forged "active" row is never demoted into a sealed "rotating" one.
+        let mut demoted = record(&current, &sealer)?;
+        demoted.status = KeyStatus::Rotating;
+        demoted.status_changed_at = now;
+        sqlx::query(
+            "UPDATE key_versions SET status = 'rotating', status_changed_at = $1, row_mac = $2 \
+             WHERE purpose = $3 AND version = $4 AND status = 'active'",
         )
         .bind(now)
+        .bind(&sealer.version_mac(&demoted)[..])
         .bind(next.purpose.as_str())
         .bind(i64::from(prev))
         .execute(&mut *tx)
         .await
         .map_err(StoreError::backend)?;
-        if demoted.rows_affected() != 1 {
-            tx.rollback().await.map_err(StoreError::backend)?;
-            return Ok(RotateOutcome::Conflict);
-        }
         check_kek(&mut tx, std::slice::from_ref(next)).await?;
-        match Self::insert(&mut tx, next, false).await {
+        match Self::insert(&mut tx, next, false, &sealer).await {
             Ok(1) => {}
             Ok(_) => {
                 tx.rollback().await.map_err(StoreError::backend)?;
@@ -567,12 +615,31 @@ impl Keystore for PostgresKeystore {
         Ok(())
     }
 
-    async fn insert_token(&self, t: &TokenRecord) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO api_tokens \
-             (id, secret_hash, role, purposes, name, created_at, expires_at, revoked_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    async fn adjust_usage(
+        &self,
+        purpose: &Purpose,
+        version: KeyVersion,
+        delta: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        // A single-row atomic change; usage is not a key change, so no generation.
+        let total: Option<i64> = sqlx::query_scalar(
+            "UPDATE key_versions SET encryptions = GREATEST(encryptions + $1, 0) \
+             WHERE purpose = $2 AND version = $3 RETURNING encryptions",
         )
+        .bind(delta)
+        .bind(purpose.as_str())
+        .bind(i64::from(version.get()))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::backend)?;
+        Ok(total.map(|n| u64::try_from(n).unwrap_or(0)))
+    }
+
+    async fn insert_token(&self, t: &TokenRecord) -> Result<(), StoreError> {
+        let sealer = self.sealer()?;
+        sqlx::query(&format!(
+            "INSERT INTO api_tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        ))
         .bind(&t.id)
         .bind(&t.secret_hash[..])
         .bind(t.role.as_str())
@@ -581,6 +648,7 @@ impl Keystore for PostgresKeystore {
         .bind(t.created_at)
         .bind(t.expires_at)
         .bind(t.revoked_at)
+        .bind(&sealer.token_mac(t)[..])
         .execute(&self.pool)
         .await
         .map_err(StoreError::backend)?;
@@ -588,26 +656,43 @@ impl Keystore for PostgresKeystore {
     }
 
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, secret_hash, role, purposes, name, created_at, expires_at, revoked_at \
-             FROM api_tokens ORDER BY created_at, id",
-        )
+        let sealer = self.sealer()?;
+        let rows = sqlx::query(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY created_at, id"
+        ))
         .fetch_all(&self.pool)
         .await
         .map_err(StoreError::backend)?;
-        rows.iter().map(token).collect()
+        rows::trusted_tokens(rows.iter().map(Cols), &sealer)
     }
 
     async fn revoke_token(&self, id: &str, now: i64) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
-        )
-        .bind(now)
+        let sealer = self.sealer()?;
+        let mut tx = self.pool.begin().await.map_err(StoreError::backend)?;
+        let row = sqlx::query(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = $1 AND revoked_at IS NULL FOR UPDATE"
+        ))
         .bind(id)
-        .execute(&self.pool)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(StoreError::backend)?;
-        Ok(done.rows_affected() == 1)
+        let Some(row) = row else {
+            tx.rollback().await.map_err(StoreError::backend)?;
+            return Ok(false);
+        };
+        // Revoking re-seals the row, so a forged row is refused rather than laundered
+        // (a forged token is already unusable: listing leaves it out).
+        let mut revoked = rows::verified_token(&Cols(&row), &sealer)?;
+        revoked.revoked_at = Some(now);
+        sqlx::query("UPDATE api_tokens SET revoked_at = $1, row_mac = $2 WHERE id = $3")
+            .bind(now)
+            .bind(&sealer.token_mac(&revoked)[..])
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::backend)?;
+        tx.commit().await.map_err(StoreError::backend)?;
+        Ok(true)
     }
 
     async fn get_policy(&self, purpose: &Purpose) -> Result<Option<Policy>, StoreError> {
@@ -639,8 +724,46 @@ impl Keystore for PostgresKeystore {
         old_kek: &str,
         new_kek: &str,
         keys: &[RewrappedKey],
+        new_rows: &RowSealer,
     ) -> Result<WriteOutcome, StoreError> {
-        self.rewrap(meta_key, old_kek, new_kek, keys).await
+        self.rewrap(meta_key, old_kek, new_kek, keys, new_rows)
+            .await
+    }
+
+    async fn remember_nonce(
+        &self,
+        nonce: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        sqlx::query("DELETE FROM keyflow_nonces WHERE expires_at < $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::backend)?;
+        // The primary key decides between instances racing with one nonce.
+        let done = sqlx::query(
+            "INSERT INTO keyflow_nonces (nonce, expires_at) VALUES ($1, $2) \
+             ON CONFLICT (nonce) DO NOTHING",
+        )
+        .bind(nonce)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::backend)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    fn install_row_sealer(&self, sealer: Arc<RowSealer>) {
+        self.rows.install(sealer);
+    }
+
+    fn row_sealer(&self) -> Option<Arc<RowSealer>> {
+        self.rows.current()
+    }
+
+    async fn seal_legacy_rows(&self) -> Result<u64, StoreError> {
+        self.seal_legacy().await
     }
 
     async fn try_lease(
@@ -659,6 +782,18 @@ impl Keystore for PostgresKeystore {
 
     async fn generation(&self) -> Result<i64, StoreError> {
         self.current_generation().await
+    }
+
+    async fn legacy_keys(&self) -> Result<Vec<keyflow_kms::legacy::LegacyKeyRecord>, StoreError> {
+        self.legacy_list().await
+    }
+
+    async fn import_legacy(
+        &self,
+        versions: &[KeyVersionRecord],
+        keys: &[keyflow_kms::legacy::LegacyKeyRecord],
+    ) -> Result<WriteOutcome, StoreError> {
+        self.legacy_import(versions, keys).await
     }
 
     /// Starts the background listener on first call (needs a tokio runtime; `None`

@@ -6,11 +6,16 @@ use keyflow_kms::keystore::{StoreError, WriteOutcome};
 use keyflow_kms::model::{
     KeyStatus, KeyVersionRecord, Policy, RewrappedKey, StatusChange, StatusOutcome,
 };
+use keyflow_kms::row_mac::{RowSealer, META_ROW_MACS};
+use keyflow_kms::rows;
 use keyflow_kms::Purpose;
 use sqlx::postgres::PgRow;
 use sqlx::{Postgres, Transaction};
 
-use crate::{bump, is_check_violation, is_unique_violation, PostgresKeystore};
+use crate::{
+    bump, is_check_violation, is_unique_violation, record, Cols, PostgresKeystore, COLUMNS,
+    TOKEN_COLUMNS,
+};
 
 /// Refuses (inside `tx`) versions wrapped under another KEK than the one the keystore
 /// records: a process still running with a KEK that was rotated away must not add
@@ -40,14 +45,16 @@ pub(crate) async fn check_kek(
     }
 }
 
-fn policy_from(row: &PgRow) -> Result<(Purpose, Policy), StoreError> {
-    keyflow_kms::rows::policy_record(&crate::Cols(row))
+fn policy_from(row: &PgRow, sealer: &RowSealer) -> Result<(Purpose, Policy), StoreError> {
+    rows::verified_policy(&Cols(row), sealer)
 }
 
-const POLICY_COLUMNS: &str = "purpose, rotation_days, grace_days, warn_days, max_encryptions";
+const POLICY_COLUMNS: &str =
+    "purpose, rotation_days, grace_days, warn_days, max_encryptions, row_mac";
 
 impl PostgresKeystore {
     pub(crate) async fn policy(&self, purpose: &Purpose) -> Result<Option<Policy>, StoreError> {
+        let sealer = self.sealer()?;
         let row = sqlx::query(&format!(
             "SELECT {POLICY_COLUMNS} FROM key_policies WHERE purpose = $1"
         ))
@@ -55,21 +62,27 @@ impl PostgresKeystore {
         .fetch_optional(&self.pool)
         .await
         .map_err(StoreError::backend)?;
-        Ok(row.as_ref().map(policy_from).transpose()?.map(|(_, p)| p))
+        Ok(row
+            .as_ref()
+            .map(|r| policy_from(r, &sealer))
+            .transpose()?
+            .map(|(_, p)| p))
     }
 
     pub(crate) async fn put_policy(&self, purpose: &Purpose, p: &Policy) -> Result<(), StoreError> {
+        let sealer = self.sealer()?;
         sqlx::query(&format!(
-            "INSERT INTO key_policies ({POLICY_COLUMNS}) VALUES ($1, $2, $3, $4, $5) \
+            "INSERT INTO key_policies ({POLICY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT (purpose) DO UPDATE SET rotation_days = EXCLUDED.rotation_days, \
              grace_days = EXCLUDED.grace_days, warn_days = EXCLUDED.warn_days, \
-             max_encryptions = EXCLUDED.max_encryptions"
+             max_encryptions = EXCLUDED.max_encryptions, row_mac = EXCLUDED.row_mac"
         ))
         .bind(purpose.as_str())
         .bind(i64::from(p.rotation_days))
         .bind(i64::from(p.grace_days))
         .bind(i64::from(p.warn_days))
         .bind(keyflow_kms::rows::count_column(p.max_encryptions))
+        .bind(&sealer.policy_mac(purpose, p)[..])
         .execute(&self.pool)
         .await
         .map_err(StoreError::backend)?;
@@ -77,13 +90,14 @@ impl PostgresKeystore {
     }
 
     pub(crate) async fn policies(&self) -> Result<Vec<(Purpose, Policy)>, StoreError> {
+        let sealer = self.sealer()?;
         let rows = sqlx::query(&format!(
             "SELECT {POLICY_COLUMNS} FROM key_policies ORDER BY purpose"
         ))
         .fetch_all(&self.pool)
         .await
         .map_err(StoreError::backend)?;
-        rows.iter().map(policy_from).collect()
+        rows.iter().map(|r| policy_from(r, &sealer)).collect()
     }
 
     pub(crate) async fn change_status(
@@ -95,43 +109,50 @@ impl PostgresKeystore {
                 "a version becomes active only by rotation".into(),
             ));
         }
+        let sealer = self.sealer()?;
         let mut tx = self.pool.begin().await.map_err(StoreError::backend)?;
         bump(&mut tx).await?;
-        let current: Option<String> = sqlx::query_scalar(
-            "SELECT status FROM key_versions WHERE purpose = $1 AND version = $2 FOR UPDATE",
-        )
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM key_versions WHERE purpose = $1 AND version = $2 FOR UPDATE"
+        ))
         .bind(c.purpose.as_str())
         .bind(i64::from(c.version.get()))
         .fetch_optional(&mut *tx)
         .await
         .map_err(StoreError::backend)?;
-        let Some(current) = current else {
+        let Some(row) = row else {
             tx.rollback().await.map_err(StoreError::backend)?;
             return Ok(StatusOutcome::NotFound);
         };
-        let current: KeyStatus = current
-            .parse()
-            .map_err(|_| StoreError("corrupt key_versions row: status".into()))?;
+        // A row that fails its MAC is never moved on (that would seal a forgery).
+        let mut next = record(&row, &sealer)?;
+        let current = next.status;
         if !c.from.contains(&current) {
             tx.rollback().await.map_err(StoreError::backend)?;
             return Ok(StatusOutcome::WrongState(current));
         }
         let destroy = c.to == KeyStatus::Destroyed;
-        // The reason is kept through destruction (it explains the shredding).
-        let reason = match c.to {
-            KeyStatus::Revoked => c.reason.as_deref(),
-            _ => None,
-        };
+        next.status = c.to;
+        next.status_changed_at = c.now;
+        if destroy {
+            // The reason is kept through destruction (it explains the shredding).
+            next.wrapped_key = None;
+        } else {
+            next.revoked_reason = match c.to {
+                KeyStatus::Revoked => c.reason.clone(),
+                _ => None,
+            };
+        }
         sqlx::query(
             "UPDATE key_versions SET status = $1, status_changed_at = $2, \
-             wrapped_key = CASE WHEN $3 THEN NULL ELSE wrapped_key END, \
-             revoked_reason = CASE WHEN $3 THEN revoked_reason ELSE $4 END \
-             WHERE purpose = $5 AND version = $6",
+             wrapped_key = $3, revoked_reason = $4, row_mac = $5 \
+             WHERE purpose = $6 AND version = $7",
         )
-        .bind(c.to.as_str())
-        .bind(c.now)
-        .bind(destroy)
-        .bind(reason)
+        .bind(next.status.as_str())
+        .bind(next.status_changed_at)
+        .bind(next.wrapped_key.as_deref())
+        .bind(next.revoked_reason.as_deref())
+        .bind(&sealer.version_mac(&next)[..])
         .bind(c.purpose.as_str())
         .bind(i64::from(c.version.get()))
         .execute(&mut *tx)
@@ -158,11 +179,12 @@ impl PostgresKeystore {
         &self,
         records: &[KeyVersionRecord],
     ) -> Result<WriteOutcome, StoreError> {
+        let sealer = self.sealer()?;
         let mut tx = self.pool.begin().await.map_err(StoreError::backend)?;
         bump(&mut tx).await?;
         check_kek(&mut tx, records).await?;
         for r in records {
-            match Self::insert(&mut tx, r, false).await {
+            match Self::insert(&mut tx, r, false, &sealer).await {
                 Ok(1) => {}
                 Ok(_) => {
                     tx.rollback().await.map_err(StoreError::backend)?;
@@ -186,7 +208,9 @@ impl PostgresKeystore {
         old_kek: &str,
         new_kek: &str,
         keys: &[RewrappedKey],
+        new_rows: &RowSealer,
     ) -> Result<WriteOutcome, StoreError> {
+        let old_rows = self.sealer()?;
         let mut tx = self.pool.begin().await.map_err(StoreError::backend)?;
         bump(&mut tx).await?;
         let meta = sqlx::query("UPDATE keyflow_meta SET value = $1 WHERE key = $2 AND value = $3")
@@ -200,6 +224,34 @@ impl PostgresKeystore {
             tx.rollback().await.map_err(StoreError::backend)?;
             return Ok(WriteOutcome::Conflict);
         }
+        // Every row is checked under the old KEK's key and sealed under the new one.
+        let versions = sqlx::query(&format!("SELECT {COLUMNS} FROM key_versions FOR UPDATE"))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(StoreError::backend)?;
+        let mut versions = versions
+            .iter()
+            .map(|r| record(r, &old_rows))
+            .collect::<Result<Vec<_>, _>>()?;
+        for v in &mut versions {
+            if let Some(k) = keys
+                .iter()
+                .find(|k| k.purpose == v.purpose && k.version == v.version)
+            {
+                v.wrapped_key = Some(k.wrapped_key.clone());
+                v.kek_id = new_kek.to_owned();
+            }
+        }
+        for v in &versions {
+            sqlx::query("UPDATE key_versions SET row_mac = $1 WHERE purpose = $2 AND version = $3")
+                .bind(&new_rows.version_mac(v)[..])
+                .bind(v.purpose.as_str())
+                .bind(i64::from(v.version.get()))
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::backend)?;
+        }
+        reseal_tokens_and_policies(&mut tx, &old_rows, new_rows).await?;
         for k in keys {
             let done = sqlx::query(
                 "UPDATE key_versions SET wrapped_key = $1, kek_id = $2 \
@@ -231,6 +283,102 @@ impl PostgresKeystore {
         }
         tx.commit().await.map_err(StoreError::backend)?;
         Ok(WriteOutcome::Applied)
+    }
+
+    /// `VACUUM FULL key_versions`: rewrites the table, leaving out dead row versions —
+    /// among them those that still held the wrapped key of a destroyed version (a
+    /// destroy's own plain `VACUUM` only marks their space reusable). Takes an
+    /// exclusive lock on the table for its (short) duration and needs its owner.
+    /// PostgreSQL's WAL, replicas and base backups are out of its reach.
+    pub async fn vacuum_key_versions(&self) -> Result<(), StoreError> {
+        sqlx::raw_sql("VACUUM FULL key_versions")
+            .execute(&self.pool)
+            .await
+            .map_err(|e| StoreError(format!("VACUUM FULL key_versions failed: {e}")))?;
+        Ok(())
+    }
+
+    /// See [`keyflow_kms::Keystore::seal_legacy_rows`].
+    pub(crate) async fn seal_legacy(&self) -> Result<u64, StoreError> {
+        let sealer = self.sealer()?;
+        let mut tx = self.pool.begin().await.map_err(StoreError::backend)?;
+        let pending = sqlx::query(
+            "UPDATE keyflow_meta SET value = 'sealed' WHERE key = $1 AND value = 'pending'",
+        )
+        .bind(META_ROW_MACS)
+        .execute(&mut *tx)
+        .await
+        .map_err(StoreError::backend)?;
+        if pending.rows_affected() == 0 {
+            tx.rollback().await.map_err(StoreError::backend)?;
+            return Ok(0);
+        }
+        bump(&mut tx).await?;
+        let already: i64 = sqlx::query_scalar(
+            "SELECT (SELECT COUNT(*) FROM key_versions WHERE row_mac IS NOT NULL) \
+             + (SELECT COUNT(*) FROM api_tokens WHERE row_mac IS NOT NULL) \
+             + (SELECT COUNT(*) FROM key_policies WHERE row_mac IS NOT NULL)",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(StoreError::backend)?;
+        if already != 0 {
+            tx.rollback().await.map_err(StoreError::backend)?;
+            tracing::error!("row_macs marker reset to pending while rows are sealed: refused");
+            return Err(StoreError(
+                "refused: the keystore says its rows await their first sealing, but rows are already sealed (the marker was reset by someone without the KEK)".into(),
+            ));
+        }
+        let mut sealed = 0u64;
+        let versions = sqlx::query(&format!("SELECT {COLUMNS} FROM key_versions FOR UPDATE"))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(StoreError::backend)?;
+        for row in &versions {
+            let v = rows::version_record(&Cols(row))?;
+            sqlx::query("UPDATE key_versions SET row_mac = $1 WHERE purpose = $2 AND version = $3")
+                .bind(&sealer.version_mac(&v)[..])
+                .bind(v.purpose.as_str())
+                .bind(i64::from(v.version.get()))
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::backend)?;
+            sealed += 1;
+        }
+        let tokens = sqlx::query(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM api_tokens FOR UPDATE"
+        ))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(StoreError::backend)?;
+        for row in &tokens {
+            let t = rows::token_record(&Cols(row))?;
+            sqlx::query("UPDATE api_tokens SET row_mac = $1 WHERE id = $2")
+                .bind(&sealer.token_mac(&t)[..])
+                .bind(&t.id)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::backend)?;
+            sealed += 1;
+        }
+        let policies = sqlx::query(&format!(
+            "SELECT {POLICY_COLUMNS} FROM key_policies FOR UPDATE"
+        ))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(StoreError::backend)?;
+        for row in &policies {
+            let (purpose, p) = rows::policy_record(&Cols(row))?;
+            sqlx::query("UPDATE key_policies SET row_mac = $1 WHERE purpose = $2")
+                .bind(&sealer.policy_mac(&purpose, &p)[..])
+                .bind(purpose.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::backend)?;
+            sealed += 1;
+        }
+        tx.commit().await.map_err(StoreError::backend)?;
+        Ok(sealed)
     }
 
     pub(crate) async fn lease(
@@ -279,4 +427,44 @@ impl PostgresKeystore {
             .parse()
             .map_err(|_| StoreError("corrupt generation counter".into()))
     }
+}
+
+/// Checks every token and policy row under `old_rows` and seals it under `new_rows`
+/// (KEK rotation), inside `tx`.
+async fn reseal_tokens_and_policies(
+    tx: &mut Transaction<'_, Postgres>,
+    old_rows: &RowSealer,
+    new_rows: &RowSealer,
+) -> Result<(), StoreError> {
+    let tokens = sqlx::query(&format!(
+        "SELECT {TOKEN_COLUMNS} FROM api_tokens FOR UPDATE"
+    ))
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(StoreError::backend)?;
+    for row in &tokens {
+        let t = rows::verified_token(&Cols(row), old_rows)?;
+        sqlx::query("UPDATE api_tokens SET row_mac = $1 WHERE id = $2")
+            .bind(&new_rows.token_mac(&t)[..])
+            .bind(&t.id)
+            .execute(&mut **tx)
+            .await
+            .map_err(StoreError::backend)?;
+    }
+    let policies = sqlx::query(&format!(
+        "SELECT {POLICY_COLUMNS} FROM key_policies FOR UPDATE"
+    ))
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(StoreError::backend)?;
+    for row in &policies {
+        let (purpose, p) = policy_from(row, old_rows)?;
+        sqlx::query("UPDATE key_policies SET row_mac = $1 WHERE purpose = $2")
+            .bind(&new_rows.policy_mac(&purpose, &p)[..])
+            .bind(purpose.as_str())
+            .execute(&mut **tx)
+            .await
+            .map_err(StoreError::backend)?;
+    }
+    Ok(())
 }

@@ -27,10 +27,27 @@ fn rec(purpose: &str, version: u32) -> KeyVersionRecord {
     }
 }
 
+/// The row sealer every instance of a test shares (they hold one KEK).
+fn shared_sealer() -> Arc<keyflow_kms::row_mac::RowSealer> {
+    static SEALER: std::sync::OnceLock<Arc<keyflow_kms::row_mac::RowSealer>> =
+        std::sync::OnceLock::new();
+    SEALER
+        .get_or_init(|| {
+            let kek =
+                keyflow_kms::keyflow_core::kek::Kek::generate(&keyflow_kms::keyflow_core::OsRng)
+                    .unwrap();
+            Arc::new(keyflow_kms::row_mac::RowSealer::new(&kek).unwrap())
+        })
+        .clone()
+}
+
 async fn instance(url: &str) -> PostgresKeystore {
-    PostgresKeystore::connect(url, &PoolSettings::with_max_connections(3))
+    let store = PostgresKeystore::connect(url, &PoolSettings::with_max_connections(3))
         .await
-        .unwrap()
+        .unwrap();
+    // As after an unlock with the instances' shared KEK.
+    store.install_row_sealer(shared_sealer());
+    store
 }
 
 /// Rotates once as a client does: read the active version, try the next, retry on

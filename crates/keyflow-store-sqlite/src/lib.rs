@@ -23,6 +23,7 @@ use keyflow_kms::keystore::{CreateOutcome, Keystore, RotateOutcome, StoreError, 
 use keyflow_kms::model::{
     KeyStatus, KeyVersionRecord, Policy, RewrappedKey, StatusChange, StatusOutcome, VersionFilter,
 };
+use keyflow_kms::row_mac::{RowSealer, SealerSlot};
 use keyflow_kms::rows::{self, Columns};
 use keyflow_kms::{KeyVersion, Purpose};
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
@@ -32,6 +33,7 @@ use sqlx::sqlite::{
 use sqlx::{Row, SqlitePool};
 
 mod audit;
+mod legacy;
 mod lifecycle;
 use lifecycle::{bump, check_kek};
 
@@ -76,6 +78,21 @@ impl MigrationSource<'static> for Embedded {
                     "audit anchor",
                     include_str!("../migrations/0005_audit_anchor.sql"),
                 ),
+                m(
+                    6,
+                    "audit journal",
+                    include_str!("../migrations/0006_audit_journal.sql"),
+                ),
+                m(
+                    7,
+                    "trust boundaries",
+                    include_str!("../migrations/0007_trust_boundaries.sql"),
+                ),
+                m(
+                    8,
+                    "legacy keys",
+                    include_str!("../migrations/0008_legacy_keys.sql"),
+                ),
             ])
         })
     }
@@ -85,10 +102,13 @@ impl MigrationSource<'static> for Embedded {
 #[derive(Debug, Clone)]
 pub struct SqliteKeystore {
     pool: SqlitePool,
+    /// Authenticates key-version, token and policy rows (installed at unlock).
+    rows: SealerSlot,
 }
 
-const COLUMNS: &str = "purpose, version, status, algorithm, wrapped_key, kek_id, created_at, \
-     status_changed_at, encryptions, revoked_reason";
+pub(crate) const COLUMNS: &str =
+    "purpose, version, status, algorithm, wrapped_key, kek_id, created_at, \
+     status_changed_at, encryptions, revoked_reason, row_mac";
 
 /// Bumps the change generation; called inside every transaction that changes a key.
 const BUMP_GENERATION: &str =
@@ -119,13 +139,12 @@ impl Columns for Cols<'_> {
     }
 }
 
-fn record(row: &SqliteRow) -> Result<KeyVersionRecord, StoreError> {
-    rows::version_record(&Cols(row))
+pub(crate) fn record(row: &SqliteRow, sealer: &RowSealer) -> Result<KeyVersionRecord, StoreError> {
+    rows::verified_version(&Cols(row), sealer)
 }
 
-fn token(row: &SqliteRow) -> Result<TokenRecord, StoreError> {
-    rows::token_record(&Cols(row))
-}
+pub(crate) const TOKEN_COLUMNS: &str =
+    "id, secret_hash, role, purposes, name, created_at, expires_at, revoked_at, row_mac";
 
 impl SqliteKeystore {
     /// Opens (creating if needed) the keystore file and brings its schema up to date.
@@ -180,7 +199,10 @@ impl SqliteKeystore {
         migrated.map_err(|e| {
             StoreError(format!("migrating SQLite keystore {}: {e}", path.display()))
         })?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            rows: SealerSlot::default(),
+        })
     }
 
     /// Closes the pool (waits for connections to finish).
@@ -188,11 +210,17 @@ impl SqliteKeystore {
         self.pool.close().await;
     }
 
+    /// The installed row sealer (an error before the KEK is unlocked).
+    pub(crate) fn sealer(&self) -> Result<std::sync::Arc<RowSealer>, StoreError> {
+        self.rows.get()
+    }
+
     async fn insert(
         &self,
         conn: &mut sqlx::SqliteConnection,
         r: &KeyVersionRecord,
         only_if_new_purpose: bool,
+        sealer: &RowSealer,
     ) -> Result<u64, sqlx::Error> {
         let guard = if only_if_new_purpose {
             " WHERE NOT EXISTS (SELECT 1 FROM key_versions WHERE purpose = ?1)"
@@ -200,7 +228,7 @@ impl SqliteKeystore {
             ""
         };
         let sql = format!(
-            "INSERT INTO key_versions ({COLUMNS}) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10{guard}"
+            "INSERT INTO key_versions ({COLUMNS}) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11{guard}"
         );
         let done = sqlx::query(&sql)
             .bind(r.purpose.as_str())
@@ -213,6 +241,7 @@ impl SqliteKeystore {
             .bind(r.status_changed_at)
             .bind(rows::count_column(r.encryptions))
             .bind(r.revoked_reason.as_deref())
+            .bind(&sealer.version_mac(r)[..])
             .execute(conn)
             .await?;
         Ok(done.rows_affected())
@@ -251,13 +280,14 @@ impl Keystore for SqliteKeystore {
             "SELECT {COLUMNS} FROM key_versions WHERE (?1 IS NULL OR purpose = ?1) \
              AND (?2 IS NULL OR status = ?2) ORDER BY purpose, version"
         );
+        let sealer = self.sealer()?;
         let rows = sqlx::query(&sql)
             .bind(filter.purpose.as_ref().map(|p| p.as_str()))
             .bind(filter.status.map(|s| s.as_str()))
             .fetch_all(&self.pool)
             .await
             .map_err(StoreError::backend)?;
-        rows.iter().map(record).collect()
+        rows::trusted_versions(rows.iter().map(Cols), &sealer)
     }
 
     async fn get_version(
@@ -266,13 +296,14 @@ impl Keystore for SqliteKeystore {
         version: KeyVersion,
     ) -> Result<Option<KeyVersionRecord>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM key_versions WHERE purpose = ?1 AND version = ?2");
+        let sealer = self.sealer()?;
         let row = sqlx::query(&sql)
             .bind(purpose.as_str())
             .bind(i64::from(version.get()))
             .fetch_optional(&self.pool)
             .await
             .map_err(StoreError::backend)?;
-        row.as_ref().map(record).transpose()
+        row.as_ref().map(|r| record(r, &sealer)).transpose()
     }
 
     async fn active_version(
@@ -281,23 +312,25 @@ impl Keystore for SqliteKeystore {
     ) -> Result<Option<KeyVersionRecord>, StoreError> {
         let sql =
             format!("SELECT {COLUMNS} FROM key_versions WHERE purpose = ?1 AND status = 'active'");
+        let sealer = self.sealer()?;
         let row = sqlx::query(&sql)
             .bind(purpose.as_str())
             .fetch_optional(&self.pool)
             .await
             .map_err(StoreError::backend)?;
-        row.as_ref().map(record).transpose()
+        row.as_ref().map(|r| record(r, &sealer)).transpose()
     }
 
     async fn create_first(&self, first: &KeyVersionRecord) -> Result<CreateOutcome, StoreError> {
         if first.version != KeyVersion::FIRST || first.status != KeyStatus::Active {
             return Err(StoreError("create_first takes version 1, active".into()));
         }
+        let sealer = self.sealer()?;
         let mut tx = self.pool.begin().await.map_err(StoreError::backend)?;
         // Writing first takes SQLite's write lock at once (no lock upgrade deadlock).
         bump(&mut tx).await?;
         check_kek(&mut tx, std::slice::from_ref(first)).await?;
-        let outcome = match self.insert(&mut tx, first, true).await {
+        let outcome = match self.insert(&mut tx, first, true, &sealer).await {
             Ok(1) => CreateOutcome::Created,
             Ok(_) => CreateOutcome::AlreadyExists,
             Err(e) if is_unique_violation(&e) => CreateOutcome::AlreadyExists,
@@ -315,25 +348,41 @@ impl Keystore for SqliteKeystore {
         let Some(prev) = next.version.get().checked_sub(1).filter(|v| *v >= 1) else {
             return Ok(RotateOutcome::Conflict);
         };
+        let sealer = self.sealer()?;
         let mut tx = self.pool.begin().await.map_err(StoreError::backend)?;
         // The first statement writes, so SQLite takes the write lock at once: no
         // read-then-upgrade deadlock between concurrent rotations.
-        let demoted = sqlx::query(
-            "UPDATE key_versions SET status = 'rotating', status_changed_at = ?1 \
-             WHERE purpose = ?2 AND version = ?3 AND status = 'active'",
+        bump(&mut tx).await?;
+        let sql = format!(
+            "SELECT {COLUMNS} FROM key_versions WHERE purpose = ?1 AND version = ?2 AND status = 'active'"
+        );
+        let current = sqlx::query(&sql)
+            .bind(next.purpose.as_str())
+            .bind(i64::from(prev))
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(StoreError::backend)?;
+        let Some(current) = current else {
+            tx.rollback().await.map_err(StoreError::backend)?;
+            return Ok(RotateOutcome::Conflict);
+        };
+        // A forged "active" row is never demoted into a sealed "rotating" one.
+        let mut demoted = record(&current, &sealer)?;
+        demoted.status = KeyStatus::Rotating;
+        demoted.status_changed_at = now;
+        sqlx::query(
+            "UPDATE key_versions SET status = 'rotating', status_changed_at = ?1, row_mac = ?2 \
+             WHERE purpose = ?3 AND version = ?4 AND status = 'active'",
         )
         .bind(now)
+        .bind(&sealer.version_mac(&demoted)[..])
         .bind(next.purpose.as_str())
         .bind(i64::from(prev))
         .execute(&mut *tx)
         .await
         .map_err(StoreError::backend)?;
-        if demoted.rows_affected() != 1 {
-            tx.rollback().await.map_err(StoreError::backend)?;
-            return Ok(RotateOutcome::Conflict);
-        }
         check_kek(&mut tx, std::slice::from_ref(next)).await?;
-        match self.insert(&mut tx, next, false).await {
+        match self.insert(&mut tx, next, false, &sealer).await {
             Ok(1) => {}
             Ok(_) => {
                 tx.rollback().await.map_err(StoreError::backend)?;
@@ -345,7 +394,6 @@ impl Keystore for SqliteKeystore {
             }
             Err(e) => return Err(StoreError::backend(e)),
         }
-        bump(&mut tx).await?;
         tx.commit().await.map_err(StoreError::backend)?;
         Ok(RotateOutcome::Rotated)
     }
@@ -366,11 +414,30 @@ impl Keystore for SqliteKeystore {
         Ok(())
     }
 
-    async fn insert_token(&self, t: &TokenRecord) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO api_tokens (id, secret_hash, role, purposes, name, created_at, expires_at, revoked_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    async fn adjust_usage(
+        &self,
+        purpose: &Purpose,
+        version: KeyVersion,
+        delta: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        let total: Option<i64> = sqlx::query_scalar(
+            "UPDATE key_versions SET encryptions = MAX(encryptions + ?1, 0) \
+             WHERE purpose = ?2 AND version = ?3 RETURNING encryptions",
         )
+        .bind(delta)
+        .bind(purpose.as_str())
+        .bind(i64::from(version.get()))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(StoreError::backend)?;
+        Ok(total.map(|n| u64::try_from(n).unwrap_or(0)))
+    }
+
+    async fn insert_token(&self, t: &TokenRecord) -> Result<(), StoreError> {
+        let sealer = self.sealer()?;
+        sqlx::query(&format!(
+            "INSERT INTO api_tokens ({TOKEN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+        ))
         .bind(&t.id)
         .bind(&t.secret_hash[..])
         .bind(t.role.as_str())
@@ -379,6 +446,7 @@ impl Keystore for SqliteKeystore {
         .bind(t.created_at)
         .bind(t.expires_at)
         .bind(t.revoked_at)
+        .bind(&sealer.token_mac(t)[..])
         .execute(&self.pool)
         .await
         .map_err(StoreError::backend)?;
@@ -386,26 +454,49 @@ impl Keystore for SqliteKeystore {
     }
 
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, secret_hash, role, purposes, name, created_at, expires_at, revoked_at \
-             FROM api_tokens ORDER BY created_at, id",
-        )
+        let sealer = self.sealer()?;
+        let rows = sqlx::query(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY created_at, id"
+        ))
         .fetch_all(&self.pool)
         .await
         .map_err(StoreError::backend)?;
-        rows.iter().map(token).collect()
+        rows::trusted_tokens(rows.iter().map(Cols), &sealer)
     }
 
     async fn revoke_token(&self, id: &str, now: i64) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE api_tokens SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL",
-        )
-        .bind(now)
+        let sealer = self.sealer()?;
+        let mut tx = self.pool.begin().await.map_err(StoreError::backend)?;
+        // Writing first takes the write lock before the read (no upgrade deadlock).
+        sqlx::query("UPDATE api_tokens SET revoked_at = revoked_at WHERE id = ?1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::backend)?;
+        let row = sqlx::query(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = ?1 AND revoked_at IS NULL"
+        ))
         .bind(id)
-        .execute(&self.pool)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(StoreError::backend)?;
-        Ok(done.rows_affected() == 1)
+        let Some(row) = row else {
+            tx.rollback().await.map_err(StoreError::backend)?;
+            return Ok(false);
+        };
+        // Revoking re-seals the row, so a forged row is refused rather than laundered
+        // (a forged token is already unusable: listing leaves it out).
+        let mut revoked = rows::verified_token(&Cols(&row), &sealer)?;
+        revoked.revoked_at = Some(now);
+        sqlx::query("UPDATE api_tokens SET revoked_at = ?1, row_mac = ?2 WHERE id = ?3")
+            .bind(now)
+            .bind(&sealer.token_mac(&revoked)[..])
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::backend)?;
+        tx.commit().await.map_err(StoreError::backend)?;
+        Ok(true)
     }
 
     async fn get_policy(&self, purpose: &Purpose) -> Result<Option<Policy>, StoreError> {
@@ -437,8 +528,46 @@ impl Keystore for SqliteKeystore {
         old_kek: &str,
         new_kek: &str,
         keys: &[RewrappedKey],
+        new_rows: &RowSealer,
     ) -> Result<WriteOutcome, StoreError> {
-        self.rewrap(meta_key, old_kek, new_kek, keys).await
+        self.rewrap(meta_key, old_kek, new_kek, keys, new_rows)
+            .await
+    }
+
+    async fn remember_nonce(
+        &self,
+        nonce: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        sqlx::query("DELETE FROM keyflow_nonces WHERE expires_at < ?1")
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::backend)?;
+        // The primary key decides between instances racing with one nonce.
+        let done = sqlx::query(
+            "INSERT INTO keyflow_nonces (nonce, expires_at) VALUES (?1, ?2) \
+             ON CONFLICT (nonce) DO NOTHING",
+        )
+        .bind(nonce)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::backend)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    fn install_row_sealer(&self, sealer: std::sync::Arc<RowSealer>) {
+        self.rows.install(sealer);
+    }
+
+    fn row_sealer(&self) -> Option<std::sync::Arc<RowSealer>> {
+        self.rows.current()
+    }
+
+    async fn seal_legacy_rows(&self) -> Result<u64, StoreError> {
+        self.seal_legacy().await
     }
 
     async fn try_lease(
@@ -457,5 +586,17 @@ impl Keystore for SqliteKeystore {
 
     async fn generation(&self) -> Result<i64, StoreError> {
         self.current_generation().await
+    }
+
+    async fn legacy_keys(&self) -> Result<Vec<keyflow_kms::legacy::LegacyKeyRecord>, StoreError> {
+        self.legacy_list().await
+    }
+
+    async fn import_legacy(
+        &self,
+        versions: &[KeyVersionRecord],
+        keys: &[keyflow_kms::legacy::LegacyKeyRecord],
+    ) -> Result<WriteOutcome, StoreError> {
+        self.legacy_import(versions, keys).await
     }
 }

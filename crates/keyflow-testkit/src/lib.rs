@@ -5,15 +5,18 @@
 //!   SQLite file with feature `sqlite`), with the service and token setup tests repeat;
 //! - [`postgres`] (feature `postgres`), a throwaway PostgreSQL database per test from
 //!   `TEST_DATABASE_URL`;
+//! - [`flaky::FlakyAudit`], an audit store whose appends fail on demand;
 //! - the clock tests move instead of sleeping is `keyflow_core::ManualClock`.
 //!
 //! Helpers here fail by panicking: they are test code.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test support fails by panicking
 
 pub mod env;
+pub mod flaky;
 pub mod memory;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 
 pub use env::{Env, FAST_KDF, PASSWORD};
+pub use flaky::FlakyAudit;
 pub use memory::MemoryKeystore;

@@ -42,14 +42,18 @@ use std::sync::{Mutex, PoisonError};
 use async_trait::async_trait;
 use keyflow_kms::access::TokenRecord;
 use keyflow_kms::audit::{
-    AuditEvent, AuditFilter, AuditSealer, AuditStore, ChainHead, Checkpoint, StoredAudit, MAX_PAGE,
+    AuditEvent, AuditFilter, AuditSealer, AuditStore, ChainHead, Checkpoint, JournalMark,
+    StoredAudit, MAX_PAGE,
 };
 use keyflow_kms::kek_provider::META_KEK_ID;
 use keyflow_kms::keystore::{CreateOutcome, Keystore, RotateOutcome, StoreError, WriteOutcome};
+use keyflow_kms::legacy::LegacyKeyRecord;
 use keyflow_kms::model::{
     KeyStatus, KeyVersionRecord, Policy, RewrappedKey, StatusChange, StatusOutcome, VersionFilter,
 };
+use keyflow_kms::row_mac::{RowSealer, SealerSlot};
 use keyflow_kms::{KeyVersion, Purpose};
+use std::sync::Arc;
 
 /// The metadata key of the change generation, as in the SQL backends.
 const GENERATION: &str = "generation";
@@ -60,6 +64,10 @@ const MAX_COUNT: u64 = i64::MAX.unsigned_abs();
 /// An in-memory [`Keystore`] with the SQLite backend's semantics. See the module docs.
 pub struct MemoryKeystore {
     state: Mutex<State>,
+    /// Row MACs: nothing outside this process can write the state, so rows are not
+    /// MAC'd in memory, but as in the SQL backends nothing that needs a sealer is read
+    /// or written before one is installed (same outcomes, call for call).
+    rows: SealerSlot,
 }
 
 /// Everything the keystore holds; the mutex around it is the transaction.
@@ -82,6 +90,12 @@ struct State {
     audit_head: ChainHead,
     /// Where retention cut the chain.
     audit_anchor: Option<Checkpoint>,
+    /// Audit journals' marks: the last entry of each in the chain.
+    journals: HashMap<String, u64>,
+    /// Imported legacy key ids (issue 17), by id.
+    legacy: BTreeMap<String, LegacyKeyRecord>,
+    /// Request-integrity nonces and their expiry (Unix seconds).
+    nonces: HashMap<String, i64>,
 }
 
 struct Lease {
@@ -101,14 +115,23 @@ impl MemoryKeystore {
             audit: Vec::new(),
             audit_head: ChainHead::default(),
             audit_anchor: None,
+            journals: HashMap::new(),
+            legacy: BTreeMap::new(),
+            nonces: HashMap::new(),
         };
         Self {
             state: Mutex::new(state),
+            rows: SealerSlot::default(),
         }
     }
 
     /// Runs `f` on the state under the lock: one call, one transaction. `f` is not
     /// async, so the lock is never held across an `.await`.
+    /// The SQL backends' refusal before a row sealer is installed.
+    fn sealed(&self) -> Result<(), StoreError> {
+        self.rows.get().map(|_| ())
+    }
+
     fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
         // A panic under the lock cannot have left a half-applied write (every write
         // checks first and changes the state last), so a poisoned state is sound.
@@ -556,6 +579,7 @@ impl Keystore for MemoryKeystore {
         &self,
         filter: &VersionFilter,
     ) -> Result<Vec<KeyVersionRecord>, StoreError> {
+        self.sealed()?;
         Ok(self.with(|s| s.list_versions(filter)))
     }
 
@@ -564,6 +588,7 @@ impl Keystore for MemoryKeystore {
         purpose: &Purpose,
         version: KeyVersion,
     ) -> Result<Option<KeyVersionRecord>, StoreError> {
+        self.sealed()?;
         Ok(self.with(|s| s.version(purpose, version).cloned()))
     }
 
@@ -571,14 +596,17 @@ impl Keystore for MemoryKeystore {
         &self,
         purpose: &Purpose,
     ) -> Result<Option<KeyVersionRecord>, StoreError> {
+        self.sealed()?;
         Ok(self.with(|s| s.active_version(purpose)))
     }
 
     async fn create_first(&self, first: &KeyVersionRecord) -> Result<CreateOutcome, StoreError> {
+        self.sealed()?;
         self.with(|s| s.create_first(first))
     }
 
     async fn rotate(&self, next: &KeyVersionRecord, now: i64) -> Result<RotateOutcome, StoreError> {
+        self.sealed()?;
         self.with(|s| s.rotate(next, now))
     }
 
@@ -592,27 +620,55 @@ impl Keystore for MemoryKeystore {
         Ok(())
     }
 
+    async fn adjust_usage(
+        &self,
+        purpose: &Purpose,
+        version: KeyVersion,
+        delta: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        Ok(self.with(|s| {
+            let r = s
+                .rings
+                .get_mut(purpose)
+                .and_then(|ring| ring.get_mut(&version))?;
+            r.encryptions = if delta >= 0 {
+                r.encryptions
+                    .saturating_add(delta.unsigned_abs())
+                    .min(MAX_COUNT)
+            } else {
+                r.encryptions.saturating_sub(delta.unsigned_abs())
+            };
+            Some(r.encryptions)
+        }))
+    }
+
     async fn insert_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
+        self.sealed()?;
         self.with(|s| s.insert_token(token))
     }
 
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        self.sealed()?;
         Ok(self.with(|s| s.list_tokens()))
     }
 
     async fn revoke_token(&self, id: &str, now: i64) -> Result<bool, StoreError> {
+        self.sealed()?;
         Ok(self.with(|s| s.revoke_token(id, now)))
     }
 
     async fn get_policy(&self, purpose: &Purpose) -> Result<Option<Policy>, StoreError> {
+        self.sealed()?;
         Ok(self.with(|s| s.policies.get(purpose).copied()))
     }
 
     async fn set_policy(&self, purpose: &Purpose, policy: &Policy) -> Result<(), StoreError> {
+        self.sealed()?;
         self.with(|s| s.set_policy(purpose, policy))
     }
 
     async fn list_policies(&self) -> Result<Vec<(Purpose, Policy)>, StoreError> {
+        self.sealed()?;
         Ok(self.with(|s| {
             s.policies
                 .iter()
@@ -622,6 +678,7 @@ impl Keystore for MemoryKeystore {
     }
 
     async fn set_status(&self, change: &StatusChange) -> Result<StatusOutcome, StoreError> {
+        self.sealed()?;
         self.with(|s| s.set_status(change))
     }
 
@@ -629,6 +686,7 @@ impl Keystore for MemoryKeystore {
         &self,
         records: &[KeyVersionRecord],
     ) -> Result<WriteOutcome, StoreError> {
+        self.sealed()?;
         self.with(|s| s.insert_versions(records))
     }
 
@@ -638,8 +696,40 @@ impl Keystore for MemoryKeystore {
         old_kek: &str,
         new_kek: &str,
         keys: &[RewrappedKey],
+        _new_rows: &RowSealer,
     ) -> Result<WriteOutcome, StoreError> {
+        self.sealed()?;
         Ok(self.with(|s| s.rewrap_all(meta_key, old_kek, new_kek, keys)))
+    }
+
+    async fn remember_nonce(
+        &self,
+        nonce: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        Ok(self.with(|s| {
+            s.nonces.retain(|_, exp| *exp >= now);
+            if s.nonces.contains_key(nonce) {
+                return false;
+            }
+            s.nonces.insert(nonce.to_owned(), expires_at);
+            true
+        }))
+    }
+
+    fn install_row_sealer(&self, sealer: Arc<RowSealer>) {
+        self.rows.install(sealer);
+    }
+
+    fn row_sealer(&self) -> Option<Arc<RowSealer>> {
+        self.rows.current()
+    }
+
+    async fn seal_legacy_rows(&self) -> Result<u64, StoreError> {
+        // Rows of a memory keystore never predate row MACs.
+        self.sealed()?;
+        Ok(0)
     }
 
     async fn try_lease(
@@ -660,6 +750,49 @@ impl Keystore for MemoryKeystore {
     async fn generation(&self) -> Result<i64, StoreError> {
         self.with(|s| s.generation())
     }
+
+    async fn legacy_keys(&self) -> Result<Vec<LegacyKeyRecord>, StoreError> {
+        let mut out: Vec<_> = self.with(|s| s.legacy.values().cloned().collect());
+        out.sort_by(|a, b| {
+            (&a.purpose, a.version, &a.legacy_key_id).cmp(&(
+                &b.purpose,
+                b.version,
+                &b.legacy_key_id,
+            ))
+        });
+        Ok(out)
+    }
+
+    async fn import_legacy(
+        &self,
+        versions: &[KeyVersionRecord],
+        keys: &[LegacyKeyRecord],
+    ) -> Result<WriteOutcome, StoreError> {
+        self.with(|s| {
+            // Checked before anything is written: new ids, each naming a version that
+            // exists or is in `versions`, as the SQL backends' keys and foreign key.
+            let mut ids = HashSet::new();
+            for k in keys {
+                let known = s.version(&k.purpose, k.version).is_some()
+                    || versions
+                        .iter()
+                        .any(|r| r.purpose == k.purpose && r.version == k.version);
+                if s.legacy.contains_key(&k.legacy_key_id)
+                    || !ids.insert(&k.legacy_key_id)
+                    || !known
+                {
+                    return Ok(WriteOutcome::Conflict);
+                }
+            }
+            if s.insert_versions(versions)? == WriteOutcome::Conflict {
+                return Ok(WriteOutcome::Conflict);
+            }
+            for k in keys {
+                s.legacy.insert(k.legacy_key_id.clone(), k.clone());
+            }
+            Ok(WriteOutcome::Applied)
+        })
+    }
 }
 
 #[async_trait]
@@ -670,6 +803,30 @@ impl AuditStore for MemoryKeystore {
         events: &[AuditEvent],
     ) -> Result<ChainHead, StoreError> {
         self.with(|s| s.append_audit(sealer, events))
+    }
+
+    async fn append_audit_from(
+        &self,
+        sealer: &AuditSealer,
+        events: &[AuditEvent],
+        mark: &JournalMark,
+    ) -> Result<ChainHead, StoreError> {
+        self.with(|s| {
+            let head = s.append_audit(sealer, events)?;
+            if !events.is_empty() {
+                s.journals.insert(mark.journal.clone(), mark.through);
+            }
+            Ok(head)
+        })
+    }
+
+    async fn audit_journal_mark(&self, journal: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self.with(|s| s.journals.get(journal).copied()))
+    }
+
+    async fn audit_journal_forget(&self, journal: &str) -> Result<(), StoreError> {
+        self.with(|s| s.journals.remove(journal));
+        Ok(())
     }
 
     async fn audit_head(&self) -> Result<ChainHead, StoreError> {
@@ -712,9 +869,18 @@ mod tests {
         }
     }
 
+    /// A store with a row sealer installed, as after an unlock.
+    fn unlocked() -> MemoryKeystore {
+        let store = MemoryKeystore::new();
+        let kek = keyflow_kms::keyflow_core::kek::Kek::generate(&keyflow_kms::keyflow_core::OsRng)
+            .unwrap();
+        store.install_row_sealer(Arc::new(RowSealer::new(&kek).unwrap()));
+        store
+    }
+
     #[tokio::test]
     async fn debug_prints_counts_not_material() {
-        let store = MemoryKeystore::new();
+        let store = unlocked();
         store.create_first(&record("userData", 1)).await.unwrap();
         let shown = format!("{store:?}");
         assert_eq!(
@@ -725,7 +891,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_panic_under_the_lock_does_not_break_the_store() {
-        let store = MemoryKeystore::new();
+        let store = unlocked();
         store.create_first(&record("userData", 1)).await.unwrap();
         let poisoned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             store.with(|_| panic!("a test failing under the lock"))

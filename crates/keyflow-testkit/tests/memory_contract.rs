@@ -134,6 +134,14 @@ async fn edge_script(store: &dyn Keystore) -> Vec<String> {
     use KeyStatus::*;
     let mut t = Transcript::default();
     let s = store;
+    t.note(
+        "versions before unlock",
+        s.list_versions(&VersionFilter::default()).await,
+    );
+    let old_rows = keyflow_keystore_contract::install_sealer(s);
+    let new_kek =
+        keyflow_kms::keyflow_core::kek::Kek::generate(&keyflow_kms::keyflow_core::OsRng).unwrap();
+    let new_rows = Arc::new(keyflow_kms::row_mac::RowSealer::new(&new_kek).unwrap());
 
     t.note("fresh generation", s.generation().await);
     t.note("generation is metadata", s.get_meta("generation").await);
@@ -308,39 +316,43 @@ async fn edge_script(store: &dyn Keystore) -> Vec<String> {
     ];
     t.note(
         "rewrap unknown meta",
-        s.rewrap_all("nope", "kek-1", "kek-2", &all).await,
+        s.rewrap_all("nope", "kek-1", "kek-2", &all, &new_rows)
+            .await,
     );
     let with_destroyed = [&all[..], &[rewrapped("a", 2)]].concat();
     t.note(
         "rewrap destroyed",
-        s.rewrap_all("kek_id", "kek-1", "kek-2", &with_destroyed)
+        s.rewrap_all("kek_id", "kek-1", "kek-2", &with_destroyed, &new_rows)
             .await,
     );
     let with_unknown = [&all[..], &[rewrapped("a", 8)]].concat();
     t.note(
         "rewrap unknown",
-        s.rewrap_all("kek_id", "kek-1", "kek-2", &with_unknown)
+        s.rewrap_all("kek_id", "kek-1", "kek-2", &with_unknown, &new_rows)
             .await,
     );
     let listed_twice = [&all[..], &[rewrapped("b", 1)]].concat();
     t.note(
         "rewrap twice",
-        s.rewrap_all("kek_id", "kek-1", "kek-2", &listed_twice)
+        s.rewrap_all("kek_id", "kek-1", "kek-2", &listed_twice, &new_rows)
             .await,
     );
     t.note(
         "same kek twice",
-        s.rewrap_all("kek_id", "kek-1", "kek-1", &listed_twice)
+        s.rewrap_all("kek_id", "kek-1", "kek-1", &listed_twice, &old_rows)
             .await,
     );
     t.state(s).await;
     t.note(
         "rewrap",
-        s.rewrap_all("kek_id", "kek-1", "kek-2", &all).await,
+        s.rewrap_all("kek_id", "kek-1", "kek-2", &all, &new_rows)
+            .await,
     );
+    s.install_row_sealer(new_rows.clone());
     t.note(
         "rewrap nothing",
-        s.rewrap_all("kek_id", "kek-2", "kek-2", &[]).await,
+        s.rewrap_all("kek_id", "kek-2", "kek-2", &[], &new_rows)
+            .await,
     );
     t.note(
         "old kek",

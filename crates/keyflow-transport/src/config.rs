@@ -40,6 +40,7 @@ pub const ENV_VARS: &[&str] = &[
     "HEADER_ENCRYPTION_STRICT",
     "KEYFLOW_PINNED_CLIENT_CERTS",
     "KEYFLOW_SENSITIVE_HEADERS",
+    "KEYFLOW_INTEGRITY_MIN_VERSION",
 ];
 
 /// The shared secret for request integrity (the HMAC-SHA256 key).
@@ -139,8 +140,17 @@ pub struct TransportConfig {
     pub integrity_window: Duration,
     /// Largest body the integrity layer buffers; larger signed bodies get `413`.
     pub integrity_max_body: usize,
-    /// Most nonces remembered at once.
+    /// Most nonces remembered at once (by the in-process table).
     pub integrity_max_nonces: usize,
+    /// Where seen nonces are kept. `None`: an in-process table — enough for one
+    /// instance; several instances behind a load balancer must share one
+    /// (KeyFlow's server keeps them in its keystore), or a signed request replays once
+    /// on each of them.
+    pub nonce_store: Option<std::sync::Arc<dyn crate::NonceStore>>,
+    /// Oldest signature format accepted: 1 (default: old clients keep working, and
+    /// are told apart by [`crate::IntegrityVerified::version`]) or 2 (refuses format 1,
+    /// which signs neither `Host` nor `Authorization`).
+    pub integrity_min_version: u8,
     /// `HEADER_ENCRYPTION_STRICT`: sensitive headers must carry KeyFlow ciphertexts.
     pub header_encryption_strict: bool,
     /// The sensitive header names (case-insensitive).
@@ -162,6 +172,8 @@ impl Default for TransportConfig {
             integrity_window: DEFAULT_INTEGRITY_WINDOW,
             integrity_max_body: DEFAULT_INTEGRITY_MAX_BODY,
             integrity_max_nonces: DEFAULT_INTEGRITY_MAX_NONCES,
+            nonce_store: None,
+            integrity_min_version: 1,
             header_encryption_strict: false,
             sensitive_headers: DEFAULT_SENSITIVE_HEADERS
                 .iter()
@@ -195,7 +207,7 @@ impl TransportConfig {
     ///
     /// | variable | meaning |
     /// | --- | --- |
-    /// | `KEYFLOW_ENV`, else `NODE_ENV` | `production` turns on every enforcement; `development`, `dev`, `test` or unset do not; anything else is an error |
+    /// | `KEYFLOW_ENV`, `NODE_ENV` | `production` (any case) turns on every enforcement; `development`, `dev`, `test` or unset do not; anything else, or the two disagreeing, is an error ([`crate::Environment`]) |
     /// | `KEYFLOW_PUBLIC_HOST` | `host[:port]` for HTTPS redirects (no scheme, no path) |
     /// | `KEYFLOW_TRUSTED_PROXIES` | comma list of proxy IP addresses |
     /// | `FRONTEND_URL` | allowed browser origin (a comma list is accepted) |
@@ -204,6 +216,7 @@ impl TransportConfig {
     /// | `HEADER_ENCRYPTION_STRICT` | `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`); unset means on in production, off otherwise |
     /// | `KEYFLOW_PINNED_CLIENT_CERTS` | comma list of SHA-256 fingerprints, 64 hex digits each (`:` separators allowed) |
     /// | `KEYFLOW_SENSITIVE_HEADERS` | comma list replacing [`DEFAULT_SENSITIVE_HEADERS`] |
+    /// | `KEYFLOW_INTEGRITY_MIN_VERSION` | oldest request-signature format accepted, `1` (default) or `2` |
     ///
     /// `integrity_required_prefixes` is left empty: the application knows its routes
     /// and sets it (the KeyFlow server passes its key-management prefixes).
@@ -219,22 +232,8 @@ impl TransportConfig {
                 .map(|v| v.trim().to_owned())
                 .filter(|v| !v.is_empty())
         };
-        let production = match get("KEYFLOW_ENV")
-            .map(|v| ("KEYFLOW_ENV", v))
-            .or_else(|| get("NODE_ENV").map(|v| ("NODE_ENV", v)))
-        {
-            None => false,
-            Some((var, value)) => match value.to_ascii_lowercase().as_str() {
-                "production" => true,
-                "development" | "dev" | "test" => false,
-                _ => {
-                    return Err(invalid(
-                        var,
-                        format!("expected production, development or test, got `{value}`"),
-                    ))
-                }
-            },
-        };
+        // The one resolver every part of KeyFlow uses (see [`crate::Environment`]).
+        let production = crate::Environment::from_lookup(&mut get)?.is_production();
         let mut config = Self {
             production,
             ..Self::default()
@@ -317,6 +316,19 @@ impl TransportConfig {
             }
         }
 
+        if let Some(v) = get("KEYFLOW_INTEGRITY_MIN_VERSION") {
+            config.integrity_min_version = match v.as_str() {
+                "1" => 1,
+                "2" => 2,
+                _ => {
+                    return Err(invalid(
+                        "KEYFLOW_INTEGRITY_MIN_VERSION",
+                        format!("expected 1 or 2, got `{v}`"),
+                    ))
+                }
+            };
+        }
+
         Ok(config)
     }
 
@@ -354,6 +366,9 @@ impl TransportConfig {
         }
         if self.integrity_max_nonces == 0 {
             return Err(invalid("integrity_max_nonces", "must be at least 1".into()));
+        }
+        if !(1..=2).contains(&self.integrity_min_version) {
+            return Err(invalid("integrity_min_version", "must be 1 or 2".into()));
         }
         for name in &self.sensitive_headers {
             HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
@@ -515,9 +530,22 @@ mod tests {
     }
 
     #[test]
-    fn keyflow_env_wins_over_node_env() {
-        let cfg = from(&[("KEYFLOW_ENV", "development"), ("NODE_ENV", "production")]).unwrap();
-        assert!(!cfg.production);
+    fn conflicting_environment_names_are_refused() {
+        // Formerly KEYFLOW_ENV won here while the CLI saw production: refused now.
+        assert_eq!(
+            err_name(from(&[
+                ("KEYFLOW_ENV", "development"),
+                ("NODE_ENV", "production")
+            ])),
+            "NODE_ENV"
+        );
+        let cfg = from(&[
+            ("KEYFLOW_ENV", "PRODUCTION"),
+            ("NODE_ENV", "production"),
+            ("REQUEST_INTEGRITY_SECRET", SECRET),
+        ])
+        .unwrap();
+        assert!(cfg.production);
     }
 
     #[test]
@@ -558,6 +586,7 @@ mod tests {
             ("HEADER_ENCRYPTION_STRICT", "maybe"),
             ("KEYFLOW_PINNED_CLIENT_CERTS", "abcd"),
             ("KEYFLOW_SENSITIVE_HEADERS", "bad header"),
+            ("KEYFLOW_INTEGRITY_MIN_VERSION", "3"),
         ];
         for (var, value) in cases {
             assert_eq!(&err_name(from(&[(var, value)])), var, "{var}={value}");

@@ -33,6 +33,13 @@ pub enum TransportError {
     /// The nonce was already used inside the window. `401 integrity_replayed`.
     #[error("this nonce has already been used")]
     IntegrityReplayed,
+    /// The request is signed in a format older than the server accepts
+    /// (`integrity_min_version`). `401 integrity_outdated`.
+    #[error("this server requires request signatures of format {min} or later (X-KeyFlow-Signature-Version)")]
+    IntegrityOutdated {
+        /// The oldest format accepted.
+        min: u8,
+    },
     /// Integrity is required but no secret is configured (a server misconfiguration).
     /// `503 integrity_unavailable`.
     #[error("the service is temporarily unavailable")]
@@ -73,6 +80,7 @@ impl TransportError {
             Self::IntegrityInvalid => "integrity_invalid",
             Self::IntegrityStale => "integrity_stale",
             Self::IntegrityReplayed => "integrity_replayed",
+            Self::IntegrityOutdated { .. } => "integrity_outdated",
             Self::IntegrityUnavailable => "integrity_unavailable",
             Self::ReplayCacheFull => "replay_cache_full",
             Self::BodyTooLarge { .. } => "body_too_large",
@@ -92,7 +100,8 @@ impl TransportError {
             Self::IntegrityRequired
             | Self::IntegrityInvalid
             | Self::IntegrityStale
-            | Self::IntegrityReplayed => StatusCode::UNAUTHORIZED,
+            | Self::IntegrityReplayed
+            | Self::IntegrityOutdated { .. } => StatusCode::UNAUTHORIZED,
             Self::ClientCertNotPinned | Self::OriginNotAllowed => StatusCode::FORBIDDEN,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::IntegrityUnavailable | Self::ReplayCacheFull => StatusCode::SERVICE_UNAVAILABLE,

@@ -107,6 +107,7 @@
 mod config;
 mod connection;
 mod cors;
+mod environment;
 mod error;
 mod header_encryption;
 mod headers;
@@ -124,6 +125,7 @@ pub use config::{
 };
 pub use connection::{ClientAddr, ConnectionInfo};
 pub use cors::{Cors, CorsLayer, CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS, CORS_MAX_AGE_SECS};
+pub use environment::{Environment, ENVIRONMENT_VARS};
 pub use error::TransportError;
 pub use header_encryption::{
     is_keyflow_ciphertext, HeaderEncryption, HeaderEncryptionLayer, CIPHERTEXT_PREFIX,
@@ -134,8 +136,10 @@ pub use headers::{
 };
 pub use https::{HttpsEnforcement, HttpsEnforcementLayer};
 pub use integrity::{
-    canonical_string, sign_request, IntegrityVerified, RequestIntegrity, RequestIntegrityLayer,
-    NONCE_HEADER, NONCE_MAX_LEN, NONCE_MIN_LEN, SIGNATURE_HEADER, TIMESTAMP_HEADER,
+    canonical_string, canonical_string_v2, sign_request, sign_request_v2, IntegrityVerified,
+    MemoryNonceStore, NonceFuture, NonceOutcome, NonceStore, RequestIntegrity,
+    RequestIntegrityLayer, SignedExtras, NONCE_HEADER, NONCE_MAX_LEN, NONCE_MIN_LEN,
+    SIGNATURE_HEADER, SIGNATURE_VERSION_HEADER, TIMESTAMP_HEADER,
 };
 pub use pinning::{ClientCertPinning, ClientCertPinningLayer};
 

@@ -528,3 +528,130 @@ async fn the_window_and_the_nonce_table_follow_the_injected_clock() {
     assert_eq!(send(&app, reused.request()).await.0, StatusCode::OK);
     refused(&app, reused.request(), "integrity_replayed").await;
 }
+
+/// Format 2 (`X-KeyFlow-Signature-Version: 2`): a request signed with the headers it
+/// was sent with.
+fn v2_request(
+    s: &Signed<'_>,
+    host: &str,
+    authorization: &str,
+    sent_host: &str,
+    sent_auth: &str,
+) -> Request {
+    let sig = keyflow_transport::sign_request_v2(
+        &s.secret,
+        s.method,
+        s.uri,
+        s.timestamp,
+        &s.nonce,
+        keyflow_transport::SignedExtras {
+            host,
+            authorization: authorization.as_bytes(),
+        },
+        s.signed_body,
+    );
+    let ts = s.timestamp.to_string();
+    request(
+        s.method,
+        s.uri,
+        Some(tls()),
+        &[
+            ("x-keyflow-timestamp", &ts),
+            ("x-keyflow-nonce", &s.nonce),
+            ("x-keyflow-signature", &sig),
+            ("x-keyflow-signature-version", "2"),
+            ("host", sent_host),
+            ("authorization", sent_auth),
+        ],
+        s.signed_body.to_vec(),
+    )
+}
+
+/// Format 2 binds the host and the Authorization header: a signed request cannot be
+/// sent to another host sharing the secret, nor re-attributed to another token.
+#[tokio::test]
+async fn format_2_binds_host_and_authorization() {
+    let app = app(config());
+    let (h, a) = ("kms.example.com", "Bearer kft_alice");
+    let ok = Signed::new("POST", "/v1/keys", b"{}");
+    let (status, headers, _) = send(&app, v2_request(&ok, h, a, h, a)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["x-verified"], "yes");
+    for (sent_host, sent_auth) in [("other.example.com", a), (h, "Bearer kft_mallory")] {
+        let s = Signed::new("POST", "/v1/keys", b"{}");
+        refused(
+            &app,
+            v2_request(&s, h, a, sent_host, sent_auth),
+            "integrity_invalid",
+        )
+        .await;
+    }
+    // A format-1 signature sent as format 2 (or an unknown version) does not verify.
+    let s = Signed::new("POST", "/v1/keys", b"{}");
+    let mut req = s.request();
+    req.headers_mut()
+        .insert("x-keyflow-signature-version", "2".parse().unwrap());
+    req.headers_mut().insert("host", h.parse().unwrap());
+    refused(&app, req, "integrity_invalid").await;
+    let mut req = Signed::new("POST", "/v1/keys", b"{}").request();
+    req.headers_mut()
+        .insert("x-keyflow-signature-version", "3".parse().unwrap());
+    refused(&app, req, "integrity_invalid").await;
+}
+
+/// Old clients (format 1) are told apart and, with `integrity_min_version = 2`, refused.
+#[tokio::test]
+async fn format_1_is_refused_once_the_minimum_is_2() {
+    let strict = app(TransportConfig {
+        integrity_min_version: 2,
+        ..config()
+    });
+    refused(
+        &strict,
+        Signed::new("POST", "/v1/keys", b"{}").request(),
+        "integrity_outdated",
+    )
+    .await;
+    let s = Signed::new("POST", "/v1/keys", b"{}");
+    let host = "kms.example.com";
+    assert_eq!(
+        send(&strict, v2_request(&s, host, "", host, "")).await.0,
+        StatusCode::OK
+    );
+    // The default still accepts format 1 (compatibility).
+    let lenient = app(config());
+    assert_eq!(
+        send(&lenient, Signed::new("POST", "/v1/keys", b"{}").request())
+            .await
+            .0,
+        StatusCode::OK
+    );
+}
+
+/// Two instances behind a load balancer: with a table each, a signed request replays
+/// once on the other; sharing one store (as the KeyFlow server does through its
+/// keystore) refuses the replay everywhere.
+#[tokio::test]
+async fn a_shared_nonce_store_refuses_replays_across_instances() {
+    use keyflow_transport::{MemoryNonceStore, NonceStore};
+    use std::sync::Arc;
+    let separate = (app(config()), app(config()));
+    let s = Signed::new("POST", "/v1/keys", b"{}");
+    assert_eq!(send(&separate.0, s.request()).await.0, StatusCode::OK);
+    assert_eq!(
+        send(&separate.1, s.request()).await.0,
+        StatusCode::OK,
+        "the hole: each instance remembers only its own nonces"
+    );
+    let shared: Arc<dyn NonceStore> = Arc::new(MemoryNonceStore::new(100));
+    let with_shared = || {
+        app(TransportConfig {
+            nonce_store: Some(shared.clone()),
+            ..config()
+        })
+    };
+    let (a, b) = (with_shared(), with_shared());
+    let s = Signed::new("POST", "/v1/keys", b"{}");
+    assert_eq!(send(&a, s.request()).await.0, StatusCode::OK);
+    refused(&b, s.request(), "integrity_replayed").await;
+}

@@ -10,12 +10,15 @@
 use std::collections::BTreeMap;
 use std::io::{BufWriter, ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use clap::{Args, Subcommand};
 use keyflow_kms::atomic_file;
+use keyflow_kms::audit::recover::{self, Outcome, JOURNAL_DAMAGED};
 use keyflow_kms::audit::verify::{self, CheckpointProblem, VerifyError};
 use keyflow_kms::audit::{
-    AuditFilter, AuditSealer, ChainBreak, ChainHead, Checkpoint, StoredAudit, MAX_PAGE,
+    journal, AuditFilter, AuditSealer, AuditStore, ChainBreak, ChainHead, Checkpoint, StoredAudit,
+    MAX_PAGE,
 };
 use keyflow_kms::clock::{parse_rfc3339, rfc3339, Clock, SystemClock};
 use keyflow_kms::kek_provider::{self, KekPassword};
@@ -193,6 +196,7 @@ async fn list(config: &Config, args: &ListArgs) -> Result<(), CliError> {
         limit: 0,
     };
     let stores = open_stores(config).await?;
+    recover_before_reading(config, &stores).await?;
     let mut out = BufWriter::new(std::io::stdout().lock());
     if !args.json {
         writeln!(
@@ -241,6 +245,7 @@ fn table_row(r: &StoredAudit) -> String {
 async fn export(config: &Config, since: Option<&str>) -> Result<(), CliError> {
     let since = instant("--since", since)?;
     let stores = open_stores(config).await?;
+    recover_before_reading(config, &stores).await?;
     let mut out = BufWriter::new(std::io::stdout().lock());
     let mut after = 0;
     loop {
@@ -275,9 +280,12 @@ impl Chain {
         let password = KekPassword::new(text.to_string(), config.production)?;
         let stores = open_stores(config).await?;
         let kek = kek_provider::unlock(&config.kek_path, &password, &*stores.keys).await?;
+        let current = AuditSealer::new(&kek)?;
+        let retired = retired_audit_sealers(&config.kek_path, &text, kek.id());
+        recover_journals(config, &stores.audit, &current, &retired).await?;
         Ok(Self {
-            current: AuditSealer::new(&kek)?,
-            retired: retired_audit_sealers(&config.kek_path, &text, kek.id()),
+            current,
+            retired,
             kek,
             kek_path: config.kek_path.clone(),
             anchor: stores.audit.audit_anchor().await?,
@@ -684,4 +692,64 @@ fn retired_sealers(kek_path: &Path, passwords: &[&[u8]], current: &str) -> Vec<A
             AuditSealer::new(&kek?).ok()
         })
         .collect()
+}
+
+/// Drains the audit journals of servers that stopped abruptly (SIGKILL, crash, power
+/// loss) into the chain, saying on stderr what was recovered or left (and why).
+pub(crate) async fn recover_journals(
+    config: &Config,
+    store: &Arc<dyn AuditStore>,
+    sealer: &AuditSealer,
+    retired: &[AuditSealer],
+) -> Result<(), CliError> {
+    let outcomes = recover::recover(
+        &config.audit_journal_dir,
+        store,
+        sealer,
+        retired,
+        &SystemClock,
+    )
+    .await
+    .map_err(|e| CliError::Failed(e.to_string()))?;
+    for o in outcomes {
+        match o {
+            Outcome::Drained {
+                path,
+                appended,
+                rejected,
+                missing,
+            } if rejected + missing > 0 => eprintln!(
+                "warning: recovered {appended} audit records from {}; {rejected} lines were refused (altered or malformed) and {missing} entries are missing — recorded in the trail as {JOURNAL_DAMAGED}",
+                path.display()
+            ),
+            Outcome::Drained { path, appended, .. } => eprintln!(
+                "recovered {appended} audit records from the journal of a server that stopped abruptly ({})",
+                path.display()
+            ),
+            Outcome::Left(e) => eprintln!("warning: {e}"),
+        }
+    }
+    Ok(())
+}
+
+/// Before reading the trail: drains the journals of servers that stopped abruptly when
+/// the KEK can be unlocked here; otherwise says they are pending (a reader needs no
+/// KEK password, and is not refused for lacking one).
+async fn recover_before_reading(config: &Config, stores: &Stores) -> Result<(), CliError> {
+    let pending = journal::orphans(&config.audit_journal_dir).map_err(CliError::Io)?;
+    if pending.is_empty() {
+        return Ok(());
+    }
+    drop(pending);
+    let Ok(text) = config.kek_password_text() else {
+        eprintln!(
+            "warning: audit journals of stopped servers in {} are not in the trail yet (set KEK_PASSWORD, or start the server, to recover them)",
+            config.audit_journal_dir.display()
+        );
+        return Ok(());
+    };
+    let password = KekPassword::new(text.to_string(), config.production)?;
+    let kek = kek_provider::unlock(&config.kek_path, &password, &*stores.keys).await?;
+    let retired = retired_audit_sealers(&config.kek_path, &text, kek.id());
+    recover_journals(config, &stores.audit, &AuditSealer::new(&kek)?, &retired).await
 }

@@ -6,8 +6,8 @@ use std::io::{BufRead, Read, Write};
 use clap::{Args, Subcommand};
 use keyflow_fields::detect::{self, Finding};
 use keyflow_fields::{
-    decrypt_fields, encrypt_fields, Binding, EncryptOptions, FieldsError, SadPolicy, Selection,
-    Selector,
+    decrypt_fields_with, encrypt_fields, Binding, DecryptOptions, EncryptOptions, FieldsError,
+    SadPolicy, Selection, Selector,
 };
 use keyflow_kms::{EncryptionService, Purpose};
 use serde_json::Value;
@@ -51,6 +51,10 @@ pub struct Common {
     /// Context pair bound into every value (repeatable).
     #[arg(long = "context", value_name = "K=V")]
     context: Vec<String>,
+    /// Also bind each value to its array indexes (elements of one array cannot be
+    /// swapped unnoticed); give it again to decrypt.
+    #[arg(long)]
+    bind_array_index: bool,
 }
 
 /// `keyflow fields encrypt`
@@ -229,6 +233,7 @@ async fn encrypt(config: &Config, args: &EncryptArgs) -> Result<(), CliError> {
             let options = EncryptOptions {
                 binding: binding_for(&doc, &args.common, base)?,
                 sad_policy: sad,
+                bind_array_index: args.common.bind_array_index,
             };
             let (doc, report) = encrypt_fields(service, doc, sel, purpose, &options)
                 .await
@@ -257,9 +262,13 @@ async fn decrypt(config: &Config, args: &DecryptArgs) -> Result<(), CliError> {
         let (service, selectors, base) = (&service, &selectors, &base);
         async move {
             let binding = binding_for(&doc, &args.common, base)?;
-            let (doc, _) = decrypt_fields(service, doc, selectors.as_deref(), &binding)
-                .await
-                .map_err(usage)?;
+            let options = DecryptOptions {
+                bind_array_index: args.common.bind_array_index,
+            };
+            let (doc, _) =
+                decrypt_fields_with(service, doc, selectors.as_deref(), &binding, &options)
+                    .await
+                    .map_err(usage)?;
             Ok(doc)
         }
     })

@@ -2,6 +2,7 @@
 
 use clap::Subcommand;
 use keyflow_kms::kek_provider::{self, KekPassword};
+use keyflow_kms::kek_retire;
 use keyflow_kms::kek_rotation;
 use keyflow_kms::keyflow_core::OsRng;
 use keyflow_kms::KmsError;
@@ -32,10 +33,20 @@ pub enum KekCommand {
         #[arg(long)]
         kdf_iterations: Option<u32>,
     },
+    /// Remove old KEK files (KEK_PATH.retired-*, KEK_PATH.orphan-*) that nothing needs
+    /// any more — no key version wrapped and no audit record sealed under them — so
+    /// old keystore dumps, replicas and key backups stop being unlockable with them.
+    /// Without --yes, only lists what would be removed and what is kept (and why).
+    Retire {
+        /// Remove them (irreversible).
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 pub async fn run(config: &Config, cmd: &KekCommand) -> Result<(), CliError> {
     match cmd {
+        KekCommand::Retire { yes } => retire(config, *yes).await?,
         KekCommand::Rotate { kdf_iterations } => {
             let password = config.kek_password()?;
             let params = config.kdf_params(*kdf_iterations)?;
@@ -104,7 +115,7 @@ pub async fn run(config: &Config, cmd: &KekCommand) -> Result<(), CliError> {
                 }
             };
             println!(
-                "KEK password changed for KEK {} in {}; set KEK_PASSWORD to the new password (the old one no longer unlocks it)",
+                "KEK password changed for KEK {} in {}; set KEK_PASSWORD to the new password (the old one no longer unlocks this file; retired KEK files keep theirs until `keyflow kek retire --yes`)",
                 kek.id(),
                 config.kek_path.display()
             );
@@ -142,4 +153,64 @@ async fn record_failure(
     let trail = Trail::new(config, stores.audit.clone(), &kek)?;
     let event = trail.event(operation);
     trail.conclude(event, Err(error.into())).await
+}
+
+/// `keyflow kek retire [--yes]`.
+async fn retire(config: &Config, yes: bool) -> Result<(), CliError> {
+    let password = config.kek_password()?;
+    let stores = open_stores(config).await?;
+    // Unlocking checks the KEK file against the keystore (and installs the row
+    // sealer, so the key versions consulted are authentic).
+    let kek = kek_provider::unlock(&config.kek_path, &password, &*stores.keys).await?;
+    let show = |f: &kek_retire::OldKekFile| {
+        format!(
+            "{} (KEK {})",
+            f.path.display(),
+            f.kek_id.as_deref().unwrap_or("unreadable")
+        )
+    };
+    if !yes {
+        let files = kek_retire::plan(&config.kek_path, &*stores.keys, &*stores.audit).await?;
+        if files.is_empty() {
+            println!(
+                "no retired or orphaned KEK files beside {}",
+                config.kek_path.display()
+            );
+        }
+        for f in &files {
+            if f.needed_by.is_empty() {
+                println!("would remove {}", show(f));
+            } else {
+                println!("keep {}: {}", show(f), f.needed_by.join("; "));
+            }
+        }
+        if files.iter().any(|f| f.needed_by.is_empty()) {
+            println!("run again with --yes to remove them for good");
+        }
+        return Ok(());
+    }
+    let trail = Trail::new(config, stores.audit.clone(), &kek)?;
+    let mut event = trail.event("kek.retire");
+    let result = kek_retire::retire(&config.kek_path, &*stores.keys, &*stores.audit, &OsRng).await;
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => return trail.conclude(event, Err(e.into())).await,
+    };
+    for path in &report.removed {
+        println!("removed {}", path.display());
+    }
+    for f in &report.kept {
+        println!("kept {}: {}", show(f), f.needed_by.join("; "));
+    }
+    println!(
+        "{} old KEK file(s) removed, {} kept; copies outside this directory (snapshots, backups of it) are not reached",
+        report.removed.len(),
+        report.kept.len()
+    );
+    event.items = Some(report.removed.len() as u64);
+    event.detail = Some(json!({
+        "removed": report.removed.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+        "kept": report.kept.iter().map(|f| f.path.display().to_string()).collect::<Vec<_>>(),
+    }));
+    trail.conclude(event, Ok(())).await
 }

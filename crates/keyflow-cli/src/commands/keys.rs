@@ -147,6 +147,7 @@ pub async fn run(config: &Config, cmd: &KeysCommand) -> Result<(), CliError> {
             }
             super::lifecycle::change(config, purpose, *version, VersionChange::Destroy).await?;
         }
+        KeysCommand::Purge => purge(config).await?,
         KeysCommand::Rotate { purpose } => {
             let purpose = parse_purpose(purpose)?;
             let (service, trail) = open_audited(config).await?;
@@ -168,4 +169,34 @@ pub async fn run(config: &Config, cmd: &KeysCommand) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+/// `keyflow keys purge`: the backend's erasure of destroyed material from its files.
+async fn purge(config: &Config) -> Result<(), CliError> {
+    // Audited, so the KEK is unlocked first (the record is sealed under it).
+    let (_service, trail) = open_audited(config).await?;
+    let event = trail.event("keys.purge");
+    let outcome = match &config.store {
+        crate::config::StoreLocation::Sqlite(path) => {
+            let store = keyflow_store_sqlite::SqliteKeystore::open(path).await?;
+            let done = store.erase_wal().await;
+            store.close().await;
+            done.map(|()| "SQLite: WAL checkpointed and truncated (freed pages are zeroed by secure_delete)")
+        }
+        crate::config::StoreLocation::Postgres(url) => {
+            let store = keyflow_store_postgres::PostgresKeystore::connect(
+                &url.0,
+                &keyflow_store_postgres::PoolSettings::with_max_connections(1),
+            )
+            .await?;
+            let done = store.vacuum_key_versions().await;
+            store.close().await;
+            done.map(|()| "PostgreSQL: VACUUM FULL key_versions done (WAL segments, replicas and base backups keep older copies until recycled)")
+        }
+    }
+    .map_err(CliError::from);
+    if let Ok(what) = &outcome {
+        println!("{what}");
+    }
+    trail.conclude(event, outcome.map(drop)).await
 }

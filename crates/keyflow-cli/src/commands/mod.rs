@@ -8,6 +8,7 @@ pub mod file;
 pub mod init;
 pub mod kek;
 pub mod keys;
+pub mod legacy;
 pub mod lifecycle;
 pub mod reencrypt;
 pub mod serve;
@@ -34,6 +35,41 @@ pub struct Stores {
     pub audit: Arc<dyn AuditStore>,
 }
 
+/// Environment variable: `true` accepts an unverified link to PostgreSQL in production
+/// when it is a Unix-domain socket (nothing on the network to intercept it); logged.
+pub const UNVERIFIED_SOCKET_ENV: &str = "KEYFLOW_DATABASE_UNVERIFIED_SOCKET";
+
+/// In production the keystore link must be `sslmode=verify-full` (the default `prefer`
+/// can be downgraded to plain text by anyone on the path, and `require` does not
+/// check who answers), or a Unix socket the operator explicitly accepted.
+fn check_postgres_link(config: &Config, url: &str) -> Result<(), CliError> {
+    use keyflow_store_postgres::LinkSecurity;
+    if !config.production {
+        return Ok(());
+    }
+    let socket_ok = std::env::var(UNVERIFIED_SOCKET_ENV).is_ok_and(|v| {
+        matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "1" | "true" | "yes" | "on"
+        )
+    });
+    match keyflow_store_postgres::link_security(url)? {
+        LinkSecurity::VerifiedTls => Ok(()),
+        LinkSecurity::UnixSocket if socket_ok => {
+            tracing::warn!(
+                "{UNVERIFIED_SOCKET_ENV}: the PostgreSQL keystore is reached over a local Unix socket without TLS verification"
+            );
+            Ok(())
+        }
+        LinkSecurity::UnixSocket => Err(CliError::Config(format!(
+            "production needs sslmode=verify-full for the PostgreSQL keystore; for a local Unix socket, set {UNVERIFIED_SOCKET_ENV}=true to accept it without TLS"
+        ))),
+        LinkSecurity::Unverified(mode) => Err(CliError::Config(format!(
+            "production needs sslmode=verify-full for the PostgreSQL keystore (the URL gives sslmode={mode}, which an attacker on the network can downgrade or intercept)"
+        ))),
+    }
+}
+
 /// Opens the configured database.
 pub async fn open_stores(config: &Config) -> Result<Stores, CliError> {
     match &config.store {
@@ -45,6 +81,7 @@ pub async fn open_stores(config: &Config) -> Result<Stores, CliError> {
             })
         }
         StoreLocation::Postgres(url) => {
+            check_postgres_link(config, &url.0)?;
             let store =
                 Arc::new(PostgresKeystore::connect(&url.0, &PoolSettings::default()).await?);
             Ok(Stores {
@@ -55,9 +92,12 @@ pub async fn open_stores(config: &Config) -> Result<Stores, CliError> {
     }
 }
 
-/// Opens the configured keystore.
+/// Opens the configured keystore for reading key versions, tokens or policies. The
+/// KEK is unlocked (and dropped again) so that every row read is checked against its
+/// MAC: a listing never shows what someone without the KEK wrote into the database.
 pub async fn open_store(config: &Config) -> Result<Arc<dyn Keystore>, CliError> {
-    Ok(open_stores(config).await?.keys)
+    let (stores, _kek) = unlock(config).await?;
+    Ok(stores.keys)
 }
 
 /// Opens the database and unlocks the KEK.
@@ -102,6 +142,11 @@ pub fn parse_context(pairs: &[String]) -> Result<Context, CliError> {
             .ok_or_else(|| CliError::Usage(format!("--context expects K=V, got '{pair}'")))?;
         ctx.insert(k.to_owned(), v.to_owned())
             .map_err(|e| CliError::Usage(format!("--context {k}: {e}")))?;
+    }
+    if let Some(key) = ctx.reserved_key() {
+        return Err(CliError::Usage(format!(
+            "--context {key}: keys starting with 'kf.' are reserved for KeyFlow's field layer"
+        )));
     }
     Ok(ctx)
 }

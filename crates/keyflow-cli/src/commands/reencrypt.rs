@@ -68,6 +68,14 @@ pub struct TargetArgs {
 pub struct ReencryptArgs {
     #[command(flatten)]
     pub target: TargetArgs,
+    /// Convert values of the legacy Node.js system (packages; with --fields, field
+    /// documents) into KeyFlow ciphertexts; KeyFlow values are kept
+    /// (docs/legacy-migration.md).
+    #[arg(long)]
+    pub from_legacy: bool,
+    /// With --from-legacy: the column holds JSON documents with `_encrypted` metadata.
+    #[arg(long, requires = "from_legacy")]
+    pub fields: bool,
 }
 
 /// `keyflow migrate`.
@@ -298,6 +306,9 @@ pub async fn reencrypt(config: &Config, args: &ReencryptArgs) -> Result<(), CliE
     let context = context_spec(a)?;
     let db = connect(a).await?;
     let (service, trail) = open_audited(config).await?;
+    if args.from_legacy {
+        return from_legacy(&service, &trail, &*db, context, args).await;
+    }
     let mut transform = Rewrap::new(&service, context);
     let verb = if a.dry_run {
         "would re-encrypt"
@@ -313,6 +324,49 @@ pub async fn reencrypt(config: &Config, args: &ReencryptArgs) -> Result<(), CliE
         &mut transform,
         a,
         Operation::Reencrypt,
+        verb,
+    )
+    .await
+}
+
+/// `keyflow reencrypt --from-legacy`: converts legacy packages or field documents.
+async fn from_legacy(
+    service: &EncryptionService,
+    trail: &Trail,
+    db: &dyn keyflow_reencrypt::Backend,
+    context: ContextSpec,
+    args: &ReencryptArgs,
+) -> Result<(), CliError> {
+    use keyflow_legacy::reencrypt::{Column, FromLegacy};
+    let ring = keyflow_legacy::LegacyKeyring::load(service)
+        .await
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    if ring.is_empty() {
+        return Err(CliError::Usage(
+            "no legacy keys are imported: run `keyflow legacy import` first".into(),
+        ));
+    }
+    let column = if args.fields {
+        Column::Fields
+    } else {
+        Column::Packages
+    };
+    let mut transform = FromLegacy::new(service, &ring, column, context);
+    let a = &args.target;
+    let verb = if a.dry_run {
+        "would convert"
+    } else {
+        "converted"
+    };
+    let event = trail.event("reencrypt.from-legacy");
+    run_audited(
+        service,
+        trail,
+        event,
+        db,
+        &mut transform,
+        a,
+        Operation::FromLegacy,
         verb,
     )
     .await

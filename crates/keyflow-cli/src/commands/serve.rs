@@ -36,9 +36,13 @@ pub struct ServeArgs<'a> {
     pub max_file_bytes: u64,
     pub max_concurrency: usize,
     pub request_timeout: Duration,
+    /// Connection limits and timeouts (its `grace` is replaced by the server's 20 s).
+    pub connections: keyflow_server::serve::ServeOptions,
     pub scheduler_every: Option<Duration>,
     pub max_staleness: Duration,
     pub revalidate_every: Duration,
+    /// Transition reads of legacy data (`--legacy-reads`).
+    pub legacy_reads: bool,
 }
 
 /// In dev mode the KEK password, unless KEK_PASSWORD is set, is generated once and kept
@@ -153,6 +157,34 @@ fn system_event(trail: &AuditTrail, instance: &str, operation: &str) -> AuditEve
         format!("system:{instance}"),
         operation,
     )
+}
+
+/// Every keystore row refused for a bad MAC (a token or key state written without the
+/// KEK) also becomes an audit record, `integrity.row_refused`, beside the log line and
+/// the `/status` alert the sealer already raises.
+fn record_row_refusals(rows: &keyflow_kms::row_mac::RowSealer, trail: AuditTrail) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    rows.on_refusal(move |refusal| {
+        let mut event = AuditEvent::new(
+            trail.now_millis(),
+            Source::System,
+            "system:integrity".to_owned(),
+            "integrity.row_refused",
+        );
+        event.detail = Some(json!({
+            "table": refusal.table,
+            "row": refusal.row,
+            "reason": refusal.reason,
+        }));
+        let trail = trail.clone();
+        runtime.spawn(async move {
+            if let Err(e) = trail.record(event).await {
+                tracing::error!(error = %e, "the integrity.row_refused audit record was not written");
+            }
+        });
+    });
 }
 
 async fn shutdown_signal() {
@@ -270,13 +302,35 @@ pub async fn run(config: &Config, data_dir: &Path, args: ServeArgs<'_>) -> Resul
         retired,
     ));
     let service = Arc::new(EncryptionService::new(store.clone(), kek, service_config));
-    let trail = AuditTrail::start(stores.audit, sealer, service.clock().clone(), audit_policy);
+    let trail = if audit_policy.enabled {
+        // Records of servers that stopped abruptly go into the chain before new ones.
+        super::audit::recover_journals(config, &stores.audit, &sealer, audit_keys.retired())
+            .await?;
+        AuditTrail::start_journaled(
+            stores.audit,
+            sealer,
+            service.clock().clone(),
+            audit_policy,
+            &config.audit_journal_dir,
+        )
+        .map_err(|e| {
+            CliError::Config(format!(
+                "cannot create the audit journal in {}: {e}",
+                config.audit_journal_dir.display()
+            ))
+        })?
+    } else {
+        None
+    };
     match &trail {
         None => tracing::warn!("KEYFLOW_AUDIT=off: requests are NOT recorded in the audit trail"),
         Some(t) if !t.fail_closed() && config.production => tracing::warn!(
             "KEYFLOW_AUDIT_FAILURE=open in production: if the audit trail cannot be written, requests are still answered"
         ),
         Some(_) => {}
+    }
+    if let (Some(rows), Some(trail)) = (store.row_sealer(), &trail) {
+        record_row_refusals(&rows, trail.clone());
     }
     let tokens = TokenCache::new(store.clone(), Arc::new(SystemClock));
     tokens.refresh().await?;
@@ -301,6 +355,15 @@ pub async fn run(config: &Config, data_dir: &Path, args: ServeArgs<'_>) -> Resul
         ..Limits::default()
     };
     let state = AppState::with_audit(service.clone(), tokens, limits, trail.clone());
+    state.set_kek_path(config.kek_path.clone());
+    if args.legacy_reads {
+        state.enable_legacy_reads();
+    }
+    // Seen nonces live in the keystore, shared by every instance on it: a signed
+    // request accepted by one instance is a replay on all of them.
+    transport.nonce_store = Some(Arc::new(keyflow_server::nonces::KeystoreNonces::new(
+        store.clone(),
+    )));
     let settings = HttpSettings {
         max_concurrency: args.max_concurrency,
         request_timeout: args.request_timeout,
@@ -373,20 +436,23 @@ pub async fn run(config: &Config, data_dir: &Path, args: ServeArgs<'_>) -> Resul
             ),
         },
     );
-    keyflow_server::serve::serve(
-        listener,
-        app,
-        tls,
-        shutdown_signal(),
-        Duration::from_secs(20),
-    )
-    .await?;
+    let serve_options = keyflow_server::serve::ServeOptions {
+        grace: Duration::from_secs(20),
+        ..args.connections
+    };
+    keyflow_server::serve::serve_with(listener, app, tls, shutdown_signal(), &serve_options)
+        .await?;
     upkeep.stop();
     if let Some(trail) = &trail {
         let mut stop = system_event(trail, &instance, "server.stop");
         stop.detail = Some(json!({ "uptimeSeconds": state.uptime().as_secs() }));
         if let Err(e) = trail.record(stop).await {
             tracing::error!(error = %e, "the server.stop audit record was not written");
+        }
+        // Drains the journal into the database and removes it.
+        if let Err(e) = trail.log().close().await {
+            tracing::error!(error = %e, journal = %config.audit_journal_dir.display(),
+                "the audit journal could not be drained; the next start recovers it");
         }
     }
     service.flush_usage().await?;

@@ -12,7 +12,9 @@
 //!   PostgreSQL implement it): one shared chain per database, appended in one
 //!   transaction per batch;
 //! - [`log::AuditLog`] batches concurrent records into one transaction (group commit)
-//!   and answers each caller once its record is durable;
+//!   and answers each caller once its record is durable — in the database itself, or
+//!   first in a local [`journal`] that a background task drains into the database in
+//!   large batches (what `keyflow serve` uses: far fewer commits per request);
 //! - [`checkpoint`] signs (sequence number, MAC) statements: operator checkpoints kept
 //!   outside the database prove a cut tail, and the retention anchor marks where
 //!   [`AuditStore::audit_prune`] cut the chain's start;
@@ -21,7 +23,10 @@
 
 pub mod chain;
 pub mod checkpoint;
+pub mod journal;
+mod journaled;
 pub mod log;
+pub mod recover;
 pub mod verify;
 
 use async_trait::async_trait;
@@ -31,6 +36,7 @@ use crate::keystore::StoreError;
 
 pub use chain::{AuditSealer, ChainBreak, ChainHead, ChainVerifier, StoredAudit};
 pub use checkpoint::{Checkpoint, CheckpointError, CheckpointKind};
+pub use journal::JournalMark;
 pub use verify::{PruneOutcome, Verified, VerifyError};
 
 /// Who or what produced an event.
@@ -160,6 +166,22 @@ pub trait AuditStore: Send + Sync + 'static {
         sealer: &AuditSealer,
         events: &[AuditEvent],
     ) -> Result<ChainHead, StoreError>;
+
+    /// [`append_audit`](Self::append_audit), and in the same transaction records that
+    /// journal `mark.journal` has reached the chain through its entry `mark.through`
+    /// (see [`journal`]): a crash after the commit never appends those entries twice.
+    async fn append_audit_from(
+        &self,
+        sealer: &AuditSealer,
+        events: &[AuditEvent],
+        mark: &JournalMark,
+    ) -> Result<ChainHead, StoreError>;
+
+    /// The last entry of journal `journal` appended to the chain, if any.
+    async fn audit_journal_mark(&self, journal: &str) -> Result<Option<u64>, StoreError>;
+
+    /// Forgets journal `journal`'s mark (its file is gone for good).
+    async fn audit_journal_forget(&self, journal: &str) -> Result<(), StoreError>;
 
     /// The chain head: the last record's sequence number and MAC (0 and zeros when
     /// empty).

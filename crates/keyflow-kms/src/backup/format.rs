@@ -137,6 +137,19 @@ pub struct BackupHeader {
     pub body_len: u32,
 }
 
+/// Latest timestamp a backup may hold: 9999-12-31T23:59:59.999Z, in Unix ms.
+pub const MAX_TIMESTAMP_MS: i64 = 253_402_300_799_999;
+
+/// A timestamp from a backup, range-checked: before 1970 or after year 9999 is damage
+/// (or a crafted file), and would overflow the due-date arithmetic downstream.
+fn timestamp(ms: i64) -> Result<i64> {
+    if (0..=MAX_TIMESTAMP_MS).contains(&ms) {
+        Ok(ms)
+    } else {
+        Err(KmsError::BackupInvalid("a timestamp out of range"))
+    }
+}
+
 fn status_code(s: KeyStatus) -> u8 {
     match s {
         KeyStatus::Active => 0,
@@ -384,7 +397,7 @@ impl<'a> Reader<'a> {
 
 fn decode_body(body: &[u8]) -> Result<BackupContents> {
     let mut r = Reader(body);
-    let created_at = r.i64()?;
+    let created_at = timestamp(r.i64()?)?;
     let n = usize::from(r.u8()?);
     let source_kek_id = r.str(n)?;
     let count = r.u32()? as usize;
@@ -405,8 +418,13 @@ fn decode_body(body: &[u8]) -> Result<BackupContents> {
         let status = status_from(r.u8()?)?;
         let n = usize::from(r.u8()?);
         let algorithm = r.str(n)?;
-        let created_at = r.i64()?;
-        let status_changed_at = r.i64()?;
+        let created_at = timestamp(r.i64()?)?;
+        let status_changed_at = timestamp(r.i64()?)?;
+        if status_changed_at < created_at {
+            return Err(KmsError::BackupInvalid(
+                "a version whose state changed before it was created",
+            ));
+        }
         let encryptions = r.u64()?;
         let revoked_reason = match r.u16()? {
             NO_REASON => None,
@@ -483,6 +501,41 @@ mod tests {
                 v(3, KeyStatus::Active, true),
             ],
         }
+    }
+
+    /// A crafted backup (sealed with the right password: whoever holds it can) with
+    /// times that would overflow the policy arithmetic is refused at open.
+    #[test]
+    fn out_of_range_timestamps_are_refused() {
+        type Damage = fn(&mut BackupContents);
+        let cases: [(&str, Damage); 5] = [
+            ("created far future", |c| {
+                c.versions[1].created_at = i64::MAX
+            }),
+            ("created negative", |c| c.versions[1].created_at = -1),
+            ("changed far future", |c| {
+                c.versions[2].status_changed_at = MAX_TIMESTAMP_MS + 1
+            }),
+            ("changed before created", |c| {
+                c.versions[2].status_changed_at = c.versions[2].created_at - 1
+            }),
+            ("backup time", |c| c.created_at = i64::MIN),
+        ];
+        for (what, damage) in cases {
+            let mut c = sample();
+            damage(&mut c);
+            let bytes = seal(&c, &pw(), MIN_ITERATIONS, &OsRng).unwrap();
+            match open(&bytes, &pw()) {
+                Err(KmsError::BackupInvalid(_)) => {}
+                other => panic!("{what}: {:?}", other.map(|c| c.versions.len())),
+            }
+        }
+        // The edges themselves are fine.
+        let mut c = sample();
+        c.versions[2].created_at = 0;
+        c.versions[2].status_changed_at = MAX_TIMESTAMP_MS;
+        let bytes = seal(&c, &pw(), MIN_ITERATIONS, &OsRng).unwrap();
+        assert_eq!(open(&bytes, &pw()).unwrap().versions.len(), 3);
     }
 
     #[test]

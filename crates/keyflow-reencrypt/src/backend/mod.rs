@@ -132,6 +132,9 @@ pub enum Operation {
     Reencrypt,
     /// Encrypt plaintext values.
     Migrate,
+    /// Convert values of the legacy Node.js system (`keyflow reencrypt --from-legacy`,
+    /// transform in `keyflow-legacy`).
+    FromLegacy,
 }
 
 impl Operation {
@@ -140,6 +143,7 @@ impl Operation {
         match self {
             Operation::Reencrypt => "reencrypt",
             Operation::Migrate => "migrate",
+            Operation::FromLegacy => "from-legacy",
         }
     }
 }

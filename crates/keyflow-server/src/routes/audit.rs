@@ -97,6 +97,9 @@ impl AuditQuery {
     }
 }
 
+/// The longest a read waits for the journal to drain.
+const FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Audit records, newest first.
 #[utoipa::path(get, path = "/api/encryption/audit", params(AuditQuery),
     responses((status = 200, description = "`{records, nextCursor}`: each record is the audit event (`time` in Unix ms, `source`, `actor`, `actorName`, `operation`, `route`, `client`, `requestId`, `purposes`, `versions`, `items`, `result`, `status`, `latencyUs`, `detail`; absent members were not known) with its chain sequence number `seq`; `nextCursor` (a string) is set when the page is full and goes in `cursor` for the next one, else null"),
@@ -116,6 +119,12 @@ pub async fn query(
     })?;
     let filter = q.filter()?;
     let trail = state.audit.as_ref().ok_or(ApiError::AuditUnavailable)?;
+    // Records still in the local journal go to the database first, so a reader sees
+    // every request answered before this one. Bounded: a failing database must not
+    // hold the read (what is stored already is still answered).
+    if let Ok(Err(e)) = tokio::time::timeout(FLUSH_WAIT, trail.log().flush()).await {
+        tracing::warn!(error = %e, "audit records in the journal could not be flushed before a read");
+    }
     let rows = trail
         .store()
         .audit_query(&filter)

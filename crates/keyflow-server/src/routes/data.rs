@@ -54,7 +54,8 @@ pub struct EncryptRequest<'a> {
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DecryptRequest {
-    /// The text ciphertext (`kf1:…`).
+    /// The text ciphertext (`kf1:…`), or, with transition reads on
+    /// (`KEYFLOW_LEGACY_READS`), a legacy package (answered with `legacy: true`).
     pub encrypted_data: String,
     /// The context given at encryption.
     pub context: Option<BTreeMap<String, String>>,
@@ -354,6 +355,9 @@ pub async fn decrypt(
     ])?;
     let ctx = context(req.context)?;
     let ct = req.encrypted_data.trim();
+    if let Some(result) = crate::legacy::decrypt_package(&state, &who, ct).await {
+        return legacy_answer(&state, &who, &rid, result);
+    }
     let authorized = authorize_ciphertext(&who, ct);
     let mut out = Vec::with_capacity(ct.len() + 32);
     out.push(b'{');
@@ -385,6 +389,26 @@ pub async fn decrypt(
     result?;
     out.push(b'}');
     Ok(json_body(out))
+}
+
+/// The answer to a legacy package read by `/decrypt` (transition reads, crate::legacy).
+fn legacy_answer(
+    state: &AppState,
+    who: &Principal,
+    rid: &RequestId,
+    result: ApiResult<(Value, String)>,
+) -> ApiResult<Response> {
+    let outcome = result.as_ref().err().map_or("ok", error_code);
+    state.metrics.record(&OpRecord {
+        op: Op::Decrypt,
+        actor: who.id(),
+        purpose: result.as_ref().ok().map(|(_, p)| p.as_str()),
+        key_version: None,
+        items: 1,
+        result: outcome,
+        request: rid,
+    });
+    Ok(Json(result?.0).into_response())
 }
 
 /// Writes a batch answer, `{"results":[…],"total":n,"successful":k,"failed":n-k}`,
@@ -560,6 +584,14 @@ pub async fn batch_decrypt(
     let req: BatchDecryptRequest<'_> = body.parse()?;
     check_batch_size(&state, req.items.len())?;
     let ctx = context(req.context)?;
+    if state.legacy_reads().is_some()
+        && req
+            .items
+            .iter()
+            .any(|raw| json_str(raw).is_some_and(|s| keyflow_legacy::Package::looks_like(&s)))
+    {
+        return batch_decrypt_with_legacy(&state, &who, &rid, &req.items, &ctx).await;
+    }
     // Authorize every item by its own purpose, then decrypt the allowed ones together.
     let checked: Vec<ApiResult<Cow<'_, str>>> = req
         .items
@@ -607,6 +639,63 @@ pub async fn batch_decrypt(
             "partial_failure"
         },
         request: &rid,
+    });
+    Ok(w.finish())
+}
+
+/// `/batch/decrypt` when some items are legacy packages (transition reads): item by
+/// item, each authorized by its own purpose; legacy answers carry `legacy: true`.
+async fn batch_decrypt_with_legacy(
+    state: &AppState,
+    who: &Principal,
+    rid: &RequestId,
+    items: &[&RawValue],
+    ctx: &keyflow_kms::Context,
+) -> ApiResult<Response> {
+    let mut w = BatchWriter::new(items.len() * 64);
+    for raw in items {
+        let Some(ct) = json_str(raw) else {
+            w.push_err(&ApiError::InvalidRequest(
+                "item is not a ciphertext string".into(),
+            ));
+            continue;
+        };
+        let ct = ct.trim();
+        if let Some(r) = crate::legacy::decrypt_package(state, who, ct).await {
+            match r {
+                Ok((answer, _)) => w.push_ok(|out| {
+                    let body =
+                        serde_json::to_vec(&answer).map_err(|_| ApiError::DecryptionFailed)?;
+                    // The answer's members, without its braces, after `"success":true,`.
+                    out.extend_from_slice(body.get(1..body.len() - 1).unwrap_or_default());
+                    Ok(())
+                }),
+                Err(e) => w.push_err(&e),
+            }
+            continue;
+        }
+        let r = async {
+            authorize_ciphertext(who, ct)?;
+            Ok::<_, ApiError>(state.service.decrypt_raw(ct, ctx).await?)
+        }
+        .await;
+        match r {
+            Ok(pt) => w.push_ok(|out| push_decrypted(&pt, out)),
+            Err(e) => w.push_err(&e),
+        }
+    }
+    state.metrics.record(&OpRecord {
+        op: Op::BatchDecrypt,
+        actor: who.id(),
+        purpose: None,
+        key_version: None,
+        items: items.len(),
+        result: if w.ok == w.total {
+            "ok"
+        } else {
+            "partial_failure"
+        },
+        request: rid,
     });
     Ok(w.finish())
 }

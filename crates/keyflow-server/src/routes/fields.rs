@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use axum::extract::State;
 use axum::Json;
 use keyflow_fields::{
-    decrypt_fields, document::ciphertexts, encrypt_fields, Binding, EncryptOptions, FieldSpec,
-    FieldsError, Mode, SadPolicy, Selection, Selector,
+    decrypt_fields_with, document::ciphertexts, encrypt_fields, Binding, DecryptOptions,
+    EncryptOptions, FieldSpec, FieldsError, Mode, SadPolicy, Selection, Selector,
 };
 use keyflow_kms::access::Role;
 use keyflow_kms::KmsError;
@@ -61,6 +61,10 @@ pub struct EncryptFieldsRequest {
     pub context: Option<BTreeMap<String, String>>,
     /// Sensitive authentication data: `strip` (default) or `reject`.
     pub sad_policy: Option<String>,
+    /// Also bind each value to its array indexes, so elements of one array cannot be
+    /// swapped unnoticed (decrypt with the same flag; moved elements then fail).
+    #[serde(default)]
+    pub bind_array_index: bool,
 }
 
 /// `POST /decrypt-fields`
@@ -76,6 +80,9 @@ pub struct DecryptFieldsRequest {
     pub document_id: Option<String>,
     /// The context given at encryption.
     pub context: Option<BTreeMap<String, String>>,
+    /// As given at encryption.
+    #[serde(default)]
+    pub bind_array_index: bool,
 }
 
 fn document(v: Option<Value>) -> ApiResult<Value> {
@@ -199,6 +206,7 @@ pub async fn encrypt(
             None => SadPolicy::Strip,
             Some(s) => s.parse().map_err(api_error)?,
         },
+        bind_array_index: req.bind_array_index,
     };
     let result = encrypt_fields(&state.service, doc, &selection, &p, &options)
         .await
@@ -236,7 +244,9 @@ pub async fn decrypt(
     ApiJson(req): ApiJson<DecryptFieldsRequest>,
 ) -> ApiResult<Json<Value>> {
     who.require(&[Role::Admin, Role::Service])?;
-    let doc = document(req.data)?;
+    // Legacy fields first (transition reads; nothing when off or not legacy).
+    let (doc, legacy_fields) =
+        crate::legacy::decrypt_document(&state, &who, document(req.data)?).await?;
     let selectors = req
         .fields
         .map(|f| {
@@ -263,7 +273,10 @@ pub async fn decrypt(
         .first()
         .filter(|first| purposes.iter().all(|p| p == *first))
         .copied();
-    let result = decrypt_fields(&state.service, doc, selectors.as_deref(), &b)
+    let options = DecryptOptions {
+        bind_array_index: req.bind_array_index,
+    };
+    let result = decrypt_fields_with(&state.service, doc, selectors.as_deref(), &b, &options)
         .await
         .map_err(api_error);
     state.metrics.record(&OpRecord {
@@ -276,6 +289,13 @@ pub async fn decrypt(
         request: &rid,
     });
     let (data, report) = result?;
+    if !legacy_fields.is_empty() {
+        let mut decrypted = legacy_fields;
+        decrypted.extend(report.decrypted);
+        return Ok(Json(
+            json!({ "data": data, "decryptedFields": decrypted, "legacy": true }),
+        ));
+    }
     Ok(Json(
         json!({ "data": data, "decryptedFields": report.decrypted }),
     ))

@@ -353,6 +353,9 @@ pub async fn rewrap(
         let who = &who;
         let ctx = &ctx;
         async move {
+            if let Some(r) = crate::legacy::rewrap_package(state, who, ct.trim(), ctx).await {
+                return r;
+            }
             let summary = keyflow_kms::EncryptionService::summary(ct.trim())
                 .map_err(|_| ApiError::DecryptionFailed)?;
             who.require_purpose(&purpose(&summary.purpose)?)?;

@@ -22,6 +22,15 @@ pub(crate) fn purpose(name: &str) -> Result<Purpose, ApiError> {
 
 /// Builds a context from the request's `context` object (key order irrelevant).
 pub(crate) fn context(pairs: Option<BTreeMap<String, String>>) -> Result<Context, ApiError> {
-    Context::from_pairs(pairs.unwrap_or_default())
-        .map_err(|e| ApiError::InvalidRequest(format!("context: {e}")))
+    let ctx = Context::from_pairs(pairs.unwrap_or_default())
+        .map_err(|e| ApiError::InvalidRequest(format!("context: {e}")))?;
+    // The field layer's namespace: accepting it here would let a caller mint (or
+    // open) field-layer ciphertexts bound to any document and path.
+    if let Some(key) = ctx.reserved_key() {
+        return Err(ApiError::InvalidRequest(format!(
+            "context key '{key}' is reserved (keys starting with '{}' are set by KeyFlow's field layer)",
+            keyflow_kms::keyflow_core::context::RESERVED_PREFIX
+        )));
+    }
+    Ok(ctx)
 }

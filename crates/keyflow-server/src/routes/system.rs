@@ -1,7 +1,6 @@
 //! Health, status, metrics and the OpenAPI document.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -20,15 +19,13 @@ use crate::state::AppState;
 
 const DAY_MS: i64 = keyflow_kms::model::DAY_MS;
 
-/// Liveness and readiness: the keystore answers and the KEK is unlocked.
+/// Liveness and readiness: the keystore answers and the KEK is unlocked. The keystore
+/// check is cached ([`crate::health`]): at most one keystore query per second.
 #[utoipa::path(get, path = "/api/encryption/health",
     responses((status = 200, description = "Ready"), (status = 503, description = "Alive but not ready")))]
 pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
-    let store = state.service.keystore().clone();
-    let keystore_ok = matches!(
-        tokio::time::timeout(Duration::from_secs(2), store.get_meta("kek_id")).await,
-        Ok(Ok(Some(_)))
-    );
+    let check = crate::health::keystore_check(&state).await;
+    let keystore_ok = check.ok;
     // With a staleness bound (servers), cached keys are only used while recently
     // confirmed against the keystore; past the bound this instance is not ready.
     let staleness = state.service.cache_staleness();
@@ -50,6 +47,7 @@ pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
             "ready": ready,
             "checks": {
                 "keystore": if keystore_ok { "ok" } else { "unreachable" },
+                "keystoreCheckAgeMs": u64::try_from(check.at.elapsed().as_millis()).unwrap_or(u64::MAX),
                 // The service cannot exist without an unlocked KEK.
                 "kek": "unlocked",
                 "keyCache": if cache_ok { "confirmed" } else { "unconfirmed" },
@@ -62,7 +60,7 @@ pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
 
 /// Key health metrics (the old shape) plus usage and cache figures.
 #[utoipa::path(get, path = "/api/encryption/status",
-    responses((status = 200, description = "`{total, active, expiringSoon, deprecated, revoked, cacheSize, byPurpose, healthStatus, usage, cache, alerts, audit}`; `audit` is `{enabled, failClosed, failing, written, commits, failures, lastWrite, lastFailure, backlog, headSeq, verifiedThrough, verifiedAt, chainBroken?}`"),
+    responses((status = 200, description = "`{total, active, expiringSoon, deprecated, revoked, cacheSize, byPurpose, healthStatus, usage, cache, alerts, refusedRows, retiredKekFiles, audit}`; `audit` is `{enabled, failClosed, failing, written, commits, failures, lastWrite, lastFailure, backlog, headSeq, verifiedThrough, verifiedAt, chainBroken?}`"),
               (status = 401), (status = 403, description = "Admin or auditor only")),
     security(("bearer" = [])))]
 pub async fn status(
@@ -97,7 +95,7 @@ pub async fn status(
         entry["encryptions"] = json!(entry["encryptions"].as_u64().unwrap_or(0) + r.encryptions);
         if r.status == KeyStatus::Active {
             let policy = policies.get(&r.purpose).copied().unwrap_or_default();
-            let age_days = (now - r.created_at).max(0) / DAY_MS;
+            let age_days = now.saturating_sub(r.created_at).max(0) / DAY_MS;
             entry["activeVersion"] = json!(r.version.get());
             entry["activeAgeDays"] = json!(age_days);
             entry["policy"] = json!(policy);
@@ -131,6 +129,18 @@ pub async fn status(
     if let Some(broken) = state.chain_check().broken {
         alerts.push(format!("the audit chain does not verify: {broken}"));
     }
+    // Rows written without the KEK (a forged token, a flipped state) are refused on
+    // read; any since this server started is an alert (details in the log and trail).
+    let refused_rows = state
+        .service
+        .keystore()
+        .row_sealer()
+        .map_or(0, |s| s.refused());
+    if refused_rows > 0 {
+        alerts.push(format!(
+            "{refused_rows} keystore row reads failed their integrity check and were refused (rows written without the KEK?)"
+        ));
+    }
     let health = if !alerts.is_empty() {
         "critical"
     } else if expiring > 0 || deprecated > 0 {
@@ -159,13 +169,34 @@ pub async fn status(
         "usage": usage,
         "cache": { "hits": cache.hits, "misses": cache.misses, "hitRate": cache.hit_rate(), "entries": cache.entries },
         "alerts": alerts,
+        "refusedRows": refused_rows,
+        "retiredKekFiles": retired_kek_files(&state),
         "defaultPolicy": keyflow_kms::Policy::default(),
         "audit": audit,
+        "legacy": crate::legacy::status(&state),
     })))
 }
 
-/// The audit writer's figures: `{enabled, failClosed, written, commits, failures,
-/// lastWrite, backlog, headSeq}` (counts since this server started), and what the
+/// The old KEK files beside the KEK file (`[{path, kekId, kind}]`): each still unlocks
+/// dumps of the keystore from its time, until `keyflow kek retire --yes` removes it.
+fn retired_kek_files(state: &AppState) -> Value {
+    let Some(path) = state.kek_path() else {
+        return json!([]);
+    };
+    match keyflow_kms::kek_retire::old_kek_files(path) {
+        Ok(files) => json!(files
+            .iter()
+            .map(|f| json!({ "path": f.path.display().to_string(), "kekId": f.kek_id, "kind": f.kind }))
+            .collect::<Vec<_>>()),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list old KEK files");
+            json!([])
+        }
+    }
+}
+
+/// The audit writer's figures: `{enabled, failClosed, written, journaled, commits,
+/// failures, lastWrite, backlog, headSeq}` (counts since this server started), and what the
 /// background verification found: `verifiedThrough`, `verifiedAt` (null until the first
 /// pass) and, once it found a break, `chainBroken`.
 fn audit_status(state: &AppState) -> Value {
@@ -180,6 +211,7 @@ fn audit_status(state: &AppState) -> Value {
         "failClosed": trail.fail_closed(),
         "failing": trail.log().failing(),
         "written": h.written,
+        "journaled": h.journaled,
         "commits": h.commits,
         "failures": h.failures,
         "lastWrite": at(h.last_write),

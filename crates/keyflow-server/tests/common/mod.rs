@@ -73,6 +73,8 @@ pub struct Harness {
     pub service_token: String,
     pub service_token_id: String,
     pub auditor: String,
+    /// The journal directory of a journaled trail ([`Harness::journaled`]).
+    pub journal_dir: Option<tempfile::TempDir>,
 }
 
 impl Harness {
@@ -84,11 +86,36 @@ impl Harness {
         Self::build(limits, AuditPolicy::PRODUCTION, |s| s).await
     }
 
-    /// A harness whose audit trail has `policy` and writes to `wrap(the SQLite store)`.
+    /// A harness whose trail is journaled, as `keyflow serve` runs it: records go to a
+    /// journal in [`Harness::journal_dir`] and reach the store in the background.
+    pub async fn journaled() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = Self::build_with(
+            Limits::default(),
+            AuditPolicy::PRODUCTION,
+            |s| s,
+            Some(dir.path()),
+        )
+        .await;
+        h.journal_dir = Some(dir);
+        h
+    }
+
+    /// A harness whose audit trail has `policy` and writes to `wrap(the SQLite store)`
+    /// directly (each request awaits its commit).
     pub async fn build(
         limits: Limits,
         policy: AuditPolicy,
         wrap: impl FnOnce(Arc<dyn AuditStore>) -> Arc<dyn AuditStore>,
+    ) -> Self {
+        Self::build_with(limits, policy, wrap, None).await
+    }
+
+    async fn build_with(
+        limits: Limits,
+        policy: AuditPolicy,
+        wrap: impl FnOnce(Arc<dyn AuditStore>) -> Arc<dyn AuditStore>,
+        journal: Option<&std::path::Path>,
     ) -> Self {
         let env = keyflow_testkit::Env::sqlite();
         // One handle, as `keyflow serve` opens it: the keystore and the audit store.
@@ -106,12 +133,22 @@ impl Harness {
         }
         let tokens = TokenCache::new(store.clone(), Arc::new(SystemClock));
         tokens.refresh().await.unwrap();
-        let trail = AuditTrail::start(
-            wrap(audit_store.clone()),
-            trail_sealer,
-            service.clock().clone(),
-            policy,
-        );
+        let trail = match journal {
+            None => AuditTrail::start(
+                wrap(audit_store.clone()),
+                trail_sealer,
+                service.clock().clone(),
+                policy,
+            ),
+            Some(dir) => AuditTrail::start_journaled(
+                wrap(audit_store.clone()),
+                trail_sealer,
+                service.clock().clone(),
+                policy,
+                dir,
+            )
+            .unwrap(),
+        };
         let state = AppState::with_audit(service.clone(), tokens, limits, trail);
         let mut h = Self {
             env,
@@ -124,6 +161,7 @@ impl Harness {
             service_token: String::new(),
             service_token_id: String::new(),
             auditor: String::new(),
+            journal_dir: None,
         };
         h.admin = h.token(Role::Admin, &[], None).await.0;
         let (service_token, service_token_id) = h.token(Role::Service, &[OWN], None).await;
@@ -392,12 +430,16 @@ impl Resp {
 
 pub const UNAUTHORIZED_MESSAGE: &str = "a valid API token is required (Authorization: Bearer …)";
 
-/// A request builder with the usual headers (and a bearer token if given).
+/// A request builder with the usual headers (and a bearer token if given): a POST says
+/// its body is JSON, as the JSON routes require (`tests/content_type.rs` builds its own).
 pub fn request(method: &str, path: &str, token: Option<&str>) -> axum::http::request::Builder {
-    let b = Request::builder()
+    let mut b = Request::builder()
         .method(method)
         .uri(path)
         .header("host", "localhost");
+    if method == "POST" {
+        b = b.header("content-type", "application/json");
+    }
     match token {
         Some(t) => b.header("authorization", format!("Bearer {t}")),
         None => b,
@@ -484,7 +526,7 @@ impl Client {
 
     pub async fn post(&mut self, path: &str, token: Option<&str>, body: &Value) -> Resp {
         self.send_raw(
-            request("POST", path, token).header("content-type", "application/json"),
+            request("POST", path, token),
             serde_json::to_vec(body).unwrap(),
         )
         .await

@@ -4,14 +4,14 @@ mod nonce;
 mod sign;
 
 use std::error::Error as StdError;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use aws_lc_rs::hmac;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
-use http::header::CONTENT_LENGTH;
+use http::header::{AUTHORIZATION, CONTENT_LENGTH, HOST};
 use http::{HeaderMap, HeaderName};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use subtle::ConstantTimeEq;
@@ -22,9 +22,10 @@ use keyflow_core::clock::{Clock, SystemClock};
 use crate::config::TransportConfig;
 use crate::error::TransportError;
 use crate::util::{original_uri, BoxFuture};
-use nonce::{NonceCache, NonceOutcome};
+pub use nonce::{MemoryNonceStore, NonceFuture, NonceOutcome, NonceStore};
 pub use sign::{
-    canonical_string, sign_request, NONCE_HEADER, NONCE_MAX_LEN, NONCE_MIN_LEN, SIGNATURE_HEADER,
+    canonical_string, canonical_string_v2, sign_request, sign_request_v2, SignedExtras,
+    NONCE_HEADER, NONCE_MAX_LEN, NONCE_MIN_LEN, SIGNATURE_HEADER, SIGNATURE_VERSION_HEADER,
     TIMESTAMP_HEADER,
 };
 
@@ -33,6 +34,9 @@ pub use sign::{
 pub struct IntegrityVerified {
     /// The signed `X-KeyFlow-Timestamp`.
     pub timestamp: u64,
+    /// The signature format: 1 (method, target, timestamp, nonce, body) or 2 (also
+    /// `Host` and the `Authorization` hash).
+    pub version: u8,
 }
 
 /// Verifies request signatures (see the crate docs for the wire format).
@@ -47,12 +51,14 @@ pub struct IntegrityVerified {
 /// | --- | --- |
 /// | required path but no secret configured | `503 integrity_unavailable` |
 /// | a header missing | `401 integrity_required` |
-/// | a header repeated, not ASCII, or malformed | `401 integrity_invalid` |
+/// | a header repeated, not ASCII, or malformed (an unknown signature version, a format-2 request without `Host`) | `401 integrity_invalid` |
+/// | format older than `integrity_min_version` | `401 integrity_outdated` |
 /// | timestamp more than the window from now, past or future | `401 integrity_stale` |
 /// | body over `integrity_max_body` | `413 body_too_large` |
 /// | signature does not match (constant-time compare) | `401 integrity_invalid` |
 /// | nonce seen inside the window | `401 integrity_replayed` |
 /// | nonce table full of live nonces | `503 replay_cache_full` |
+/// | shared nonce store unreachable | `503 integrity_unavailable` |
 ///
 /// Only requests with a valid signature reach the nonce table, so without the secret
 /// nobody can fill it.
@@ -68,7 +74,8 @@ struct IntegrityPolicy {
     required_prefixes: Vec<String>,
     window_secs: u64,
     max_body: usize,
-    nonces: Mutex<NonceCache>,
+    min_version: u8,
+    nonces: Arc<dyn NonceStore>,
 }
 
 impl std::fmt::Debug for IntegrityPolicy {
@@ -78,13 +85,16 @@ impl std::fmt::Debug for IntegrityPolicy {
             .field("required_prefixes", &self.required_prefixes)
             .field("window_secs", &self.window_secs)
             .field("max_body", &self.max_body)
+            .field("min_version", &self.min_version)
+            .field("nonces", &self.nonces)
             .finish_non_exhaustive()
     }
 }
 
 impl RequestIntegrityLayer {
     /// Takes `integrity_secret`, `integrity_required_prefixes`, `integrity_window`,
-    /// `integrity_max_body` and `integrity_max_nonces` from `config`.
+    /// `integrity_max_body`, `integrity_min_version` and the nonce store (`nonce_store`,
+    /// else an in-process table of `integrity_max_nonces`) from `config`.
     pub fn from_config(config: &TransportConfig) -> Self {
         Self::from_config_and_clock(config, Arc::new(SystemClock))
     }
@@ -103,7 +113,10 @@ impl RequestIntegrityLayer {
                 required_prefixes: config.integrity_required_prefixes.clone(),
                 window_secs: config.integrity_window.as_secs(),
                 max_body: config.integrity_max_body,
-                nonces: Mutex::new(NonceCache::new(config.integrity_max_nonces)),
+                min_version: config.integrity_min_version,
+                nonces: config.nonce_store.clone().unwrap_or_else(|| {
+                    Arc::new(MemoryNonceStore::new(config.integrity_max_nonces))
+                }),
             }),
         }
     }
@@ -184,6 +197,11 @@ impl IntegrityPolicy {
             return Err(TransportError::IntegrityUnavailable);
         };
 
+        let version = match single_header(headers, &SIGNATURE_VERSION_HEADER)? {
+            None | Some("1") => 1u8,
+            Some("2") => 2,
+            Some(_) => return Err(TransportError::IntegrityInvalid),
+        };
         let timestamp_text = single_header(headers, &TIMESTAMP_HEADER)?;
         let nonce = single_header(headers, &NONCE_HEADER)?;
         let signature = single_header(headers, &SIGNATURE_HEADER)?;
@@ -199,6 +217,31 @@ impl IntegrityPolicy {
         }
         let presented =
             sign::decode_signature(signature).ok_or(TransportError::IntegrityInvalid)?;
+        if version < self.min_version {
+            return Err(TransportError::IntegrityOutdated {
+                min: self.min_version,
+            });
+        }
+        // Format 2 also signs the host (HTTP/2 `:authority`, else `Host`) and the
+        // `Authorization` header's bytes.
+        let host = match uri.authority() {
+            Some(a) => Some(a.as_str().to_owned()),
+            None => single_header(headers, &HOST)?.map(str::to_owned),
+        };
+        let authorization = {
+            let mut values = headers.get_all(AUTHORIZATION).iter();
+            let first = values
+                .next()
+                .map(|v| v.as_bytes().to_vec())
+                .unwrap_or_default();
+            if values.next().is_some() {
+                return Err(TransportError::IntegrityInvalid);
+            }
+            first
+        };
+        if version == 2 && host.is_none() {
+            return Err(TransportError::IntegrityInvalid);
+        }
         let now = u64::try_from(self.clock.now_millis() / 1000).unwrap_or(0);
         if now.abs_diff(timestamp) > self.window_secs {
             return Err(TransportError::IntegrityStale);
@@ -225,31 +268,52 @@ impl IntegrityPolicy {
         };
 
         let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
-        let expected = sign::tag(
-            key,
-            parts.method.as_str(),
-            path_and_query,
-            &timestamp_text,
-            &nonce,
-            &body,
-        );
+        let expected = match (version, &host) {
+            (2, Some(host)) => sign::tag_v2(
+                key,
+                parts.method.as_str(),
+                path_and_query,
+                &timestamp_text,
+                &nonce,
+                SignedExtras {
+                    host,
+                    authorization: &authorization,
+                },
+                &body,
+            ),
+            _ => sign::tag(
+                key,
+                parts.method.as_str(),
+                path_and_query,
+                &timestamp_text,
+                &nonce,
+                &body,
+            ),
+        };
         if !bool::from(expected.ct_eq(&presented)) {
             return Err(TransportError::IntegrityInvalid);
         }
 
         let expires_at = timestamp.saturating_add(self.window_secs);
-        let outcome = self
-            .nonces
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .check_and_insert(&nonce, expires_at, now);
+        let outcome = match self.nonces.check_and_insert(&nonce, expires_at, now).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(error = %e, "the nonce store is unavailable: signed request refused");
+                return Err(TransportError::IntegrityUnavailable);
+            }
+        };
         match outcome {
             NonceOutcome::Fresh => {}
             NonceOutcome::Replayed => return Err(TransportError::IntegrityReplayed),
             NonceOutcome::Full => return Err(TransportError::ReplayCacheFull),
         }
 
-        parts.extensions.insert(IntegrityVerified { timestamp });
+        if version == 1 {
+            tracing::debug!("request signed in format 1 (no Host / Authorization binding)");
+        }
+        parts
+            .extensions
+            .insert(IntegrityVerified { timestamp, version });
         Ok(Request::from_parts(parts, Body::from(body)))
     }
 }

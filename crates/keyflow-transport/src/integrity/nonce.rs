@@ -1,12 +1,60 @@
-//! The bounded table of nonces seen inside the window. Pure: the caller passes `now`.
+//! Where seen nonces are remembered: [`NonceStore`], with the bounded in-process table
+//! [`MemoryNonceStore`] as the default. Pure: the caller passes `now`.
+//!
+//! A table per process lets a signed request replay once on every other instance
+//! behind a load balancer; an application with several instances passes a shared
+//! store (the KeyFlow server keeps them in its keystore database).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// The future a [`NonceStore`] returns.
+pub type NonceFuture<'a> = Pin<Box<dyn Future<Output = Result<NonceOutcome, String>> + Send + 'a>>;
+
+/// Remembers nonces of verified requests until they expire, for every instance that
+/// shares it. An `Err` (the store is unreachable) refuses the request with
+/// `503 integrity_unavailable`: a replay is never let through because the store failed.
+pub trait NonceStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Records `nonce` until `expires_at` (Unix seconds) unless it is already
+    /// remembered and not expired at `now`.
+    fn check_and_insert<'a>(&'a self, nonce: &'a str, expires_at: u64, now: u64)
+        -> NonceFuture<'a>;
+}
+
+/// The in-process table (one per layer unless shared): bounded, so a flood of valid
+/// signatures cannot exhaust memory ([`NonceOutcome::Full`] past `max` live nonces).
+#[derive(Debug)]
+pub struct MemoryNonceStore(Mutex<NonceCache>);
+
+impl MemoryNonceStore {
+    /// A table of at most `max` live nonces.
+    pub fn new(max: usize) -> Self {
+        Self(Mutex::new(NonceCache::new(max)))
+    }
+}
+
+impl NonceStore for MemoryNonceStore {
+    fn check_and_insert<'a>(
+        &'a self,
+        nonce: &'a str,
+        expires_at: u64,
+        now: u64,
+    ) -> NonceFuture<'a> {
+        let outcome = self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .check_and_insert(nonce, expires_at, now);
+        Box::pin(std::future::ready(Ok(outcome)))
+    }
+}
 
 /// What happened to a nonce offered to the table.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum NonceOutcome {
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum NonceOutcome {
     /// First use; now remembered.
     Fresh,
     /// Already used and still remembered.

@@ -14,6 +14,12 @@ pub const NONCE_HEADER: HeaderName = HeaderName::from_static("x-keyflow-nonce");
 /// `X-KeyFlow-Signature`: HMAC-SHA256 of the canonical string, lowercase hex or base64.
 pub const SIGNATURE_HEADER: HeaderName = HeaderName::from_static("x-keyflow-signature");
 
+/// `X-KeyFlow-Signature-Version`: `2` for the [`canonical_string_v2`] format; absent (or
+/// `1`) for the original [`canonical_string`], so old clients can be told apart (and
+/// refused with `integrity_min_version = 2`).
+pub const SIGNATURE_VERSION_HEADER: HeaderName =
+    HeaderName::from_static("x-keyflow-signature-version");
+
 /// Shortest accepted nonce, in characters.
 pub const NONCE_MIN_LEN: usize = 16;
 /// Longest accepted nonce, in characters.
@@ -35,6 +41,87 @@ pub fn canonical_string(
 ) -> String {
     let body_hash = hex::encode(digest::digest(&digest::SHA256, body));
     format!("{method}\n{path_and_query}\n{timestamp}\n{nonce}\n{body_hash}")
+}
+
+/// The string signed in format 2 (`X-KeyFlow-Signature-Version: 2`):
+/// `KF2\nMETHOD\nHOST\nPATH_AND_QUERY\nTIMESTAMP\nNONCE\nhex(SHA-256(Authorization))\nhex(SHA-256(body))`.
+///
+/// Format 1 plus the `Host` (or HTTP/2 `:authority`) as sent, so a signed request
+/// cannot be replayed against another host that shares the secret, and the SHA-256 of
+/// the `Authorization` header's bytes (of nothing when absent), so a signed request
+/// cannot be re-attributed to another bearer token. The leading `KF2` keeps the two
+/// formats' strings apart.
+pub fn canonical_string_v2(
+    method: &str,
+    host: &str,
+    path_and_query: &str,
+    timestamp: &str,
+    nonce: &str,
+    authorization: &[u8],
+    body: &[u8],
+) -> String {
+    let auth_hash = hex::encode(digest::digest(&digest::SHA256, authorization));
+    let body_hash = hex::encode(digest::digest(&digest::SHA256, body));
+    format!(
+        "KF2\n{method}\n{host}\n{path_and_query}\n{timestamp}\n{nonce}\n{auth_hash}\n{body_hash}"
+    )
+}
+
+/// What a format-2 signature covers besides format 1's fields.
+#[derive(Clone, Copy, Debug)]
+pub struct SignedExtras<'a> {
+    /// The `Host` header (or `:authority`) exactly as sent.
+    pub host: &'a str,
+    /// The `Authorization` header's bytes (empty when there is none).
+    pub authorization: &'a [u8],
+}
+
+/// The format-2 `X-KeyFlow-Signature` value (lowercase hex), for clients and tests;
+/// send it with `X-KeyFlow-Signature-Version: 2`.
+pub fn sign_request_v2(
+    secret: &IntegritySecret,
+    method: &str,
+    path_and_query: &str,
+    timestamp: u64,
+    nonce: &str,
+    extras: SignedExtras<'_>,
+    body: &[u8],
+) -> String {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret.expose());
+    let canonical = canonical_string_v2(
+        method,
+        extras.host,
+        path_and_query,
+        &timestamp.to_string(),
+        nonce,
+        extras.authorization,
+        body,
+    );
+    hex::encode(hmac::sign(&key, canonical.as_bytes()))
+}
+
+/// HMAC-SHA256 of the format-2 canonical string.
+pub(crate) fn tag_v2(
+    key: &hmac::Key,
+    method: &str,
+    path_and_query: &str,
+    timestamp: &str,
+    nonce: &str,
+    extras: SignedExtras<'_>,
+    body: &[u8],
+) -> [u8; 32] {
+    let canonical = canonical_string_v2(
+        method,
+        extras.host,
+        path_and_query,
+        timestamp,
+        nonce,
+        extras.authorization,
+        body,
+    );
+    let mut out = [0u8; 32];
+    out.copy_from_slice(hmac::sign(key, canonical.as_bytes()).as_ref());
+    out
 }
 
 /// The `X-KeyFlow-Signature` value (lowercase hex) for a request, for clients and tests.
@@ -154,6 +241,53 @@ mod tests {
         assert_eq!(sig, direct);
         assert_eq!(sig, KNOWN_SIGNATURE);
     }
+
+    /// Pins format 2 the same way: `printf 'KF2\nPOST\nkms.example.com\n/v1/keys\n1700000000\nabcdefghijklmnop\n<sha256("Bearer t")>\n<sha256({"a":1})>' | openssl dgst -sha256 -hmac kkkk...`.
+    #[test]
+    fn known_vector_v2_and_what_it_covers() {
+        let extras = SignedExtras {
+            host: "kms.example.com",
+            authorization: b"Bearer t",
+        };
+        let sign = |e: SignedExtras<'_>| {
+            sign_request_v2(
+                &secret(),
+                "POST",
+                "/v1/keys",
+                1_700_000_000,
+                "abcdefghijklmnop",
+                e,
+                b"{\"a\":1}",
+            )
+        };
+        let sig = sign(extras);
+        assert_eq!(sig, KNOWN_SIGNATURE_V2);
+        assert_ne!(sig, KNOWN_SIGNATURE, "distinct from format 1");
+        for other in [
+            SignedExtras {
+                host: "other.example.com",
+                ..extras
+            },
+            SignedExtras {
+                authorization: b"Bearer u",
+                ..extras
+            },
+            SignedExtras {
+                authorization: b"",
+                ..extras
+            },
+        ] {
+            assert_ne!(sign(other), sig);
+        }
+        let canonical = canonical_string_v2("GET", "h", "/", "1", "n", b"", b"");
+        assert!(
+            canonical.starts_with("KF2\nGET\nh\n/\n1\nn\ne3b0c442"),
+            "{canonical}"
+        );
+    }
+
+    const KNOWN_SIGNATURE_V2: &str =
+        "fa70136309efd61c22de7a63f2f41176f5a3090c6c2c607bea4aa9d377e446b2";
 
     const KNOWN_SIGNATURE: &str =
         "ea698ac74a83aebebaac18930c7645c8a394330a61029724484982b772f02b23";

@@ -1,9 +1,9 @@
 //! Field names: normalization and the sensitive-field lists of each purpose
 //! (PRODUCT.md §3, kept from the system KeyFlow replaces).
 //!
-//! This module depends on nothing but `core`/`std`: the derive macro (`keyflow-derive`)
-//! compiles this same file to auto-detect fields at compile time, so the macro and the
-//! runtime can never disagree about a list.
+//! This crate depends on nothing but `std`: the derive macro (`keyflow-derive`) uses it
+//! to auto-detect fields at compile time and `keyflow-fields` (as `keyflow_fields::names`)
+//! at run time, so the macro and the runtime can never disagree about a list.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
