@@ -317,13 +317,26 @@ pub async fn journal_marks(store: Arc<dyn AuditStore>, sealer: &AuditSealer) {
         Ok(4),
         "audit: journaled and plain appends make one chain"
     );
+    // A drain-sized batch (more rows than any one INSERT statement takes).
+    let big: Vec<AuditEvent> = (5..=304).map(event).collect();
+    let head = store
+        .append_audit_from(sealer, &big, &mark("a", 303))
+        .await
+        .unwrap();
+    assert_eq!(head.seq, 304, "audit: a large batch is appended whole");
+    assert_eq!(
+        verify(&*store, sealer, 100).await.map(|h| h.seq),
+        Ok(304),
+        "audit: a large batch continues the chain in order"
+    );
+    assert_eq!(store.audit_journal_mark("a").await.unwrap(), Some(303));
 
     // An empty append moves nothing.
     store
-        .append_audit_from(sealer, &[], &mark("a", 99))
+        .append_audit_from(sealer, &[], &mark("a", 999))
         .await
         .unwrap();
-    assert_eq!(store.audit_journal_mark("a").await.unwrap(), Some(3));
+    assert_eq!(store.audit_journal_mark("a").await.unwrap(), Some(303));
 
     store.audit_journal_forget("a").await.unwrap();
     store.audit_journal_forget("never-seen").await.unwrap();

@@ -52,17 +52,24 @@ async fn mac_at(conn: &mut SqliteConnection, seq: u64) -> Result<Option<[u8; 32]
         .transpose()
 }
 
-/// Rows per `INSERT` statement: one statement per chunk instead of one per record
-/// (each statement is a round trip to sqlx's SQLite worker thread, which is most of an
-/// append's cost), and few enough distinct statement texts for sqlx's statement cache.
-const INSERT_CHUNK: usize = 32;
+/// Rows per `INSERT` statement, largest first: one statement per chunk instead of one
+/// per record (each statement is a round trip to sqlx's SQLite worker thread), and only
+/// four distinct statement texts for sqlx's statement cache. A journal drain of ~600
+/// records takes ~10 statements.
+const INSERT_CHUNKS: [usize; 4] = [128, 32, 8, 1];
 
-/// Inserts sealed records, [`INSERT_CHUNK`] per statement.
+/// Inserts sealed records, in chunks of [`INSERT_CHUNKS`].
 async fn insert_all(
     conn: &mut SqliteConnection,
-    records: &[StoredAudit],
+    mut records: &[StoredAudit],
 ) -> Result<(), StoreError> {
-    for chunk in records.chunks(INSERT_CHUNK) {
+    while !records.is_empty() {
+        let n = INSERT_CHUNKS
+            .into_iter()
+            .find(|n| *n <= records.len())
+            .unwrap_or(1);
+        let (chunk, rest) = records.split_at(n);
+        records = rest;
         let mut sql = format!("INSERT INTO keyflow_audit ({COLUMNS}) VALUES ");
         for i in 0..chunk.len() {
             if i > 0 {

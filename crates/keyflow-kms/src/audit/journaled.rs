@@ -209,7 +209,8 @@ impl Journaled {
             let Some(&(through, _)) = batch.last() else {
                 return true;
             };
-            let events: Vec<AuditEvent> = batch.iter().map(|(_, e)| e.clone()).collect();
+            // The events move out for the append, their numbers stay to put them back.
+            let (numbers, events): (Vec<u64>, Vec<AuditEvent>) = batch.into_iter().unzip();
             let mark = JournalMark {
                 journal: self.id.clone(),
                 through,
@@ -237,7 +238,7 @@ impl Journaled {
             let now = self.clock.now_millis();
             match outcome {
                 Ok(head) => {
-                    self.counters.committed(batch.len() as u64, head.seq, now);
+                    self.counters.committed(events.len() as u64, head.seq, now);
                     self.progress.send_modify(|p| p.drained = through);
                     let mut st = self.lock();
                     st.in_flight = 0;
@@ -249,11 +250,11 @@ impl Journaled {
                 }
                 Err(e) => {
                     self.counters.failed(now);
-                    tracing::error!(error = %e, records = batch.len(), "audit append failed; the records wait in the journal");
+                    tracing::error!(error = %e, records = events.len(), "audit append failed; the records wait in the journal");
                     // Back to the front, in order: nothing is lost or reordered.
                     let mut st = self.lock();
                     st.in_flight = 0;
-                    for entry in batch.into_iter().rev() {
+                    for entry in numbers.into_iter().zip(events).rev() {
                         st.pending.push_front(entry);
                     }
                     drop(st);

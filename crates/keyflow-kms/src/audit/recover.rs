@@ -85,8 +85,13 @@ pub async fn recover(
         // The file first, then its mark: a crash in between leaves a stale mark only.
         journal::remove(orphan)?;
         store.audit_journal_forget(&header.id).await?;
-        tracing::warn!(journal = %path.display(), records = appended, rejected = recovered.rejected,
-            missing = recovered.missing, "recovered the audit journal of a writer that stopped abruptly");
+        if recovered.damaged() {
+            tracing::warn!(journal = %path.display(), records = appended, rejected = recovered.rejected,
+                missing = recovered.missing, "recovered a DAMAGED audit journal of a writer that stopped abruptly");
+        } else {
+            tracing::info!(journal = %path.display(), records = appended,
+                "recovered the audit journal of a writer that stopped abruptly");
+        }
         outcomes.push(Outcome::Drained {
             path,
             appended,
