@@ -150,6 +150,15 @@ pub enum Command {
         #[arg(long, env = "KEYFLOW_IDLE_TIMEOUT_SECS", default_value_t = 60,
               value_parser = clap::value_parser!(u64).range(1..=86_400))]
         idle_timeout_secs: u64,
+        /// While the server waits for a request body, at least this many bytes must
+        /// arrive within every `--body-window-secs`; otherwise the request fails.
+        #[arg(long, env = "KEYFLOW_BODY_MIN_BYTES", default_value_t = 8192,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        body_min_bytes: u64,
+        /// The window of `--body-min-bytes`, seconds.
+        #[arg(long, env = "KEYFLOW_BODY_WINDOW_SECS", default_value_t = 10,
+              value_parser = clap::value_parser!(u64).range(1..=3600))]
+        body_window_secs: u64,
         /// Scheduler pass interval, seconds (0: this instance never runs the scheduler).
         #[arg(long, env = "KEYFLOW_SCHEDULER_INTERVAL_SECS", default_value_t = 3600)]
         scheduler_interval_secs: u64,

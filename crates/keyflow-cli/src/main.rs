@@ -115,6 +115,8 @@ fn dispatch(cli: &Cli, config: &Config) -> Result<(), CliError> {
                 max_connections,
                 max_tls_handshakes,
                 idle_timeout_secs,
+                body_min_bytes,
+                body_window_secs,
                 scheduler_interval_secs,
                 cache_max_staleness_secs,
                 revalidate_ms,
@@ -135,6 +137,10 @@ fn dispatch(cli: &Cli, config: &Config) -> Result<(), CliError> {
                         max_connections: usize::try_from(*max_connections).unwrap_or(usize::MAX),
                         max_handshakes: usize::try_from(*max_tls_handshakes).unwrap_or(usize::MAX),
                         idle_timeout: std::time::Duration::from_secs(*idle_timeout_secs),
+                        min_body_rate: keyflow_server::min_rate::MinRate {
+                            bytes: *body_min_bytes,
+                            window: std::time::Duration::from_secs(*body_window_secs),
+                        },
                         ..keyflow_server::serve::ServeOptions::default()
                     },
                     scheduler_every: (*scheduler_interval_secs > 0)

@@ -580,6 +580,8 @@ fn serve_refuses_zero_connection_limits() {
         ("--max-connections", "KEYFLOW_MAX_CONNECTIONS"),
         ("--max-tls-handshakes", "KEYFLOW_MAX_TLS_HANDSHAKES"),
         ("--idle-timeout-secs", "KEYFLOW_IDLE_TIMEOUT_SECS"),
+        ("--body-min-bytes", "KEYFLOW_BODY_MIN_BYTES"),
+        ("--body-window-secs", "KEYFLOW_BODY_WINDOW_SECS"),
     ] {
         let out = s.run(&["serve", "--listen", "127.0.0.1:0", flag, "0"], b"");
         assert_eq!(out.status.code(), Some(2), "{flag}");

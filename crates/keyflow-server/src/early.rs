@@ -19,14 +19,17 @@
 //!
 //! - HTTP/1.1 with a declared length of at most [`KEEP_ALIVE_DRAIN_BYTES`] still to
 //!   come: the connection stays open for the next request once the body is drained;
-//! - any other HTTP/1.x body (larger, chunked, or sent after `Expect: 100-continue`):
-//!   the response says `Connection: close`, and hyper closes the connection after the
-//!   drain (without `Expect`) — a lingering close, so the client is not reset before it
-//!   reads the answer;
+//! - any other HTTP/1.x body (larger, or chunked): the response says
+//!   `Connection: close`, and hyper closes the connection after the drain — a lingering
+//!   close, so the client is not reset before it reads the answer;
+//! - HTTP/1.x with `Expect: 100-continue` and a body never read (so `100 Continue` was
+//!   never sent and the client sends nothing): `Connection: close` at once;
 //! - HTTP/2: the stream ends cleanly once the client has sent everything; beyond the
 //!   bounds hyper resets the stream (`NO_ERROR`) as before.
 //!
-//! A body still held by the response (the streamed `/files/*` routes) is left alone.
+//! A body that failed the minimum transfer rate ([`crate::min_rate`]) is not drained:
+//! `Connection: close` at once. A body still held by the response (the streamed
+//! `/files/*` routes) is left alone.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -40,6 +43,8 @@ use axum::response::Response;
 use bytes::Bytes;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 
+use crate::min_rate::{MinRate, RateCheck};
+
 /// HTTP/1.1: the most body still to come that is drained to keep the connection open.
 pub const KEEP_ALIVE_DRAIN_BYTES: u64 = 256 * 1024;
 /// The most body bytes read and discarded after an early answer.
@@ -47,27 +52,62 @@ pub const DRAIN_MAX_BYTES: u64 = 64 * 1024 * 1024;
 /// The longest a drain after an early answer lasts.
 pub const DRAIN_MAX_TIME: Duration = Duration::from_secs(10);
 
-/// Where a request body dropped before its end is left for [`EarlyAnswers::finish`].
+/// Where a request body dropped before its end is left for [`EarlyAnswers::finish`],
+/// with whether it was ever read from.
 #[derive(Default)]
-struct Leftover(Mutex<Option<Incoming>>);
+struct Leftover(Mutex<Option<Rest>>);
+
+/// A body dropped before its end.
+struct Rest {
+    body: Incoming,
+    /// Whether it was ever read from.
+    polled: bool,
+    /// Whether it failed the minimum transfer rate.
+    too_slow: bool,
+}
 
 /// A request body that, dropped before its end, hands what is left to its [`Leftover`].
 struct TrackedBody {
     inner: Option<Incoming>,
+    /// Whether the app read from it: with `Expect: 100-continue`, hyper then sent
+    /// `100 Continue` and the client is sending its body.
+    polled: bool,
     leftover: Arc<Leftover>,
+    /// The minimum transfer rate ([`crate::min_rate`]).
+    rate: RateCheck,
+    /// Whether the body failed it.
+    too_slow: bool,
 }
 
 impl HttpBody for TrackedBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = axum::BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        match self.get_mut().inner.as_mut() {
-            Some(inner) => Pin::new(inner).poll_frame(cx),
-            None => Poll::Ready(None),
+        let this = self.get_mut();
+        this.polled = true;
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(inner).poll_frame(cx) {
+            Poll::Pending => match this.rate.waiting(cx) {
+                Ok(()) => Poll::Pending,
+                Err(e) => {
+                    this.too_slow = true;
+                    Poll::Ready(Some(Err(e.into())))
+                }
+            },
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.rate.received(data.len());
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
         }
     }
 
@@ -90,7 +130,11 @@ impl Drop for TrackedBody {
                     .leftover
                     .0
                     .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = Some(inner);
+                    .unwrap_or_else(PoisonError::into_inner) = Some(Rest {
+                    body: inner,
+                    polled: self.polled,
+                    too_slow: self.too_slow,
+                });
             }
         }
     }
@@ -104,8 +148,9 @@ pub struct EarlyAnswers {
 }
 
 impl EarlyAnswers {
-    /// Wraps the body of `req` so that an early answer can be finished properly.
-    pub fn wrap(req: Request<Incoming>) -> (Request<Body>, Self) {
+    /// Wraps the body of `req` so that an early answer can be finished properly, and
+    /// so that it fails if it arrives slower than `min_rate`.
+    pub fn wrap(req: Request<Incoming>, min_rate: MinRate) -> (Request<Body>, Self) {
         let leftover = Arc::new(Leftover::default());
         let expect_continue = req
             .headers()
@@ -115,7 +160,10 @@ impl EarlyAnswers {
         let req = req.map(|inner| {
             Body::new(TrackedBody {
                 inner: Some(inner),
+                polled: false,
                 leftover: leftover.clone(),
+                rate: RateCheck::new(min_rate),
+                too_slow: false,
             })
         });
         (
@@ -137,18 +185,31 @@ impl EarlyAnswers {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        let Some(rest) = rest else {
+        let Some(Rest {
+            body: rest,
+            polled,
+            too_slow,
+        }) = rest
+        else {
             return resp;
         };
+        if too_slow {
+            // Nothing to wait for: the client is too slow to drain. HTTP/1.1 closes
+            // after the answer (which says so); HTTP/2 resets the stream.
+            resp.headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+            return resp;
+        }
         let http1 = matches!(
             self.version,
             Version::HTTP_09 | Version::HTTP_10 | Version::HTTP_11
         );
         if http1 {
-            if self.expect_continue {
+            if self.expect_continue && !polled {
                 // The client waits for `100 Continue` before it sends the body; it will
-                // not come. Dropping the body makes hyper close the connection after the
-                // answer, which says so.
+                // not come (hyper sends it when the body is first read). Dropping the
+                // body makes hyper close the connection after the answer, which says so.
+                // Once read from, the client is sending: drained below like any body.
                 resp.headers_mut()
                     .insert(CONNECTION, HeaderValue::from_static("close"));
                 return resp;

@@ -106,9 +106,9 @@ impl FromRequest<AppState> for JsonBody {
             .await
             .map(JsonBody)
             .map_err(|e| match e {
-                BytesRejection::FailedToBufferBody(_) => {
-                    ApiError::PayloadTooLarge(state.limits.json_body_bytes)
-                }
+                BytesRejection::FailedToBufferBody(
+                    axum::extract::rejection::FailedToBufferBody::LengthLimitError(_),
+                ) => ApiError::PayloadTooLarge(state.limits.json_body_bytes),
                 _ => ApiError::InvalidRequest("could not read the request body".into()),
             })
     }

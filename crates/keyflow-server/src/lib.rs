@@ -33,6 +33,7 @@ pub mod extract;
 pub mod health;
 pub mod legacy;
 pub mod metrics;
+pub mod min_rate;
 pub mod nonces;
 pub mod openapi;
 pub mod routes;

@@ -23,6 +23,7 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use crate::early::EarlyAnswers;
+use crate::min_rate::MinRate;
 
 /// Connection-level limits of the accept loop ([`serve_with`]).
 #[derive(Debug, Clone)]
@@ -44,6 +45,8 @@ pub struct ServeOptions {
     /// HTTP/2: a PING is sent after this long without traffic; a peer that does not
     /// answer within the same time is disconnected (a dead peer holds no slot).
     pub http2_ping_interval: Duration,
+    /// The minimum transfer rate of request bodies ([`crate::min_rate`]).
+    pub min_body_rate: MinRate,
     /// After the shutdown signal, how long in-flight requests may take to finish.
     pub grace: Duration,
 }
@@ -56,6 +59,7 @@ impl Default for ServeOptions {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             http2_ping_interval: Duration::from_secs(20),
+            min_body_rate: MinRate::default(),
             grace: Duration::from_secs(20),
         }
     }
@@ -220,7 +224,8 @@ impl Conn {
             .keep_alive_interval(o.http2_ping_interval)
             .keep_alive_timeout(o.http2_ping_interval);
         let activity = Arc::new(Activity::new());
-        let conn = builder.serve_connection(io, with_info(self.app, info, activity.clone()));
+        let svc = with_info(self.app, info, activity.clone(), o.min_body_rate);
+        let conn = builder.serve_connection(io, svc);
         tokio::pin!(conn);
         let mut closing = false;
         loop {
@@ -307,6 +312,7 @@ fn with_info(
     app: Router,
     info: ConnectionInfo,
     activity: Arc<Activity>,
+    min_body_rate: MinRate,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
     Response = axum::response::Response,
@@ -318,7 +324,7 @@ fn with_info(
     hyper::service::service_fn(move |mut req: Request<Incoming>| {
         let in_flight = activity.begin();
         req.extensions_mut().insert(info.clone());
-        let (req, early) = EarlyAnswers::wrap(req);
+        let (req, early) = EarlyAnswers::wrap(req, min_body_rate);
         let call = app.clone().oneshot(req);
         async move {
             let resp = call.await;

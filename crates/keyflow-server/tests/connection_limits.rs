@@ -221,3 +221,47 @@ async fn idle_and_slow_clients_do_not_starve_a_normal_one() {
     assert_eq!(r.status, 200, "{r:?}");
     drop((idle, slow));
 }
+
+/// A body trickled below the minimum rate fails after one window of waiting: the JSON
+/// route answers 400 and the connection is closed (`Connection: close`), instead of the
+/// request holding its slot until the 30 s request timeout (beyond STEP, so without the
+/// minimum rate this test fails).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_below_the_minimum_rate_is_refused() {
+    let h = Harness::new().await;
+    let server = start(
+        &h,
+        ServeOptions {
+            min_body_rate: keyflow_server::min_rate::MinRate {
+                bytes: 1000,
+                window: Duration::from_secs(1),
+            },
+            ..ServeOptions::default()
+        },
+    )
+    .await;
+    let config = client_config(
+        server.cert.as_ref().unwrap(),
+        rustls::DEFAULT_VERSIONS,
+        &[b"http/1.1"],
+    );
+    let mut tls = bounded("TLS connect", tls_connect(server.addr, config))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /api/encryption/encrypt HTTP/1.1\r\nHost: localhost\r\n\
+         Authorization: Bearer {}\r\nContent-Type: application/json\r\n\
+         Content-Length: 100000\r\n\r\n{{\"data\":\"",
+        h.admin
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.flush().await.unwrap();
+    let mut buf = Vec::new();
+    bounded("the answer and the close", tls.read_to_end(&mut buf))
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(text.contains("connection: close"), "{text}");
+    assert!(text.contains("could not read the request body"), "{text}");
+}
