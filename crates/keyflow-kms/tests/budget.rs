@@ -22,6 +22,20 @@ fn small_blocks() -> ServiceConfig {
     }
 }
 
+/// Generates `p`'s first version and caps its policy budget at `max` encryptions.
+async fn with_budget(s: &EncryptionService, p: &keyflow_core::Purpose, max: u64) {
+    s.generate(p).await.unwrap();
+    s.set_policy(
+        p,
+        &Policy {
+            max_encryptions: max,
+            ..Policy::default()
+        },
+    )
+    .await
+    .unwrap();
+}
+
 fn version_of(ct: &str) -> u32 {
     EncryptionService::summary(ct).unwrap().key_version
 }
@@ -41,16 +55,7 @@ async fn a_version_is_never_used_past_its_policy_budget() {
     let env = Env::new();
     let s = env.service(small_blocks()).await;
     let p = purpose("userData");
-    s.generate(&p).await.unwrap();
-    s.set_policy(
-        &p,
-        &Policy {
-            max_encryptions: 5,
-            ..Policy::default()
-        },
-    )
-    .await
-    .unwrap();
+    with_budget(&s, &p, 5).await;
     let mut versions = Vec::new();
     for i in 0..5 {
         let ct = s
@@ -79,16 +84,7 @@ async fn a_batch_that_would_cross_the_budget_goes_to_the_next_version_whole() {
     let env = Env::new();
     let s = env.service(small_blocks()).await;
     let p = purpose("financialData");
-    s.generate(&p).await.unwrap();
-    s.set_policy(
-        &p,
-        &Policy {
-            max_encryptions: 5,
-            ..Policy::default()
-        },
-    )
-    .await
-    .unwrap();
+    with_budget(&s, &p, 5).await;
     for i in 0..4 {
         s.encrypt_value(&json!(i), &p, &Context::new())
             .await
@@ -115,16 +111,7 @@ async fn two_instances_never_exceed_the_budget_together() {
     let a = Arc::new(env.service(small_blocks()).await);
     let b = Arc::new(env.service(small_blocks()).await);
     let p = purpose("userData");
-    a.generate(&p).await.unwrap();
-    a.set_policy(
-        &p,
-        &Policy {
-            max_encryptions: 10,
-            ..Policy::default()
-        },
-    )
-    .await
-    .unwrap();
+    with_budget(&a, &p, 10).await;
     let mut under_v1 = 0;
     for i in 0..30 {
         let s = if i % 2 == 0 { &a } else { &b };
@@ -190,16 +177,7 @@ async fn servers_reserve_ahead_without_crossing_the_budget() {
         })
         .await;
     let p = purpose("userData");
-    s.generate(&p).await.unwrap();
-    s.set_policy(
-        &p,
-        &Policy {
-            max_encryptions: 6,
-            ..Policy::default()
-        },
-    )
-    .await
-    .unwrap();
+    with_budget(&s, &p, 6).await;
     let stored = || async {
         s.keystore()
             .get_version(&p, KeyVersion::FIRST)

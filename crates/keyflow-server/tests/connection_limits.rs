@@ -45,6 +45,15 @@ async fn start(h: &Harness, options: ServeOptions) -> Server {
     }
 }
 
+/// A client configuration trusting `server`'s certificate, offering `alpn`.
+fn config_for(server: &Server, alpn: &[u8]) -> Arc<rustls::ClientConfig> {
+    client_config(
+        server.cert.as_ref().unwrap(),
+        rustls::DEFAULT_VERSIONS,
+        &[alpn],
+    )
+}
+
 fn encrypt_request(token: &str) -> hyper::Request<Full<Bytes>> {
     let body = json!({ "data": "x", "purpose": OWN }).to_string();
     request("POST", "/api/encryption/encrypt", Some(token))
@@ -65,11 +74,7 @@ async fn idle_http2_connection_is_shut_down() {
         },
     )
     .await;
-    let config = client_config(
-        server.cert.as_ref().unwrap(),
-        rustls::DEFAULT_VERSIONS,
-        &[b"h2"],
-    );
+    let config = config_for(&server, b"h2");
     let tls = bounded("TLS connect", tls_connect(server.addr, config))
         .await
         .unwrap();
@@ -105,11 +110,7 @@ async fn idle_http1_connection_is_closed() {
         },
     )
     .await;
-    let config = client_config(
-        server.cert.as_ref().unwrap(),
-        rustls::DEFAULT_VERSIONS,
-        &[b"http/1.1"],
-    );
+    let config = config_for(&server, b"http/1.1");
     let mut tls = bounded("TLS connect", tls_connect(server.addr, config))
         .await
         .unwrap();
@@ -141,11 +142,7 @@ async fn third_connection_waits_for_a_slot() {
         },
     )
     .await;
-    let config = client_config(
-        server.cert.as_ref().unwrap(),
-        rustls::DEFAULT_VERSIONS,
-        &[b"http/1.1"],
-    );
+    let config = config_for(&server, b"http/1.1");
     let first = bounded("TLS connect", tls_connect(server.addr, config.clone()))
         .await
         .unwrap();
@@ -188,11 +185,7 @@ async fn idle_and_slow_clients_do_not_starve_a_normal_one() {
                 .unwrap(),
         );
     }
-    let config: Arc<rustls::ClientConfig> = client_config(
-        server.cert.as_ref().unwrap(),
-        rustls::DEFAULT_VERSIONS,
-        &[b"http/1.1"],
-    );
+    let config = config_for(&server, b"http/1.1");
     let mut slow = Vec::new();
     for _ in 0..50 {
         let mut tls = bounded("TLS connect", tls_connect(server.addr, config.clone()))
@@ -240,11 +233,7 @@ async fn body_below_the_minimum_rate_is_refused() {
         },
     )
     .await;
-    let config = client_config(
-        server.cert.as_ref().unwrap(),
-        rustls::DEFAULT_VERSIONS,
-        &[b"http/1.1"],
-    );
+    let config = config_for(&server, b"http/1.1");
     let mut tls = bounded("TLS connect", tls_connect(server.addr, config))
         .await
         .unwrap();

@@ -64,35 +64,32 @@ fn file_name(id: &str) -> String {
     format!("journal-{id}.log")
 }
 
-/// The HMAC of entry `n` of journal `id`.
-fn entry_tag(sealer: &AuditSealer, id: &str, n: u64, body: &str) -> [u8; 32] {
-    let id_len = u16::try_from(id.len()).unwrap_or(u16::MAX).to_be_bytes();
-    sealer.tag(&[
-        DOMAIN,
-        &id_len,
-        id.as_bytes(),
-        &n.to_be_bytes(),
-        body.as_bytes(),
-    ])
+/// What entry `n` of journal `id` is MAC'd over, with `id_len` and `n_be` as buffers.
+fn entry_parts<'a>(
+    id: &'a str,
+    id_len: &'a [u8; 2],
+    n_be: &'a [u8; 8],
+    body: &'a str,
+) -> [&'a [u8]; 5] {
+    [DOMAIN, id_len, id.as_bytes(), n_be, body.as_bytes()]
 }
 
+fn id_len(id: &str) -> [u8; 2] {
+    u16::try_from(id.len()).unwrap_or(u16::MAX).to_be_bytes()
+}
+
+/// The HMAC of entry `n` of journal `id`.
+fn entry_tag(sealer: &AuditSealer, id: &str, n: u64, body: &str) -> [u8; 32] {
+    sealer.tag(&entry_parts(id, &id_len(id), &n.to_be_bytes(), body))
+}
+
+/// Whether `tag` is entry `n`'s HMAC, in constant time.
 fn entry_verifies(sealer: &AuditSealer, id: &str, n: u64, body: &str, tag: &[u8]) -> bool {
-    let id_len = u16::try_from(id.len()).unwrap_or(u16::MAX).to_be_bytes();
-    sealer.tag_verifies(
-        &[
-            DOMAIN,
-            &id_len,
-            id.as_bytes(),
-            &n.to_be_bytes(),
-            body.as_bytes(),
-        ],
-        tag,
-    )
+    sealer.tag_verifies(&entry_parts(id, &id_len(id), &n.to_be_bytes(), body), tag)
 }
 
 /// The journal a running process writes. Not thread-safe by itself: the
 /// [`AuditLog`](super::log::AuditLog) holds it under a mutex.
-#[derive(Debug)]
 pub struct JournalFile {
     file: File,
     path: PathBuf,
@@ -100,6 +97,16 @@ pub struct JournalFile {
     header_len: u64,
     /// The line being written (reused: no allocation per record).
     line: Vec<u8>,
+}
+
+impl std::fmt::Debug for JournalFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The id and path only: not the last line written.
+        f.debug_struct("JournalFile")
+            .field("id", &self.id)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
 }
 
 impl JournalFile {

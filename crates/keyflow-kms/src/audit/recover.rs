@@ -62,17 +62,15 @@ pub async fn recover(
     sealers.extend(retired);
     let mut outcomes = Vec::new();
     for orphan in journal::orphans(dir)? {
-        let header = match journal::read_header(&orphan.path) {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::error!(error = %e, "an audit journal was left in place");
-                outcomes.push(Outcome::Left(e));
-                continue;
-            }
-        };
         // Only what the chain does not hold yet.
-        let drained = store.audit_journal_mark(&header.id).await?.unwrap_or(0);
-        let recovered = match journal::read_entries(&orphan.path, &header, &sealers, drained) {
+        let read = match journal::read_header(&orphan.path) {
+            Ok(header) => {
+                let drained = store.audit_journal_mark(&header.id).await?.unwrap_or(0);
+                journal::read_entries(&orphan.path, &header, &sealers, drained).map(|r| (header, r))
+            }
+            Err(e) => Err(e),
+        };
+        let (header, recovered) = match read {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "an audit journal was left in place");
