@@ -77,6 +77,13 @@ pub enum Command {
     /// Manage key rings and versions; back them up and restore them.
     #[command(subcommand)]
     Keys(KeysGroup),
+    /// Check backup files (`keyflow backup verify FILE`).
+    #[command(subcommand)]
+    Backup(crate::commands::backup::BackupCommand),
+    /// The compliance report (PCI DSS v4.0.1, GDPR, NIST SP 800-57, ISO/IEC 27001:2022)
+    /// computed from the keystore, the audit trail and this environment
+    /// (docs/compliance.md).
+    Compliance(crate::commands::compliance::ComplianceArgs),
     /// Rotate the KEK or change its password.
     #[command(subcommand)]
     Kek(crate::commands::kek::KekCommand),
@@ -102,8 +109,12 @@ pub enum Command {
     /// (docs/legacy-migration.md).
     #[command(subcommand)]
     Legacy(crate::commands::legacy::LegacyCommand),
-    /// Report sensitive values in clear in JSON on stdin (exit 1 when any; a CI gate).
+    /// Report sensitive values in clear in JSON on stdin, or with --target-url in an
+    /// application's database (exit 1 when any; a CI gate; docs/discovery.md).
     Scan(crate::commands::fields::ScanArgs),
+    /// Ask a running server for its key health and alerts (docs/alerts.md); needs an
+    /// admin or auditor token (KEYFLOW_TOKEN).
+    Status(crate::commands::status::StatusArgs),
     /// Run the HTTPS API server.
     Serve {
         /// Development mode: no configuration needed. Creates the KEK (with a generated
@@ -131,6 +142,15 @@ pub enum Command {
         /// Largest streamed body of /files/encrypt and /files/decrypt, bytes (10 GiB).
         #[arg(long, env = "KEYFLOW_MAX_FILE_BYTES", default_value_t = 10 << 30)]
         max_file_bytes: u64,
+        /// Streamed /files/* responses in progress at once; beyond, 503 `overloaded`.
+        #[arg(long, env = "KEYFLOW_MAX_FILE_STREAMS", default_value_t = 64,
+              value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
+        max_file_streams: u64,
+        /// A streamed /files/* response whose client reads nothing for this many
+        /// seconds is aborted.
+        #[arg(long, env = "KEYFLOW_FILE_IDLE_SECS", default_value_t = 60,
+              value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        file_idle_secs: u64,
         /// Requests in progress beyond which the server answers 503.
         #[arg(long, env = "KEYFLOW_MAX_CONCURRENCY", default_value_t = 1024)]
         max_concurrency: usize,
@@ -187,6 +207,8 @@ impl Command {
             Command::Decrypt { .. } => "decrypt",
             Command::Inspect => "inspect",
             Command::Mask { .. } => "mask",
+            Command::Backup(crate::commands::backup::BackupCommand::Verify(_)) => "backup.verify",
+            Command::Compliance(_) => "compliance",
             Command::Keys(KeysGroup::Backup(_)) => "keys.backup",
             Command::Keys(KeysGroup::Restore(_)) => "keys.restore",
             Command::Keys(KeysGroup::Ring(k)) => match k {
@@ -218,6 +240,7 @@ impl Command {
             Command::Reencrypt(_) => "reencrypt",
             Command::Migrate(_) => "migrate",
             Command::Scan(_) => "scan",
+            Command::Status(_) => "status",
             Command::Serve { .. } => "serve",
         }
     }

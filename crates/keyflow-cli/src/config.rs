@@ -66,6 +66,30 @@ pub struct Config {
     pub store: StoreLocation,
     pub production: bool,
     pub strict_mode: bool,
+    /// How long unwrapped keys stay cached (`KEYFLOW_CACHE_TTL_SECS`, default 3600).
+    pub cache_ttl: std::time::Duration,
+}
+
+/// The variable of the key-cache lifetime.
+pub const CACHE_TTL_ENV: &str = "KEYFLOW_CACHE_TTL_SECS";
+
+/// The key-cache lifetime from `KEYFLOW_CACHE_TTL_SECS`: whole seconds, 1 to 604800 (a
+/// week); unset or blank: one hour. Revocation and rotation do not wait for it (the
+/// cache is revalidated), so it bounds only how long an unused key stays unwrapped.
+fn cache_ttl(value: Option<&str>) -> Result<std::time::Duration, CliError> {
+    match value.map(str::trim).filter(|v| !v.is_empty()) {
+        None => Ok(std::time::Duration::from_secs(3600)),
+        Some(v) => v
+            .parse::<u64>()
+            .ok()
+            .filter(|n| (1..=604_800).contains(n))
+            .map(std::time::Duration::from_secs)
+            .ok_or_else(|| {
+                CliError::Config(format!(
+                    "{CACHE_TTL_ENV}: expected a whole number of seconds from 1 to 604800"
+                ))
+            }),
+    }
 }
 
 fn env_flag(name: &str) -> bool {
@@ -126,6 +150,7 @@ impl Config {
             store,
             production: is_production()?,
             strict_mode: env_flag("ENCRYPTION_STRICT_MODE"),
+            cache_ttl: cache_ttl(std::env::var(CACHE_TTL_ENV).ok().as_deref())?,
         })
     }
 
@@ -179,6 +204,7 @@ impl Config {
     pub fn service_config(&self) -> ServiceConfig {
         ServiceConfig {
             strict_mode: self.strict_mode,
+            cache_ttl: self.cache_ttl,
             ..ServiceConfig::default()
         }
     }
@@ -199,6 +225,22 @@ fn read_password_file(path: &Path) -> Result<Zeroizing<String>, CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cache_ttl_default_range_and_refusals() {
+        use std::time::Duration;
+        assert_eq!(cache_ttl(None).unwrap(), Duration::from_secs(3600));
+        assert_eq!(cache_ttl(Some(" ")).unwrap(), Duration::from_secs(3600));
+        assert_eq!(cache_ttl(Some("60")).unwrap(), Duration::from_secs(60));
+        assert_eq!(
+            cache_ttl(Some("604800")).unwrap(),
+            Duration::from_secs(604_800)
+        );
+        for bad in ["0", "-5", "1h", "604801"] {
+            let e = cache_ttl(Some(bad)).unwrap_err().to_string();
+            assert!(e.starts_with(CACHE_TTL_ENV), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn store_urls() {

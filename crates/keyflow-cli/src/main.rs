@@ -64,7 +64,7 @@ fn dispatch(cli: &Cli, config: &Config) -> Result<(), CliError> {
     match &cli.command {
         Command::Inspect => return commands::data::inspect(),
         Command::Mask { kind, value } => return commands::data::mask(kind, value),
-        Command::Scan(args) => return commands::fields::scan(args),
+        Command::Scan(args) if args.target_url.is_none() => return commands::fields::scan(args),
         _ => {}
     }
     // The server gets a multi-threaded runtime when it may use several cores; on one
@@ -94,6 +94,10 @@ fn dispatch(cli: &Cli, config: &Config) -> Result<(), CliError> {
             Command::Keys(KeysGroup::Restore(args)) => {
                 commands::backup::restore(config, args).await
             }
+            Command::Backup(commands::backup::BackupCommand::Verify(args)) => {
+                commands::backup::verify(config, args).await
+            }
+            Command::Compliance(args) => commands::compliance::run(config, args).await,
             Command::Kek(cmd) => commands::kek::run(config, cmd).await,
             Command::Audit(cmd) => commands::audit::run(config, cmd).await,
             Command::Tokens(cmd) => commands::tokens::run(config, cmd).await,
@@ -102,6 +106,7 @@ fn dispatch(cli: &Cli, config: &Config) -> Result<(), CliError> {
             Command::File(cmd) => commands::file::run(config, cmd).await,
             Command::Reencrypt(args) => commands::reencrypt::reencrypt(config, args).await,
             Command::Migrate(args) => commands::reencrypt::migrate(config, args).await,
+            Command::Status(args) => commands::status::run(args).await,
             Command::Serve {
                 dev,
                 listen,
@@ -110,6 +115,8 @@ fn dispatch(cli: &Cli, config: &Config) -> Result<(), CliError> {
                 tls_cipher_suites,
                 max_body_bytes,
                 max_file_bytes,
+                max_file_streams,
+                file_idle_secs,
                 max_concurrency,
                 request_timeout_secs,
                 max_connections,
@@ -130,6 +137,9 @@ fn dispatch(cli: &Cli, config: &Config) -> Result<(), CliError> {
                     tls_cipher_suites,
                     max_body_bytes: *max_body_bytes,
                     max_file_bytes: *max_file_bytes,
+                    // Bounded by the argument parser (at most 2^20).
+                    max_file_streams: usize::try_from(*max_file_streams).unwrap_or(usize::MAX),
+                    file_idle: std::time::Duration::from_secs(*file_idle_secs),
                     max_concurrency: *max_concurrency,
                     request_timeout: std::time::Duration::from_secs(*request_timeout_secs),
                     connections: keyflow_server::serve::ServeOptions {
@@ -151,7 +161,8 @@ fn dispatch(cli: &Cli, config: &Config) -> Result<(), CliError> {
                 };
                 commands::serve::run(config, &cli.global.data_dir, args).await
             }
-            Command::Inspect | Command::Mask { .. } | Command::Scan(_) => Ok(()),
+            Command::Scan(args) => commands::discover::run(config, args).await,
+            Command::Inspect | Command::Mask { .. } => Ok(()),
         }
     })
 }

@@ -11,8 +11,15 @@ use std::sync::OnceLock;
 /// Card data (PCI DSS level 1). `cvv`, `cardSecurityCode` and `pin` are sensitive
 /// authentication data: the field layer strips or refuses them instead of encrypting.
 pub const PCI_LEVEL1: &[&str] = &["cardNumber", "cvv", "cardSecurityCode", "pin"];
-/// Card data (PCI DSS level 2).
-pub const PCI_LEVEL2: &[&str] = &["cardholderName", "expirationDate", "cardBrand"];
+/// Card data (PCI DSS level 2). `serviceCode` (the card's three-digit service code) is
+/// cardholder data, not sensitive authentication data: it may be stored, encrypted (the
+/// old docs: "Service Code: encrypted if present").
+pub const PCI_LEVEL2: &[&str] = &[
+    "cardholderName",
+    "expirationDate",
+    "cardBrand",
+    "serviceCode",
+];
 /// Personal data.
 pub const PII: &[&str] = &[
     "ssn",
@@ -365,6 +372,20 @@ mod tests {
         assert_eq!(purpose_mask("nope"), None);
         assert!(in_lists("IBAN", &[FINANCIAL]));
         assert!(!in_lists("IBAN", &[PII]));
+    }
+
+    #[test]
+    fn the_service_code_is_card_data_under_financial_data() {
+        for style in ["serviceCode", "service_code", "service-code", "ServiceCode"] {
+            assert!(is_sensitive_for("financialData", style), "{style}");
+            assert!(is_sensitive_for("pciLevel2", style), "{style}");
+        }
+        assert!(!is_sensitive_for("userData", "serviceCode"));
+        assert!(
+            !is_sensitive_authentication_data("serviceCode"),
+            "storable, encrypted"
+        );
+        assert_eq!(list_containing("service_code"), Some("pciLevel2"));
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! Each detector is strict enough that near misses do not fire: a card number must
 //! pass the Luhn check, an IBAN its mod-97 check, an SSN must use the dashed form with
 //! valid area/group/serial numbers. Detectors look at a value only; [`scan`] adds the
-//! field-name rules (purpose lists, sensitive authentication data) and skips values
-//! that are already KeyFlow ciphertexts.
+//! field-name rules (purpose lists, sensitive authentication data), looks inside free
+//! text ([`crate::text::find_in_text`]) when a whole string is not sensitive, and skips
+//! values that are already KeyFlow ciphertexts.
 
 use std::fmt;
 
@@ -144,34 +145,26 @@ pub fn is_ssn(s: &str) -> bool {
     }
 }
 
-/// An IBAN: two letters, two check digits, 11–30 letters or digits (spaces allowed
-/// between groups), valid under ISO 13616 mod 97.
+/// An IBAN: a country code of the ISO 13616 registry, two check digits, exactly that
+/// country's length in letters or digits (single spaces allowed between groups),
+/// valid under mod 97.
 pub fn is_iban(s: &str) -> bool {
-    let compact: Vec<u8> = s.bytes().filter(|b| *b != b' ').collect();
-    if !(15..=34).contains(&compact.len())
+    let compact: Vec<u8> = s
+        .bytes()
+        .filter(|b| *b != b' ')
+        .map(|b| b.to_ascii_uppercase())
+        .collect();
+    if compact.len() < 5
         || !compact[..2].iter().all(u8::is_ascii_uppercase)
         || !compact[2..4].iter().all(u8::is_ascii_digit)
         || !compact[4..].iter().all(u8::is_ascii_alphanumeric)
+        || !s.starts_with(|c: char| c.is_ascii_uppercase())
         || s.contains("  ")
     {
         return false;
     }
-    // Move the first four characters to the end; letters become 10..35.
-    let mut rem: u32 = 0;
-    for &c in compact[4..].iter().chain(&compact[..4]) {
-        let v = match c {
-            b'0'..=b'9' => u32::from(c - b'0'),
-            b'A'..=b'Z' => u32::from(c - b'A') + 10,
-            b'a'..=b'z' => u32::from(c - b'a') + 10,
-            _ => return false,
-        };
-        rem = if v >= 10 {
-            (rem * 100 + v) % 97
-        } else {
-            (rem * 10 + v) % 97
-        };
-    }
-    rem == 1
+    crate::text::iban_length([compact[0], compact[1]]) == Some(compact.len())
+        && crate::text::iban_checksum(&compact)
 }
 
 /// `local@domain.tld`: a non-empty local part without spaces, a domain of at least two
@@ -300,11 +293,19 @@ fn walk<'a>(v: &'a Value, at: &mut Vec<StepRef<'a>>, out: &mut Vec<Finding>) {
                 at.pop();
             }
         }
-        Value::String(s) => {
-            if let Some(detector) = detect(s) {
-                out.push(finding(at, detector, None));
+        Value::String(s) => match detect(s) {
+            Some(detector) => out.push(finding(at, detector, None)),
+            None => {
+                // Free text: each detector that fires is reported once for the path.
+                let mut seen: Vec<Detector> = Vec::new();
+                for f in crate::text::find_in_text(s) {
+                    if !seen.contains(&f.detector) {
+                        seen.push(f.detector);
+                        out.push(finding(at, f.detector, None));
+                    }
+                }
             }
-        }
+        },
         Value::Number(n) => {
             if let Some(detector) = detect(&n.to_string()) {
                 out.push(finding(at, detector, None));
@@ -396,6 +397,8 @@ mod tests {
             "de89370400440532013000", // lowercase country
             "DE8937040044",           // too short
             "DEXX370400440532013000",
+            "XX89370400440532013000",  // no such country
+            "DE893704004405320130000", // one too long for DE
         ] {
             assert!(!is_iban(near), "{near}");
         }
@@ -466,6 +469,7 @@ mod tests {
         let expect = [
             ("bank.acct", "iban"),
             ("contact.work", "email"),
+            ("note", "phone"),
             ("numbers[0]", "cardNumber"),
             ("payments[0].cvv", "sensitiveAuthenticationData"),
             ("payments[0].ref", "cardNumber"),

@@ -275,6 +275,10 @@ pub struct EncryptOptions {
 pub struct DecryptOptions {
     /// As [`EncryptOptions::bind_array_index`]; must match the encryption's.
     pub bind_array_index: bool,
+    /// Fail closed on read (`ENCRYPTION_STRICT_MODE`): a value that must be a
+    /// ciphertext but is in clear is refused ([`FieldsError::PlaintextRefused`])
+    /// instead of passed through. See [`plaintext_where_required`].
+    pub require_ciphertext: bool,
 }
 
 /// The AAD context of the value at `path`.
@@ -595,6 +599,40 @@ fn prefixed_strings<'a>(v: &'a Value, at: &mut Vec<StepRef<'a>>, out: &mut Vec<C
     }
 }
 
+/// The values of `doc` that must be ciphertexts but are in clear, for strict reads
+/// ([`DecryptOptions::require_ciphertext`]): with `selectors`, every value they select;
+/// without, every member whose name is on one of the sensitive-field lists (any
+/// purpose's: a decrypt names no purpose). Null is allowed (nothing to protect), as
+/// [`encrypt_fields`] leaves it; anything else that is not a KeyFlow text ciphertext —
+/// a string, a number, an object — is plaintext.
+pub fn plaintext_where_required(doc: &Value, selectors: Option<&[Selector]>) -> Vec<ConcretePath> {
+    let clear = |v: &Value| match v {
+        Value::Null => false,
+        Value::String(s) => !envelope::read::looks_like_text_envelope(s),
+        _ => true,
+    };
+    let mut out = Vec::new();
+    match selectors {
+        Some(selectors) => {
+            for s in selectors {
+                out.extend(
+                    s.matches(doc)
+                        .into_iter()
+                        .filter(|p| p.get(doc).is_some_and(clear)),
+                );
+            }
+            out.sort();
+            out.dedup();
+        }
+        None => {
+            let mut named = Vec::new();
+            auto_targets(doc, u8::MAX, &mut Vec::new(), &mut named);
+            out.extend(named.into_iter().filter(|p| p.get(doc).is_some_and(clear)));
+        }
+    }
+    out
+}
+
 /// Decrypts the KeyFlow ciphertexts of `doc` (all of them, or those `selectors` match;
 /// selected values that are not ciphertexts are left alone) and removes the blind
 /// indexes stored beside them.
@@ -621,6 +659,14 @@ pub async fn decrypt_fields_with(
     options: &DecryptOptions,
 ) -> Result<(Value, DecryptReport)> {
     binding.validate()?;
+    if options.require_ciphertext {
+        let clear = plaintext_where_required(&doc, selectors);
+        if !clear.is_empty() {
+            return Err(FieldsError::PlaintextRefused {
+                paths: clear.iter().map(ToString::to_string).collect(),
+            });
+        }
+    }
     let found = ciphertext_paths(&doc, selectors);
     let mut decrypted = Vec::with_capacity(found.len());
     for path in &found {

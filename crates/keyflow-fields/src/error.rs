@@ -50,6 +50,14 @@ pub enum FieldsError {
         /// Why (opaque for tag failures).
         source: KmsError,
     },
+    /// `ENCRYPTION_STRICT_MODE` (fail closed on read): values that must be ciphertexts
+    /// are in clear ([`crate::DecryptOptions::require_ciphertext`]). Names the paths,
+    /// never the values.
+    #[error("ENCRYPTION_STRICT_MODE: plaintext where a ciphertext is required: {}", .paths.join(", "))]
+    PlaintextRefused {
+        /// Where.
+        paths: Vec<String>,
+    },
     /// A string that should be a KeyFlow ciphertext is not one.
     #[error("not a KeyFlow ciphertext")]
     NotCiphertext,

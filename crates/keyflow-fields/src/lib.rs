@@ -9,7 +9,8 @@
 //!   document id, types preserved, idempotent, sensitive authentication data stripped or
 //!   refused ([`SadPolicy`]).
 //! - **Detectors and scanning** — [`detect`]: Luhn-valid cards, SSNs, IBANs (mod 97),
-//!   e-mails, phones; [`detect::scan`] lists the paths holding them in clear.
+//!   e-mails, phones; [`text::find_in_text`] finds them inside free text;
+//!   [`detect::scan`] lists the paths holding them in clear.
 //! - **Typed ciphertext** — [`Encrypted<T>`] and [`BlindIndexValue`], storable through
 //!   sqlx (SQLite, PostgreSQL) and serde.
 //! - **Rust structs** — `#[derive(Encrypt)]` generates an `Encrypted…` twin struct and
@@ -40,8 +41,10 @@ mod error;
 pub use keyflow_field_names as names;
 pub mod path;
 pub mod record;
+pub mod text;
 mod typed;
 
+pub use document::plaintext_where_required;
 pub use document::{
     decrypt_fields, decrypt_fields_with, encrypt_fields, Binding, DecryptOptions, DecryptReport,
     EncryptOptions, EncryptReport, FieldSpec, Mode, SadPolicy, Selection,

@@ -564,6 +564,7 @@ async fn array_swaps_are_refused_when_indexes_are_bound() {
         .unwrap();
     let on = DecryptOptions {
         bind_array_index: true,
+        ..DecryptOptions::default()
     };
     let b = Binding::doc("doc-a");
     let (back, _) = decrypt_fields_with(&e.service, enc.clone(), None, &b, &on)
@@ -594,4 +595,56 @@ async fn array_swaps_are_refused_when_indexes_are_bound() {
         .await
         .unwrap();
     assert_eq!(swapped_back["cards"][0]["pan"], doc["cards"][1]["pan"]);
+}
+
+/// ENCRYPTION_STRICT_MODE on read (`require_ciphertext`): plaintext where a ciphertext
+/// is required is refused, naming paths only; without it, it passes through.
+#[tokio::test]
+async fn strict_reads_refuse_plaintext_where_a_ciphertext_is_required() {
+    use keyflow_fields::{decrypt_fields_with, plaintext_where_required, DecryptOptions};
+    let e = env().await;
+    let o = opts(Some("d-1"));
+    let (enc, _) = encrypt_fields(
+        &e.service,
+        json!({ "ssn": "123-45-6789", "profile": { "email": "a@b.c" }, "nick": "ada" }),
+        &Selection::auto_detect(),
+        &purpose("userData"),
+        &o,
+    )
+    .await
+    .unwrap();
+    assert!(plaintext_where_required(&enc, None).is_empty());
+    let strict = DecryptOptions {
+        require_ciphertext: true,
+        ..DecryptOptions::default()
+    };
+    let (back, _) = decrypt_fields_with(&e.service, enc.clone(), None, &o.binding, &strict)
+        .await
+        .unwrap();
+    assert_eq!(back["profile"]["email"], "a@b.c");
+
+    let mut leaked = enc.clone();
+    leaked["profile"]["email"] = json!("a@b.c");
+    leaked["ssn"] = json!(123456789);
+    let err = decrypt_fields_with(&e.service, leaked.clone(), None, &o.binding, &strict)
+        .await
+        .unwrap_err();
+    match &err {
+        FieldsError::PlaintextRefused { paths } => {
+            assert_eq!(paths, &["profile.email".to_owned(), "ssn".to_owned()])
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!err.to_string().contains("a@b.c"), "{err}");
+    // Listed fields decide when given (a non-sensitive name included); null passes.
+    let sel = ["nick".parse::<Selector>().unwrap()];
+    let paths = plaintext_where_required(&json!({ "nick": "ada", "ssn": "x" }), Some(&sel));
+    assert_eq!(paths.len(), 1);
+    assert_eq!(paths[0].to_string(), "nick");
+    assert!(plaintext_where_required(&json!({ "nick": null }), Some(&sel)).is_empty());
+    // Not strict: passed through as before.
+    let (through, _) = decrypt_fields(&e.service, leaked, None, &o.binding)
+        .await
+        .unwrap();
+    assert_eq!(through["profile"]["email"], "a@b.c");
 }

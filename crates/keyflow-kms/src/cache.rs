@@ -28,6 +28,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use keyflow_core::{DataKey, KeyVersion, Purpose};
 
+use crate::absent::{Absent, Flight, Flights};
 use crate::clock::Clock;
 use crate::model::KeyStatus;
 
@@ -120,6 +121,10 @@ pub(crate) struct KeyCache {
     hits: AtomicU64,
     misses: AtomicU64,
     allowances: Mutex<HashMap<(Purpose, KeyVersion), Arc<Allowance>>>,
+    /// Versions the keystore recently said do not exist.
+    absent: Absent,
+    /// One keystore load per key at a time (`None`: the active version).
+    flights: Flights<(Purpose, Option<KeyVersion>)>,
 }
 
 impl KeyCache {
@@ -135,6 +140,40 @@ impl KeyCache {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             allowances: Mutex::new(HashMap::new()),
+            absent: Absent::default(),
+            flights: Flights::default(),
+        }
+    }
+
+    /// Waits until no other task loads this key (`None`: the active version), then
+    /// holds it; look in the cache again once inside.
+    pub async fn load_gate(
+        &self,
+        purpose: &Purpose,
+        version: Option<KeyVersion>,
+    ) -> Flight<'_, (Purpose, Option<KeyVersion>)> {
+        self.flights.enter((purpose.clone(), version)).await
+    }
+
+    /// Whether the keystore said, within the negative TTL, that this version does not
+    /// exist.
+    pub fn known_absent(&self, purpose: &Purpose, version: KeyVersion) -> bool {
+        self.absent
+            .contains(purpose, version, self.clock.monotonic())
+    }
+
+    /// Records a missing version (and the purpose's highest version then, if read),
+    /// unless an invalidation happened since `epoch`.
+    pub fn note_absent(
+        &self,
+        purpose: &Purpose,
+        version: KeyVersion,
+        ceiling: Option<u32>,
+        epoch: u64,
+    ) {
+        if epoch == self.epoch() {
+            self.absent
+                .record(purpose, version, ceiling, self.clock.monotonic());
         }
     }
 
@@ -172,6 +211,7 @@ impl KeyCache {
     pub fn invalidate_all(&self) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.snap.store(Arc::new(Snapshot::default()));
+        self.absent.clear();
     }
 
     fn count(&self, found: Option<Arc<CachedKey>>) -> Option<Arc<CachedKey>> {
@@ -186,32 +226,41 @@ impl KeyCache {
 
     /// The active version of `purpose`, if cached and fresh.
     pub fn active(&self, purpose: &str) -> Option<Arc<CachedKey>> {
-        let found = self
-            .snap
-            .load()
-            .active
-            .get(purpose)
-            .filter(|k| self.fresh(k))
-            .cloned();
-        self.count(found)
+        self.count(self.peek_active(purpose))
     }
 
     /// A given version of `purpose`, if cached and fresh.
     pub fn version(&self, purpose: &str, version: KeyVersion) -> Option<Arc<CachedKey>> {
-        let found = self
-            .snap
+        self.count(self.peek_version(purpose, version))
+    }
+
+    /// [`Self::version`] without counting a hit or miss (a second look after waiting
+    /// for another task's load).
+    pub fn peek_version(&self, purpose: &str, version: KeyVersion) -> Option<Arc<CachedKey>> {
+        self.snap
             .load()
             .versions
             .get(purpose)
             .and_then(|m| m.get(&version))
             .filter(|k| self.fresh(k))
-            .cloned();
-        self.count(found)
+            .cloned()
+    }
+
+    /// [`Self::active`] without counting a hit or miss.
+    pub fn peek_active(&self, purpose: &str) -> Option<Arc<CachedKey>> {
+        self.snap
+            .load()
+            .active
+            .get(purpose)
+            .filter(|k| self.fresh(k))
+            .cloned()
     }
 
     /// Builds an entry (sharing the version's allowance) and caches it. For state
     /// this process itself just wrote (generate, rotate).
     pub fn insert(&self, key: DataKey, status: KeyStatus) -> Arc<CachedKey> {
+        // A version written here exists now, whatever a recent miss said.
+        self.absent.forget(key.purpose());
         self.insert_loaded(key, status, None)
     }
 
@@ -261,6 +310,7 @@ impl KeyCache {
     /// Drops every cached version of `purpose` (after a rotation or a state change).
     pub fn invalidate(&self, purpose: &Purpose) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.absent.forget(purpose);
         self.snap.rcu(|old| {
             let mut s = Snapshot::clone(old);
             s.active.remove(purpose.as_str());

@@ -19,6 +19,7 @@
 //! # Ok(()) }
 //! ```
 
+mod absent;
 pub mod access;
 pub mod atomic_file;
 pub mod audit;

@@ -271,6 +271,12 @@ impl EncryptionService {
         self
     }
 
+    /// `ENCRYPTION_STRICT_MODE`: purposes must be generated before use, and the field
+    /// layer's callers refuse plaintext where a ciphertext is required.
+    pub fn strict_mode(&self) -> bool {
+        self.config.strict_mode
+    }
+
     /// The keystore.
     pub fn keystore(&self) -> &Arc<dyn Keystore> {
         &self.store
@@ -819,6 +825,11 @@ impl EncryptionService {
         if let Some(k) = self.cache.active(purpose.as_str()) {
             return Ok(k);
         }
+        // Concurrent first uses share one keystore read and one unwrap.
+        let _loading = self.cache.load_gate(purpose, None).await;
+        if let Some(k) = self.cache.peek_active(purpose.as_str()) {
+            return Ok(k);
+        }
         let epoch = self.cache.epoch();
         let record = match self.store.active_version(purpose).await? {
             Some(r) => r,
@@ -848,13 +859,22 @@ impl EncryptionService {
         if let Some(k) = self.cache.version(purpose.as_str(), version) {
             return Ok(k);
         }
-        let epoch = self.cache.epoch();
         // An unknown purpose or version is indistinguishable from a forged ciphertext.
-        let record = self
-            .store
-            .get_version(purpose, version)
-            .await?
-            .ok_or(KmsError::DecryptionFailed)?;
+        if self.cache.known_absent(purpose, version) {
+            return Err(KmsError::DecryptionFailed);
+        }
+        let _loading = self.cache.load_gate(purpose, Some(version)).await;
+        if let Some(k) = self.cache.peek_version(purpose.as_str(), version) {
+            return Ok(k);
+        }
+        if self.cache.known_absent(purpose, version) {
+            return Err(KmsError::DecryptionFailed);
+        }
+        let epoch = self.cache.epoch();
+        let Some(record) = self.store.get_version(purpose, version).await? else {
+            self.note_absent(purpose, version, epoch).await;
+            return Err(KmsError::DecryptionFailed);
+        };
         if !record.status.can_decrypt() {
             return Err(KmsError::KeyNotUsable {
                 purpose: record.purpose,
@@ -864,6 +884,24 @@ impl EncryptionService {
         }
         let key = self.unwrap_record(&record)?;
         Ok(self.cache.insert_loaded(key, record.status, Some(epoch)))
+    }
+
+    /// Remembers briefly that `version` of `purpose` does not exist, with the
+    /// purpose's highest version, so that forged headers naming any version above it
+    /// cost no further keystore reads ([`crate::absent`]).
+    async fn note_absent(&self, purpose: &Purpose, version: KeyVersion, epoch: u64) {
+        let filter = crate::model::VersionFilter {
+            purpose: Some(purpose.clone()),
+            status: None,
+        };
+        // A failed read only loses the ceiling; the exact version is still remembered.
+        let ceiling = self
+            .store
+            .list_versions(&filter)
+            .await
+            .ok()
+            .map(|rows| rows.iter().map(|r| r.version.get()).max().unwrap_or(0));
+        self.cache.note_absent(purpose, version, ceiling, epoch);
     }
 
     /// `n` uses of `purpose`'s active key, enforced where the key is chosen: taken from

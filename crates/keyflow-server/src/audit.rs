@@ -385,6 +385,7 @@ pub const ROUTES: &[(&str, &str, &str)] = &[
     ("POST", "/rewrap", Op::Rewrap.name()),
     ("GET", "/status", Op::Status.name()),
     ("GET", "/audit", Op::Audit.name()),
+    ("GET", "/compliance", "compliance"),
 ];
 
 /// The operation of a request matching no route (or a route with another method).
@@ -392,7 +393,7 @@ pub const UNKNOWN: &str = "unknown";
 
 /// Reads that stay available while the trail cannot be written (operators need them to
 /// see the outage); they are still recorded when possible.
-const MONITORING: [&str; 2] = [Op::Status.name(), Op::Audit.name()];
+const MONITORING: [&str; 3] = [Op::Status.name(), Op::Audit.name(), "compliance"];
 
 /// What the layer knows of a request before it is handled.
 #[derive(Debug, Clone, PartialEq, Eq)]

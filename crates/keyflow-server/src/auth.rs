@@ -1,14 +1,19 @@
 //! Bearer-token authentication and role/purpose checks.
 //!
 //! Tokens are checked on every request against an in-memory snapshot of the token
-//! table (lock-free reads), refreshed from the keystore every second, and at once —
-//! at most every 250 ms — when an unknown token id is presented (so a token created
-//! with `keyflow tokens create` works immediately). A revocation made by another
-//! process therefore takes effect within a second.
+//! table (lock-free reads), refreshed from the keystore every second. A revocation made
+//! by another process therefore takes effect within a second.
+//!
+//! An unknown token id waits for a re-read that *starts after the request arrived*, so
+//! a token created with `keyflow tokens create` works at once. Re-reads are single
+//! flight (concurrent unknown ids share one) and start at most every 250 ms, so a flood
+//! of forged ids costs at most four token-table reads a second, whatever its size; the
+//! forger's requests wait up to 250 ms for their 401.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use axum::extract::FromRequestParts;
@@ -22,16 +27,21 @@ use crate::audit::AuditSlot;
 use crate::error::ApiError;
 use crate::state::AppState;
 
-const MIN_REFRESH_GAP_MS: u64 = 250;
-const NEVER: u64 = u64::MAX;
+/// The least time between two re-reads of the token table for unknown ids. Real time
+/// (not the injected clock): it bounds load, it does not decide validity.
+const MIN_REFRESH_GAP: Duration = Duration::from_millis(250);
 
 /// The token table, as last read from the keystore.
 pub struct TokenCache {
     snap: ArcSwap<HashMap<String, Arc<TokenRecord>>>,
     store: Arc<dyn Keystore>,
     clock: Arc<dyn Clock>,
-    /// The clock's monotonic reading (ms) at the last refresh; [`NEVER`] before the first.
-    last_refresh: AtomicU64,
+    /// Held while a re-read runs: re-reads are serialized, and waiters share them.
+    gate: tokio::sync::Mutex<Option<Instant>>,
+    /// Re-reads started so far (under `gate`).
+    started: AtomicU64,
+    /// The `started` number of the last re-read that completed successfully.
+    completed: AtomicU64,
 }
 
 impl TokenCache {
@@ -41,25 +51,47 @@ impl TokenCache {
             snap: ArcSwap::from_pointee(HashMap::new()),
             store,
             clock,
-            last_refresh: AtomicU64::new(NEVER),
+            gate: tokio::sync::Mutex::new(None),
+            started: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
         }
     }
 
-    /// Re-reads every token from the keystore.
+    /// Re-reads every token from the keystore (the periodic refresh and start-up).
     pub async fn refresh(&self) -> Result<(), StoreError> {
-        self.last_refresh
-            .store(self.monotonic_ms(), Ordering::Relaxed);
+        let mut last = self.gate.lock().await;
+        self.read_locked(&mut last).await
+    }
+
+    /// One re-read; the caller holds `gate` (whose value is when the last one started).
+    async fn read_locked(&self, last: &mut Option<Instant>) -> Result<(), StoreError> {
+        let number = self.started.fetch_add(1, Ordering::AcqRel) + 1;
+        *last = Some(Instant::now());
         let tokens = self.store.list_tokens().await?;
         let map = tokens
             .into_iter()
             .map(|t| (t.id.clone(), Arc::new(t)))
             .collect();
         self.snap.store(Arc::new(map));
+        self.completed.store(number, Ordering::Release);
         Ok(())
     }
 
-    fn monotonic_ms(&self) -> u64 {
-        u64::try_from(self.clock.monotonic().as_millis()).unwrap_or(u64::MAX - 1)
+    /// Makes the snapshot at least as new as the table was when the caller arrived
+    /// (`arrived`: the `started` count read then): waits for, or runs, a re-read that
+    /// started later — no sooner than [`MIN_REFRESH_GAP`] after the previous one.
+    async fn catch_up(&self, arrived: u64) -> Result<(), StoreError> {
+        let mut last = self.gate.lock().await;
+        if self.completed.load(Ordering::Acquire) > arrived {
+            return Ok(()); // a re-read that started after we arrived has finished
+        }
+        if let Some(at) = *last {
+            let wait = MIN_REFRESH_GAP.saturating_sub(at.elapsed());
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        self.read_locked(&mut last).await
     }
 
     /// How many tokens exist (revoked included).
@@ -81,15 +113,14 @@ impl TokenCache {
             .map(|(_, t)| t.trim())
             .ok_or(ApiError::Unauthorized)?;
         let (id, secret) = access::parse(token).ok_or(ApiError::Unauthorized)?;
+        let arrived = self.started.load(Ordering::Acquire);
         let mut record = self.snap.load().get(id).cloned();
         if record.is_none() {
-            let last = self.last_refresh.load(Ordering::Relaxed);
-            if last == NEVER || self.monotonic_ms().saturating_sub(last) >= MIN_REFRESH_GAP_MS {
-                self.refresh()
-                    .await
-                    .map_err(|e| ApiError::Internal(e.to_string()))?;
-                record = self.snap.load().get(id).cloned();
-            }
+            self.catch_up(arrived).await.map_err(|e| {
+                tracing::warn!(error = %e, "token table re-read failed");
+                ApiError::Unavailable
+            })?;
+            record = self.snap.load().get(id).cloned();
         }
         let record = record.ok_or(ApiError::Unauthorized)?;
         // Verify before looking at any other property, in constant time.

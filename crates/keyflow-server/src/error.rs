@@ -67,6 +67,10 @@ pub enum ApiError {
         "sensitive authentication data may not be stored, not even encrypted (PCI DSS 3.3.1): {0}"
     )]
     SensitiveAuthenticationData(String),
+    /// 422: `ENCRYPTION_STRICT_MODE` and values that must be ciphertexts are in clear
+    /// (their paths, never the values).
+    #[error("ENCRYPTION_STRICT_MODE: plaintext where a ciphertext is required: {0}")]
+    PlaintextRefused(String),
     /// 422: the key version exists but may not be used (revoked, destroyed).
     #[error("{0}")]
     KeyUnavailable(String),
@@ -114,6 +118,9 @@ impl ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "sensitive_authentication_data",
             ),
+            ApiError::PlaintextRefused(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "plaintext_refused")
+            }
             ApiError::KeyUnavailable(_) => (StatusCode::UNPROCESSABLE_ENTITY, "key_unavailable"),
             ApiError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),

@@ -49,6 +49,33 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     }
 }
 
+/// A query string, with failures in the API's error shape (axum's `Query` answers them
+/// in plain text): `400 invalid_request` naming a missing parameter, never quoting a
+/// value.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or_default();
+        serde_urlencoded::from_str(query)
+            .map(ApiQuery)
+            .map_err(|e| {
+                let msg = e.to_string();
+                match msg
+                    .strip_prefix("missing field `")
+                    .and_then(|r| r.split('`').next())
+                {
+                    Some(field) => {
+                        ApiError::InvalidRequest(format!("missing query parameter '{field}'"))
+                    }
+                    None => ApiError::InvalidRequest("invalid query string".into()),
+                }
+            })
+    }
+}
+
 /// A JSON request body kept as bytes, for requests parsed into types that borrow from
 /// it (`&str`, `&RawValue`): the hot routes read large strings without copying them.
 /// Same limits and error shape as [`ApiJson`].

@@ -24,6 +24,8 @@
 //! | `keyflow_key_cache_hits_total`, `keyflow_key_cache_misses_total`, `keyflow_key_cache_entries` | | the key cache |
 //! | `keyflow_uptime_seconds` | | the server |
 //! | `keyflow_audit_records_total`, `keyflow_audit_failures_total` | | the audit writer (absent when auditing is off) |
+//! | `keyflow_plain_http_requests_total` | | plain-HTTP requests turned away in production |
+//! | `keyflow_alert_firing`, `keyflow_keys_expiring_soon`, `keyflow_rotation_failures`, `keyflow_alerts_evaluated_timestamp_seconds` | `alert`, `severity` (the first) | the last alert evaluation ([`crate::alerts::render_metrics`]; absent before it) |
 //!
 //! `route` is the path of a served route (`/api/encryption/encrypt`), or `unmatched`
 //! (never a client's raw path); `operation` is the audit record's (`unknown` when the
@@ -117,6 +119,14 @@ const OPS: [Op; OP_COUNT] = [
     Op::Audit,
 ];
 const OP_COUNT: usize = 21;
+
+/// The operations whose errors the `decrypt_error_rate` alert counts.
+pub const DECRYPT_OPS: [Op; 4] = [
+    Op::Decrypt,
+    Op::BatchDecrypt,
+    Op::DecryptFields,
+    Op::FileDecrypt,
+];
 
 impl Op {
     /// The operation's name in logs, metrics and audit records.
@@ -318,6 +328,8 @@ pub struct Metrics {
     durations: Durations,
     /// Indexed by [`RouteKey::index`].
     routes: Vec<RouteMetrics>,
+    /// Plain-HTTP requests turned away in production (`keyflow_plain_http_requests_total`).
+    plain_http: Counter,
 }
 
 impl Default for Metrics {
@@ -375,6 +387,12 @@ impl Metrics {
             "Time to the response head of audited API requests",
             durations.clone(),
         );
+        let plain_http = Counter::default();
+        registry.register(
+            "keyflow_plain_http_requests",
+            "Plain-HTTP requests turned away (redirected or refused) in production",
+            plain_http.clone(),
+        );
         let op_counter = |op: Op, result| {
             operations.get_or_create_owned(&OpLabels {
                 operation: op.name(),
@@ -402,7 +420,29 @@ impl Metrics {
             requests,
             durations,
             routes,
+            plain_http,
         }
+    }
+
+    /// Counts one plain-HTTP request turned away in production.
+    pub fn count_plain_http(&self) {
+        self.plain_http.inc();
+    }
+
+    /// Plain-HTTP requests turned away since start.
+    pub fn plain_http_requests(&self) -> u64 {
+        self.plain_http.get()
+    }
+
+    /// Decrypt operations answered since start, and how many of them failed: `decrypt`,
+    /// `batch_decrypt` (a batch with any failed item counts as failed), `decrypt_fields`
+    /// and `file_decrypt` — the `decrypt_error_rate` alert's figures.
+    pub fn decrypt_totals(&self) -> (u64, u64) {
+        DECRYPT_OPS.iter().fold((0, 0), |(total, failed), op| {
+            let c = &self.operations[op.index()];
+            let (ok, err) = (c[0].get(), c[1].get());
+            (total + ok + err, failed + err)
+        })
     }
 
     /// Logs one operation and notes it in the request's audit slot; the audit layer

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use crate::routes::{audit, backup, data, fields, files, keys, lifecycle, system};
+use crate::routes::{audit, backup, compliance, data, fields, files, keys, lifecycle, system};
 
 /// Every error response: `{"error": "<stable_code>", "message": "<human text>"}`.
 #[derive(ToSchema)]
@@ -84,7 +84,7 @@ impl Modify for JsonOnly {
         backup::backup, backup::restore,
         lifecycle::revoke, lifecycle::reinstate, lifecycle::destroy, lifecycle::get_policy,
         lifecycle::set_policy, lifecycle::rotate_due, lifecycle::rewrap,
-        system::health, system::status, system::metrics, audit::query,
+        system::health, system::status, system::metrics, audit::query, compliance::report,
     ),
     components(schemas(
         ErrorBody, data::EncryptRequest, data::DecryptRequest, data::BatchEncryptRequest,
@@ -95,6 +95,9 @@ impl Modify for JsonOnly {
         backup::BackupRequest, backup::RestoreRequest,
         lifecycle::VersionRequest, lifecycle::PolicyRequest, lifecycle::RotateDueRequest,
         lifecycle::RewrapRequest,
+        compliance::ComplianceReport, compliance::ComplianceSummary,
+        compliance::ComplianceStandards, compliance::ComplianceControl,
+        compliance::InventoryEntry, compliance::LegacyEntry,
     )),
     modifiers(&BearerAuth, &JsonOnly)
 )]
@@ -139,6 +142,7 @@ mod tests {
             "/api/encryption/health",
             "/api/encryption/status",
             "/api/encryption/audit",
+            "/api/encryption/compliance",
             "/metrics",
         ] {
             assert!(paths.contains_key(p), "{p} missing from OpenAPI");

@@ -20,6 +20,12 @@ pub struct Limits {
     /// Largest streamed body of `/files/encrypt` and `/files/decrypt`, bytes (default
     /// 10 GiB; the JSON limit does not apply to them).
     pub file_body_bytes: u64,
+    /// Streamed file responses in progress at once (`/files/*`; default 64); beyond,
+    /// 503 `overloaded`. See [`crate::routes::file_slots`].
+    pub file_streams: usize,
+    /// A streamed file response whose client reads nothing for this long is aborted
+    /// (default 60 s).
+    pub file_idle: Duration,
 }
 
 impl Default for Limits {
@@ -28,6 +34,8 @@ impl Default for Limits {
             json_body_bytes: 1 << 20,
             batch_items: 1000,
             file_body_bytes: 10 << 30,
+            file_streams: 64,
+            file_idle: Duration::from_secs(60),
         }
     }
 }
@@ -58,6 +66,12 @@ pub struct Inner {
     legacy: std::sync::OnceLock<crate::legacy::LegacyReads>,
     /// `/health`'s cached keystore check.
     health: crate::health::HealthCache,
+    /// What this process serves, for `/compliance` (set once by `keyflow serve`).
+    deployment: std::sync::OnceLock<crate::compliance::Deployment>,
+    /// The alerts' last evaluation, thresholds and webhook ([`crate::alerts`]).
+    pub alerts: crate::alerts::AlertBoard,
+    /// Streamed file responses in progress ([`Limits::file_streams`] permits).
+    file_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -75,6 +89,7 @@ impl AppState {
         audit: Option<AuditTrail>,
     ) -> Self {
         let started = service.clock().monotonic();
+        let file_slots = Arc::new(tokio::sync::Semaphore::new(limits.file_streams));
         Self(Arc::new(Inner {
             service,
             tokens,
@@ -86,6 +101,9 @@ impl AppState {
             kek_path: std::sync::OnceLock::new(),
             legacy: std::sync::OnceLock::new(),
             health: crate::health::HealthCache::default(),
+            deployment: std::sync::OnceLock::new(),
+            alerts: crate::alerts::AlertBoard::default(),
+            file_slots,
         }))
     }
 }
@@ -128,6 +146,26 @@ impl AppState {
     /// The transition-read state, when on.
     pub fn legacy_reads(&self) -> Option<&crate::legacy::LegacyReads> {
         self.legacy.get()
+    }
+
+    /// A slot for one streamed file response, if one is free.
+    pub(crate) fn file_slot(&self) -> Option<crate::routes::file_slots::FileSlot> {
+        self.file_slots
+            .clone()
+            .try_acquire_owned()
+            .ok()
+            .map(crate::routes::file_slots::FileSlot::new)
+    }
+
+    /// Tells `/compliance` what this process serves (TLS, production, journal). Set
+    /// once; later calls are ignored.
+    pub fn set_deployment(&self, deployment: crate::compliance::Deployment) {
+        let _ = self.deployment.set(deployment);
+    }
+
+    /// What this process serves, if set.
+    pub fn deployment(&self) -> Option<&crate::compliance::Deployment> {
+        self.deployment.get()
     }
 
     /// `/health`'s cached keystore check ([`crate::health`]).

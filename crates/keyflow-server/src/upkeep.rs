@@ -4,6 +4,8 @@
 //!   rotation or revocation made through another instance takes effect here within
 //!   that interval whatever the cache TTL;
 //! - API-token table refresh (every second) and usage-counter flushes (every 10 s);
+//! - alert evaluation every `KEYFLOW_ALERT_EVAL_SECS` ([`crate::alerts`]) and, when
+//!   configured, the webhook's delivery task;
 //! - the scheduler pass every `scheduler_every`, under the keystore lease, so with
 //!   several instances one runs it and another takes over when that one dies; its
 //!   actions and failures go to the audit trail ([`scheduler_events`]);
@@ -62,6 +64,20 @@ pub fn spawn(state: AppState, config: UpkeepConfig) -> Upkeep {
     let mut set = JoinSet::new();
     set.spawn(revalidate_loop(state.clone(), config.revalidate_every));
     set.spawn(housekeeping_loop(state.clone()));
+    // Alerts: evaluated on their own tick, never per request; changes pushed to the
+    // webhook when one is configured.
+    if let Some(url) = state.alerts.config().webhook.clone() {
+        let (notifier, deliver) =
+            crate::alerts::webhook::Notifier::new(crate::alerts::webhook::Delivery {
+                url,
+                attempts: state.alerts.config().webhook_attempts,
+                backoff: Duration::from_secs(1),
+                instance: config.holder.clone(),
+            });
+        state.alerts.notify_with(notifier);
+        set.spawn(deliver);
+    }
+    set.spawn(crate::alerts::alerts_loop(state.clone()));
     if let Some(every) = config.scheduler_every {
         set.spawn(scheduler_loop(state, every, config.holder));
     }
@@ -151,6 +167,13 @@ async fn scheduler_loop(state: AppState, every: Duration, holder: String) {
             Ok(_) => tracing::debug!("scheduler lease held by another instance"),
             Err(e) => tracing::warn!(error = %e, "scheduler pass failed; retrying next interval"),
         }
+        match &outcome {
+            Ok(r) if r.ran => state
+                .alerts
+                .note_scheduler_pass(now, (r.failures() > 0).then(|| failed_purposes(r))),
+            Ok(_) => {}
+            Err(_) => state.alerts.note_scheduler_pass(now, Some(Vec::new())),
+        }
         if let Some(trail) = &state.audit {
             for event in scheduler_events(&holder, trail.now_millis(), &outcome) {
                 if let Err(e) = trail.record(event).await {
@@ -161,11 +184,30 @@ async fn scheduler_loop(state: AppState, every: Duration, holder: String) {
     }
 }
 
+/// The purposes a pass failed to act on, each once, in order.
+fn failed_purposes(report: &PassReport) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for a in report
+        .actions
+        .iter()
+        .filter(|a| a.outcome.starts_with("failed"))
+    {
+        if !out.contains(&a.purpose) {
+            out.push(a.purpose.clone());
+        }
+    }
+    out
+}
+
 /// The audit records of one scheduler pass (source `scheduler`, actor
 /// `scheduler:<instance>`): one per action applied or failed — `keys.rotate` or
-/// `keys.deprecate` (the CLI's names; the source tells them apart), result `ok` or `failed` — or one `scheduler.failed` when the
-/// pass itself failed. A pass with nothing to do, or run by another instance, records
-/// nothing; an action another writer had already done is recorded by that writer.
+/// `keys.deprecate` (the CLI's names; the source tells them apart), result `ok` or
+/// `failed` — then one `scheduler.pass` summing the pass up (result `ok`, or `failed`
+/// with the failed purposes; `detail` `{actions, failed}`); or one `scheduler.failed`
+/// when the pass itself failed. The `rotation_failed` alert reads the last two back
+/// ([`crate::alerts::rotation_state`]), so it survives restarts and every instance
+/// sees it. A pass run by another instance records nothing; an action another writer
+/// had already done is recorded by that writer.
 pub fn scheduler_events(
     holder: &str,
     now: i64,
@@ -173,30 +215,49 @@ pub fn scheduler_events(
 ) -> Vec<AuditEvent> {
     let actor = format!("scheduler:{holder}");
     match outcome {
-        Ok(report) => report
-            .actions
-            .iter()
-            .filter(|a| a.outcome == "applied" || a.outcome.starts_with("failed"))
-            .map(|a| {
-                let operation = match a.kind {
-                    ActionKind::RotateDue | ActionKind::RotateBudget => "keys.rotate",
-                    ActionKind::Deprecate => "keys.deprecate",
-                };
-                let mut e = AuditEvent::new(now, Source::Scheduler, actor.clone(), operation);
-                e.purposes = vec![a.purpose.clone()];
-                e.versions = vec![a.version];
-                e.items = Some(1);
-                let mut detail = json!({ "kind": a.kind, "reason": a.reason });
-                if let Some(error) = a.outcome.strip_prefix("failed") {
-                    e.result = "failed".into();
-                    detail["error"] = json!(error.trim_start_matches(':').trim());
-                }
-                e.detail = Some(detail);
-                e
-            })
-            .collect(),
+        Ok(report) if !report.ran => Vec::new(),
+        Ok(report) => {
+            let mut events: Vec<AuditEvent> = report
+                .actions
+                .iter()
+                .filter(|a| a.outcome == "applied" || a.outcome.starts_with("failed"))
+                .map(|a| {
+                    let operation = match a.kind {
+                        ActionKind::RotateDue | ActionKind::RotateBudget => "keys.rotate",
+                        ActionKind::Deprecate => "keys.deprecate",
+                    };
+                    let mut e = AuditEvent::new(now, Source::Scheduler, actor.clone(), operation);
+                    e.purposes = vec![a.purpose.clone()];
+                    e.versions = vec![a.version];
+                    e.items = Some(1);
+                    let mut detail = json!({ "kind": a.kind, "reason": a.reason });
+                    if let Some(error) = a.outcome.strip_prefix("failed") {
+                        e.result = "failed".into();
+                        detail["error"] = json!(error.trim_start_matches(':').trim());
+                    }
+                    e.detail = Some(detail);
+                    e
+                })
+                .collect();
+            let mut pass =
+                AuditEvent::new(now, Source::Scheduler, actor, crate::alerts::SCHEDULER_PASS);
+            let failed = failed_purposes(report);
+            if !failed.is_empty() {
+                pass.result = "failed".into();
+            }
+            pass.detail =
+                Some(json!({ "actions": report.actions.len(), "failed": report.failures() }));
+            pass.purposes = failed;
+            events.push(pass);
+            events
+        }
         Err(err) => {
-            let mut e = AuditEvent::new(now, Source::Scheduler, actor, "scheduler.failed");
+            let mut e = AuditEvent::new(
+                now,
+                Source::Scheduler,
+                actor,
+                crate::alerts::SCHEDULER_FAILED,
+            );
             e.result = "failed".into();
             e.detail = Some(json!({ "error": err.to_string() }));
             vec![e]
@@ -468,8 +529,8 @@ mod tests {
                 action(ActionKind::RotateBudget, "already done"),
             ],
         };
-        let events = scheduler_events("host/1", 7, &Ok(report));
-        assert_eq!(events.len(), 2, "{events:?}");
+        let events = scheduler_events("host/1", 7, &Ok(report.clone()));
+        assert_eq!(events.len(), 3, "{events:?}");
         assert_eq!(
             (events[0].operation.as_str(), events[0].result.as_str()),
             ("keys.rotate", "ok")
@@ -485,6 +546,32 @@ mod tests {
             ("keys.deprecate", "failed")
         );
         assert_eq!(events[1].detail.as_ref().unwrap()["error"], "store down");
+        // The pass sums up: failed, for the purpose that failed.
+        assert_eq!(
+            (events[2].operation.as_str(), events[2].result.as_str()),
+            ("scheduler.pass", "failed")
+        );
+        assert_eq!(events[2].purposes, vec!["userData".to_owned()]);
+        assert_eq!(events[2].detail.as_ref().unwrap()["failed"], 1);
+        // A quiet pass still says it ran; one held by another instance says nothing.
+        let quiet = PassReport {
+            actions: vec![],
+            ..report.clone()
+        };
+        let events = scheduler_events("h", 7, &Ok(quiet.clone()));
+        assert_eq!(
+            (
+                events.len(),
+                events[0].operation.as_str(),
+                events[0].result.as_str()
+            ),
+            (1, "scheduler.pass", "ok")
+        );
+        let elsewhere = PassReport {
+            ran: false,
+            ..quiet
+        };
+        assert!(scheduler_events("h", 7, &Ok(elsewhere)).is_empty());
         let failed = scheduler_events("h", 7, &Err(KmsError::Invalid("x")));
         assert_eq!(failed[0].operation, "scheduler.failed");
         assert_eq!(failed[0].result, "failed");

@@ -88,7 +88,14 @@ async fn verification_goes_on_from_the_last_head_and_status_shows_it() {
     assert_eq!(a["verifiedThrough"], first, "{a}");
     assert_eq!(a["verifiedAt"], rfc3339(t1), "{a}");
     assert!(a.get("chainBroken").is_none(), "{a}");
-    assert_eq!(s["alerts"], json!([]), "{s}");
+    assert!(
+        s["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["firing"] == false),
+        "{s}"
+    );
 
     // The status request itself, and more: the next pass reaches the new head.
     encrypt(&h, &app, 2).await;
@@ -143,9 +150,17 @@ async fn a_record_edited_in_the_database_file_is_reported_as_a_break() {
     assert_eq!(a["chainBroken"], expected, "{a}");
     assert_eq!(a["verifiedThrough"], verified, "{a}");
     assert_eq!(s["healthStatus"], "critical", "{s}");
+    let firing: Vec<&Value> = s["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["firing"] == true)
+        .collect();
+    assert_eq!(firing.len(), 1, "{s}");
+    assert_eq!(firing[0]["name"], "audit_chain_broken");
     assert_eq!(
-        s["alerts"],
-        json!([format!("the audit chain does not verify: {expected}")]),
+        firing[0]["summary"],
+        format!("the audit chain does not verify: {expected}"),
         "{s}"
     );
     // It stays reported (and is not logged again) on later passes.

@@ -322,6 +322,22 @@ fn routes() -> Vec<Route> {
             },
         },
         Route {
+            name: "compliance",
+            method: "GET",
+            path: "/api/encryption/compliance",
+            targets: NO_PURPOSE,
+            body: |_, _| None,
+            rule: admin_and_auditor,
+            ok_status: 200,
+            check: |_, _, r| {
+                let b = r.json();
+                ensure(
+                    b["standards"]["pciDss"].is_array() && b["overall"].is_string(),
+                    "no compliance report",
+                )
+            },
+        },
+        Route {
             name: "metrics",
             method: "GET",
             path: "/metrics",
@@ -488,7 +504,7 @@ async fn every_route_every_role() {
             }
         }
     }
-    assert_eq!(cells, 5 * 2 * 4 + 8 * 4, "matrix size");
+    assert_eq!(cells, 5 * 2 * 4 + 9 * 4, "matrix size");
     assert!(
         failures.is_empty(),
         "{} of {cells} cells failed:\n{}",

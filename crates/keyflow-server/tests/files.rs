@@ -433,3 +433,68 @@ async fn revoked_versions_do_not_decrypt_files() {
         &b"new"[..]
     );
 }
+
+/// Streamed responses hold a file slot until their body ends: with one slot, a second
+/// stream is refused (503 `overloaded`) while the first is unread, and admitted once the
+/// first client goes away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_files_have_their_own_concurrency_limit() {
+    use tower::ServiceExt;
+    let h = Harness::with_limits(Limits {
+        file_streams: 1,
+        ..Limits::default()
+    })
+    .await;
+    let app = h.app(keyflow_transport::TransportConfig::default());
+    let path = format!("{ENCRYPT}?purpose={OWN}");
+    let req = |body: Vec<u8>| {
+        request("POST", &path, Some(&h.service_token))
+            .body(axum::body::Body::from(body))
+            .unwrap()
+    };
+    // Eight segments: the response cannot be produced in one chunk.
+    let first = bounded("first", app.clone().oneshot(req(data(8 * SEG))))
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    let refused = oneshot(&app, req(data(SEG))).await;
+    refused.assert_error(503, "overloaded", "the server is overloaded; retry later");
+    // The JSON routes are not affected.
+    let plain = oneshot(
+        &app,
+        request("POST", "/api/encryption/encrypt", Some(&h.service_token))
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(
+                json!({"data": "x", "purpose": OWN}).to_string(),
+            ))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(plain.status, 200, "{plain:?}");
+    // The first client goes away: its slot comes back.
+    drop(first);
+    let mut admitted = None;
+    for _ in 0..100 {
+        let r = oneshot(&app, req(data(SEG))).await;
+        if r.status == 200 {
+            admitted = Some(r);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let admitted = admitted.expect("the slot was never released");
+    let back = decrypt_in_process(&app, &h.service_token, &admitted.body).await;
+    assert!(back == data(SEG));
+}
+
+async fn decrypt_in_process(app: &axum::Router, token: &str, body: &[u8]) -> Vec<u8> {
+    let r = oneshot(
+        app,
+        request("POST", DECRYPT, Some(token))
+            .body(axum::body::Body::from(body.to_vec()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    r.body.to_vec()
+}

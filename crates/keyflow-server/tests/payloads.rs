@@ -329,3 +329,27 @@ async fn every_string_and_json_type_comes_back_exactly() {
         &json!({ "total": 1, "successful": 1, "failed": 0, "results": [{ "success": true, "data": "x" }] }),
     );
 }
+
+/// Query strings fail in the API's error shape too (axum's own rejection is plain text),
+/// naming the parameter and quoting no value.
+#[tokio::test]
+async fn bad_query_strings_are_json_400s() {
+    let h = Harness::new().await;
+    let app = h.app(keyflow_transport::TransportConfig::default());
+    let get = |path: &str| {
+        request("GET", &api(path), Some(&h.admin))
+            .body(axum::body::Body::empty())
+            .unwrap()
+    };
+    let missing = common::oneshot(&app, get("/keys/policy")).await;
+    missing.assert_error(400, "invalid_request", "missing query parameter 'purpose'");
+    for path in [
+        "/keys?status=%FF%FE",
+        "/status?shape=secret-value-123&shape=x",
+    ] {
+        let r = common::oneshot(&app, get(path)).await;
+        assert_eq!(r.status, 400, "{path}: {r:?}");
+        assert_eq!(r.json()["error"], "invalid_request", "{path}");
+        assert!(!r.text().contains("secret-value"), "{path}: {}", r.text());
+    }
+}

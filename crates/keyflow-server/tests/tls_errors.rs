@@ -282,7 +282,11 @@ async fn request_errors_have_stable_codes() {
         &json!({ "purpose": "p2", "keyType": "rsa" }),
     )
     .await
-    .assert_error(400, "invalid_request", "keyType: only aes-256 is supported");
+    .assert_error(
+        400,
+        "invalid_request",
+        "keyType: only aes-256 is supported (also accepted: aes256, data, aes-256-gcm)",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

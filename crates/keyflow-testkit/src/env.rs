@@ -93,6 +93,15 @@ impl Env {
         }
     }
 
+    /// The in-memory keystore, as its concrete type (`None` on a SQLite `Env`).
+    pub fn memory_store(&self) -> Option<Arc<MemoryKeystore>> {
+        match &self.backend {
+            Backend::Memory(store) => Some(store.clone()),
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite => None,
+        }
+    }
+
     /// The SQLite keystore file opened again, as its concrete type: one handle that is
     /// both the keystore and the audit store (`Arc<SqliteKeystore>` coerces to
     /// `Arc<dyn Keystore>` and to `Arc<dyn AuditStore>`). Panics on an in-memory `Env`.

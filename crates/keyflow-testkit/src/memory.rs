@@ -68,6 +68,11 @@ pub struct MemoryKeystore {
     /// MAC'd in memory, but as in the SQL backends nothing that needs a sealer is read
     /// or written before one is installed (same outcomes, call for call).
     rows: SealerSlot,
+    /// Key-version reads served (`get_version`, `active_version`, `list_versions`):
+    /// what a cache in front of the keystore is meant to save.
+    version_reads: std::sync::atomic::AtomicU64,
+    /// Token-table reads served (`list_tokens`).
+    token_reads: std::sync::atomic::AtomicU64,
 }
 
 /// Everything the keystore holds; the mutex around it is the transaction.
@@ -122,7 +127,25 @@ impl MemoryKeystore {
         Self {
             state: Mutex::new(state),
             rows: SealerSlot::default(),
+            version_reads: Default::default(),
+            token_reads: Default::default(),
         }
+    }
+
+    /// Key-version reads served so far.
+    pub fn version_reads(&self) -> u64 {
+        self.version_reads
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Token-table reads served so far.
+    pub fn token_reads(&self) -> u64 {
+        self.token_reads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn count_version_read(&self) {
+        self.version_reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Runs `f` on the state under the lock: one call, one transaction. `f` is not
@@ -580,6 +603,7 @@ impl Keystore for MemoryKeystore {
         filter: &VersionFilter,
     ) -> Result<Vec<KeyVersionRecord>, StoreError> {
         self.sealed()?;
+        self.count_version_read();
         Ok(self.with(|s| s.list_versions(filter)))
     }
 
@@ -589,6 +613,7 @@ impl Keystore for MemoryKeystore {
         version: KeyVersion,
     ) -> Result<Option<KeyVersionRecord>, StoreError> {
         self.sealed()?;
+        self.count_version_read();
         Ok(self.with(|s| s.version(purpose, version).cloned()))
     }
 
@@ -597,6 +622,7 @@ impl Keystore for MemoryKeystore {
         purpose: &Purpose,
     ) -> Result<Option<KeyVersionRecord>, StoreError> {
         self.sealed()?;
+        self.count_version_read();
         Ok(self.with(|s| s.active_version(purpose)))
     }
 
@@ -649,6 +675,8 @@ impl Keystore for MemoryKeystore {
 
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
         self.sealed()?;
+        self.token_reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(self.with(|s| s.list_tokens()))
     }
 

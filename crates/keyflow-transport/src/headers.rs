@@ -6,6 +6,7 @@ use std::task::{Context, Poll};
 use axum::extract::Request;
 use axum::response::Response;
 use http::{HeaderMap, HeaderName, HeaderValue};
+use base64::Engine;
 use tower::{Layer, Service};
 
 use crate::util::BoxFuture;
@@ -39,6 +40,39 @@ pub const SECURITY_HEADERS: &[(&str, &str)] = &[
     ("cache-control", "no-store"),
     ("pragma", "no-cache"),
 ];
+
+/// A response extension: the `'sha256-…'` source of the one inline style sheet a page
+/// served by the handler carries (e.g. the compliance report's HTML form). The layer
+/// then appends `style-src '<hash>'` to [`CSP`]: that exact sheet may apply, nothing
+/// else — no `unsafe-inline`, and every other directive unchanged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InlineStyleHash(pub String);
+
+impl InlineStyleHash {
+    /// The hash source of `sheet` (the text between `<style>` and `</style>`).
+    pub fn of(sheet: &str) -> Self {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, sheet.as_bytes());
+        Self(format!(
+            "sha256-{}",
+            base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
+        ))
+    }
+}
+
+fn allow_inline_style(headers: &mut HeaderMap, hash: &InlineStyleHash) {
+    // Only base64 characters after the prefix: nothing can close the quote.
+    let well_formed = hash.0.strip_prefix("sha256-").is_some_and(|b| {
+        !b.is_empty()
+            && b.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'='))
+    });
+    if let (true, Ok(v)) = (
+        well_formed,
+        HeaderValue::from_str(&format!("{CSP}; style-src '{}'", hash.0)),
+    ) {
+        headers.insert(http::header::CONTENT_SECURITY_POLICY, v);
+    }
+}
 
 /// Puts [`SECURITY_HEADERS`] on every response the inner service returns (`200`s,
 /// handler errors, `404`s and the refusals of inner layers alike), in every mode.
@@ -109,6 +143,9 @@ where
         Box::pin(async move {
             let mut res = future.await?;
             apply_security_headers(res.headers_mut());
+            if let Some(hash) = res.extensions_mut().remove::<InlineStyleHash>() {
+                allow_inline_style(res.headers_mut(), &hash);
+            }
             Ok(res)
         })
     }
@@ -138,5 +175,25 @@ mod tests {
     #[test]
     fn csp_has_no_unsafe_source() {
         assert!(!CSP.contains("unsafe"));
+    }
+
+    #[test]
+    fn an_inline_style_hash_extends_only_style_src() {
+        let mut h = HeaderMap::new();
+        apply_security_headers(&mut h);
+        let hash = InlineStyleHash::of("body{color:red}");
+        assert!(hash.0.starts_with("sha256-") && hash.0.len() == 7 + 44, "{}", hash.0);
+        allow_inline_style(&mut h, &hash);
+        assert_eq!(
+            h[http::header::CONTENT_SECURITY_POLICY],
+            format!("{CSP}; style-src '{}'", hash.0).as_str()
+        );
+        // Anything but a hash is ignored: the policy stays as it was.
+        for bad in ["sha256-x'; script-src *", "unsafe-inline", "sha256-"] {
+            let mut h = HeaderMap::new();
+            apply_security_headers(&mut h);
+            allow_inline_style(&mut h, &InlineStyleHash(bad.into()));
+            assert_eq!(h[http::header::CONTENT_SECURITY_POLICY], CSP, "{bad}");
+        }
     }
 }

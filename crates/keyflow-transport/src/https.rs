@@ -73,6 +73,12 @@ pub struct HttpsEnforcement<S> {
     policy: Arc<HttpsPolicy>,
 }
 
+/// Response extension on every answer that turned plain HTTP away in production
+/// (redirect or refusal), so an outer layer can count them (KeyFlow's
+/// `plain_http_in_production` alert) without repeating the proxy-trust logic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlainHttpTurnedAway;
+
 /// Why plain HTTP was turned away.
 enum Refusal {
     Redirect(HeaderValue),
@@ -130,8 +136,61 @@ where
     fn call(&mut self, mut req: Request) -> Self::Future {
         match self.policy.check(&mut req) {
             Ok(()) => Box::pin(self.inner.call(req)),
-            Err(Refusal::Redirect(location)) => respond(https_redirect(location)),
-            Err(Refusal::Refuse) => respond(TransportError::HttpsRequired.into_response()),
+            Err(refusal) => {
+                let mut resp = match refusal {
+                    Refusal::Redirect(location) => https_redirect(location),
+                    Refusal::Refuse => TransportError::HttpsRequired.into_response(),
+                };
+                resp.extensions_mut().insert(PlainHttpTurnedAway);
+                respond(resp)
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    async fn answer(config: &TransportConfig, method: &str, tls: bool) -> Response {
+        let inner = tower::service_fn(|_req: Request| async {
+            Ok::<_, std::convert::Infallible>(Response::new(axum::body::Body::empty()))
+        });
+        let svc = HttpsEnforcementLayer::from_config(config).layer(inner);
+        let mut req = Request::builder()
+            .method(method)
+            .uri("/x")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        req.extensions_mut().insert(ConnectionInfo {
+            peer: "198.51.100.20:1".parse().unwrap(),
+            tls,
+            client_cert_sha256: None,
+        });
+        svc.oneshot(req).await.unwrap()
+    }
+
+    #[tokio::test]
+    #[allow(clippy::unwrap_used)] // tests fail by panicking
+    async fn plain_http_turned_away_is_marked_for_counting() {
+        let production = TransportConfig {
+            production: true,
+            public_host: Some("api.example".into()),
+            ..TransportConfig::default()
+        };
+        for method in ["GET", "POST"] {
+            let r = answer(&production, method, false).await;
+            assert!(r.status().is_redirection() || r.status().is_client_error());
+            assert!(
+                r.extensions().get::<PlainHttpTurnedAway>().is_some(),
+                "{method}"
+            );
+        }
+        // Served: TLS in production, or anything in development.
+        let r = answer(&production, "POST", true).await;
+        assert!(r.extensions().get::<PlainHttpTurnedAway>().is_none());
+        let r = answer(&TransportConfig::default(), "POST", false).await;
+        assert!(r.extensions().get::<PlainHttpTurnedAway>().is_none());
     }
 }

@@ -131,10 +131,10 @@ pub use header_encryption::{
     is_keyflow_ciphertext, HeaderEncryption, HeaderEncryptionLayer, CIPHERTEXT_PREFIX,
 };
 pub use headers::{
-    apply_security_headers, SecurityHeaders, SecurityHeadersLayer, CSP, HSTS, PERMISSIONS_POLICY,
-    SECURITY_HEADERS,
+    apply_security_headers, InlineStyleHash, SecurityHeaders, SecurityHeadersLayer, CSP, HSTS,
+    PERMISSIONS_POLICY, SECURITY_HEADERS,
 };
-pub use https::{HttpsEnforcement, HttpsEnforcementLayer};
+pub use https::{HttpsEnforcement, HttpsEnforcementLayer, PlainHttpTurnedAway};
 pub use integrity::{
     canonical_string, canonical_string_v2, sign_request, sign_request_v2, IntegrityVerified,
     MemoryNonceStore, NonceFuture, NonceOutcome, NonceStore, RequestIntegrity,

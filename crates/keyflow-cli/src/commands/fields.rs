@@ -84,11 +84,35 @@ pub struct DecryptArgs {
 #[derive(Debug, Args)]
 pub struct ScanArgs {
     /// JSON lines: one document per line (findings say which line).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "target_url")]
     lines: bool,
     /// Print findings as JSON (one object per finding, per line).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "target_url")]
     json: bool,
+    /// Scan an application's database instead of stdin: sqlite:PATH or postgres://…
+    /// (its text and JSON columns; counts per column and detector, never values;
+    /// recorded in the audit trail as `scan.database`; docs/discovery.md).
+    #[arg(long = "target-url", value_name = "URL")]
+    pub target_url: Option<String>,
+    /// With --target-url: scan only this table (repeatable; default every table).
+    #[arg(long = "table", value_name = "T", requires = "target_url")]
+    pub tables: Vec<String>,
+    /// With --target-url: rows read per page.
+    #[arg(long, default_value_t = keyflow_discovery::DEFAULT_PAGE_SIZE, requires = "target_url",
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub page_size: u32,
+    /// With --target-url: the report as a table (text) or one JSON object (json).
+    #[arg(long, value_enum, default_value_t = ScanFormat::Text, requires = "target_url")]
+    pub format: ScanFormat,
+}
+
+/// How `keyflow scan --target-url` prints its report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScanFormat {
+    /// A table.
+    Text,
+    /// One JSON object.
+    Json,
 }
 
 fn usage(e: FieldsError) -> CliError {
@@ -264,6 +288,7 @@ async fn decrypt(config: &Config, args: &DecryptArgs) -> Result<(), CliError> {
             let binding = binding_for(&doc, &args.common, base)?;
             let options = DecryptOptions {
                 bind_array_index: args.common.bind_array_index,
+                require_ciphertext: service.strict_mode(),
             };
             let (doc, _) =
                 decrypt_fields_with(service, doc, selectors.as_deref(), &binding, &options)

@@ -2,7 +2,9 @@
 
 pub mod audit;
 pub mod backup;
+pub mod compliance;
 pub mod data;
+pub mod discover;
 pub mod fields;
 pub mod file;
 pub mod init;
@@ -12,6 +14,7 @@ pub mod legacy;
 pub mod lifecycle;
 pub mod reencrypt;
 pub mod serve;
+pub mod status;
 pub mod tokens;
 pub mod trail;
 

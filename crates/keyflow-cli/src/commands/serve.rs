@@ -34,6 +34,8 @@ pub struct ServeArgs<'a> {
     pub tls_cipher_suites: &'a [String],
     pub max_body_bytes: usize,
     pub max_file_bytes: u64,
+    pub max_file_streams: usize,
+    pub file_idle: Duration,
     pub max_concurrency: usize,
     pub request_timeout: Duration,
     /// Connection limits and timeouts (its `grace` is replaced by the server's 20 s).
@@ -83,7 +85,7 @@ fn instance_id(addr: &std::net::SocketAddr) -> String {
 /// The audit policy from `KEYFLOW_AUDIT` (`on`, the default, or `off`, refused in
 /// production) and `KEYFLOW_AUDIT_FAILURE` (`closed` or `open`; by default `closed` in
 /// production, `open` otherwise).
-fn audit_policy(
+pub(crate) fn audit_policy(
     production: bool,
     audit: Option<&str>,
     failure: Option<&str>,
@@ -221,6 +223,9 @@ pub async fn run(config: &Config, data_dir: &Path, args: ServeArgs<'_>) -> Resul
         std::env::var(VERIFY_SECS_ENV).ok().as_deref(),
         std::env::var(RETENTION_DAYS_ENV).ok().as_deref(),
     )?;
+    // KEYFLOW_ALERT_* (thresholds, windows, webhook URL): refused here when unusable.
+    let alert_config = keyflow_server::alerts::AlertConfig::from_env()
+        .map_err(|e| CliError::Config(e.to_string()))?;
     let password = if args.dev {
         dev_password(config, data_dir)?
     } else {
@@ -352,10 +357,21 @@ pub async fn run(config: &Config, data_dir: &Path, args: ServeArgs<'_>) -> Resul
     let limits = Limits {
         json_body_bytes: args.max_body_bytes,
         file_body_bytes: args.max_file_bytes,
+        file_streams: args.max_file_streams,
+        file_idle: args.file_idle,
         ..Limits::default()
     };
     let state = AppState::with_audit(service.clone(), tokens, limits, trail.clone());
     state.set_kek_path(config.kek_path.clone());
+    state.set_deployment(super::compliance::deployment(
+        config,
+        tls.as_deref(),
+        &transport,
+        trail.is_some(),
+        "server",
+    ));
+    // Before the upkeep and the app read the thresholds.
+    let _ = state.alerts.configure(alert_config);
     if args.legacy_reads {
         state.enable_legacy_reads();
     }

@@ -205,7 +205,10 @@ fn body_len(c: &BackupContents) -> usize {
     n
 }
 
-fn encode_body(c: &BackupContents) -> Result<Zeroizing<Vec<u8>>> {
+/// The plaintext body of a backup file: what [`seal`] encrypts. Public (with
+/// [`decode_body`]) so the fuzzer can check the body parser without the KDF; nothing
+/// outside this module needs it.
+pub fn encode_body(c: &BackupContents) -> Result<Zeroizing<Vec<u8>>> {
     let len = body_len(c);
     let mut b = Zeroizing::new(Vec::with_capacity(len + TAG_LEN));
     b.extend_from_slice(&c.created_at.to_be_bytes());
@@ -395,7 +398,9 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn decode_body(body: &[u8]) -> Result<BackupContents> {
+/// Parses a decrypted backup body (the inverse of [`encode_body`]). Everything in it
+/// is checked as if crafted: whoever holds the password can write any body.
+pub fn decode_body(body: &[u8]) -> Result<BackupContents> {
     let mut r = Reader(body);
     let created_at = timestamp(r.i64()?)?;
     let n = usize::from(r.u8()?);
@@ -428,6 +433,11 @@ fn decode_body(body: &[u8]) -> Result<BackupContents> {
         let encryptions = r.u64()?;
         let revoked_reason = match r.u16()? {
             NO_REASON => None,
+            // The writer's limit: a longer reason would restore, then fail every later
+            // backup (found by the `backup_file` fuzz target).
+            n if usize::from(n) > MAX_REASON_BYTES => {
+                return Err(KmsError::BackupInvalid("revocation reason too long"))
+            }
             n => Some(r.str(usize::from(n))?),
         };
         let material = match r.u8()? {
@@ -633,6 +643,31 @@ mod tests {
         assert!(matches!(
             open(&bytes, &pw()),
             Err(KmsError::BackupInvalid(_))
+        ));
+    }
+
+    /// The body parser accepts exactly what the writer writes: a reason of the
+    /// writer's maximum length reads back, one byte more (crafted) is refused.
+    #[test]
+    fn a_revocation_reason_longer_than_the_writer_allows_is_refused() {
+        let mut c = sample();
+        c.versions[0].revoked_reason = Some("r".repeat(MAX_REASON_BYTES));
+        let body = encode_body(&c).unwrap();
+        let back = decode_body(&body).unwrap();
+        assert_eq!(
+            back.versions[0].revoked_reason,
+            c.versions[0].revoked_reason
+        );
+        // Created-at, KEK id, count, then version 0 up to its reason's length field.
+        let at = 8 + 1 + 32 + 4 + 1 + "userData".len() + 4 + 1 + 1 + "AES-256".len() + 24;
+        assert_eq!(body[at..at + 2], (MAX_REASON_BYTES as u16).to_be_bytes());
+        let mut long = body[..at].to_vec();
+        long.extend_from_slice(&(MAX_REASON_BYTES as u16 + 1).to_be_bytes());
+        long.extend_from_slice(&[b'r'; MAX_REASON_BYTES + 1]);
+        long.extend_from_slice(&body[at + 2 + MAX_REASON_BYTES..]);
+        assert!(matches!(
+            decode_body(&long),
+            Err(KmsError::BackupInvalid("revocation reason too long"))
         ));
     }
 

@@ -39,6 +39,7 @@ pub struct EncryptRequest<'a> {
     /// The way to send binary data. Absent: `data` is a JSON value.
     pub encoding: Option<String>,
     /// Key ring to use.
+    #[schema(pattern = "^[A-Za-z][A-Za-z0-9_.-]{0,63}$")]
     pub purpose: String,
     /// String pairs bound into the ciphertext; order of keys is irrelevant.
     pub context: Option<BTreeMap<String, String>>,
@@ -72,6 +73,7 @@ pub struct BatchEncryptRequest<'a> {
     /// As for `/encrypt`, applied to every item.
     pub encoding: Option<String>,
     /// Key ring to use.
+    #[schema(pattern = "^[A-Za-z][A-Za-z0-9_.-]{0,63}$")]
     pub purpose: String,
     /// Context bound into every item.
     pub context: Option<BTreeMap<String, String>>,
@@ -97,6 +99,7 @@ pub struct BlindIndexRequest {
     #[schema(value_type = Object)]
     pub data: Option<Value>,
     /// Key ring to use.
+    #[schema(pattern = "^[A-Za-z][A-Za-z0-9_.-]{0,63}$")]
     pub purpose: String,
     /// The field the value belongs to, used as given; indexes of different fields
     /// differ. Give `field` or `path`.

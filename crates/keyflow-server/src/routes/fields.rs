@@ -106,6 +106,7 @@ pub(crate) fn api_error(e: FieldsError) -> ApiError {
         FieldsError::SensitiveAuthenticationData { paths } => {
             ApiError::SensitiveAuthenticationData(paths.join(", "))
         }
+        FieldsError::PlaintextRefused { paths } => ApiError::PlaintextRefused(paths.join(", ")),
         FieldsError::Decrypt { path, source } => match source {
             KmsError::DecryptionFailed | KmsError::InvalidCiphertext => {
                 ApiError::FieldDecryptionFailed(path)
@@ -235,7 +236,7 @@ pub async fn encrypt(
 #[utoipa::path(post, path = "/api/encryption/decrypt-fields", request_body = DecryptFieldsRequest,
     responses((status = 200, description = "`{data, decryptedFields}`"),
               (status = 400), (status = 401), (status = 403, description = "A ciphertext's purpose is not granted"),
-              (status = 413), (status = 422, description = "A value does not decrypt (the message names its path)")),
+              (status = 413), (status = 422, description = "A value does not decrypt (the message names its path); `plaintext_refused`: ENCRYPTION_STRICT_MODE and a value that must be a ciphertext is in clear")),
     security(("bearer" = [])))]
 pub async fn decrypt(
     State(state): State<AppState>,
@@ -275,6 +276,9 @@ pub async fn decrypt(
         .copied();
     let options = DecryptOptions {
         bind_array_index: req.bind_array_index,
+        // ENCRYPTION_STRICT_MODE fails closed on read too: plaintext where a
+        // ciphertext is required is refused, not passed through.
+        require_ciphertext: state.service.strict_mode(),
     };
     let result = decrypt_fields_with(&state.service, doc, selectors.as_deref(), &b, &options)
         .await

@@ -23,8 +23,6 @@
 //! before reading gets the error rather than a broken connection; a 413 does not.
 
 use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
@@ -33,7 +31,6 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
-use hyper::body::Body as _;
 use keyflow_kms::access::Role;
 use keyflow_kms::keyflow_core::OsRng;
 use keyflow_stream::{
@@ -41,9 +38,10 @@ use keyflow_stream::{
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 use utoipa::{IntoParams, ToSchema};
 
+use super::file_body::{check_declared_len, drain_on_error, is_too_large, BodyReader};
+use super::file_slots::{pump, FileSlot};
 use super::purpose;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
@@ -64,6 +62,7 @@ const VERSION_HEADER: &str = "x-keyflow-key-version";
 #[serde(rename_all = "camelCase")]
 pub struct FileEncryptQuery {
     /// Key ring to use (required).
+    #[param(pattern = "^[A-Za-z][A-Za-z0-9_.-]{0,63}$")]
     pub purpose: Option<String>,
     /// File name to store in the encrypted metadata.
     pub name: Option<String>,
@@ -79,6 +78,7 @@ pub struct EncryptFileRequest {
     #[serde(alias = "fileData")]
     pub data: String,
     /// Key ring to use.
+    #[schema(pattern = "^[A-Za-z][A-Za-z0-9_.-]{0,63}$")]
     pub purpose: String,
     /// File name stored in the encrypted metadata.
     #[serde(alias = "filename", alias = "originalName")]
@@ -110,106 +110,6 @@ fn api_error(e: StreamError, limit: u64) -> ApiError {
         StreamError::Io(_) => ApiError::InvalidRequest("could not read the request body".into()),
         other => ApiError::Internal(other.to_string()),
     }
-}
-
-/// Marker error of [`BodyReader`]: the body passed the file limit.
-#[derive(Debug, thiserror::Error)]
-#[error("the request body is larger than the file limit")]
-struct BodyTooLarge;
-
-fn is_too_large(e: &io::Error) -> bool {
-    e.get_ref().is_some_and(|inner| inner.is::<BodyTooLarge>())
-}
-
-/// A request body as an `AsyncRead`, refusing more than `limit` bytes.
-struct BodyReader {
-    body: Body,
-    chunk: Bytes,
-    seen: u64,
-    limit: u64,
-}
-
-impl BodyReader {
-    fn new(body: Body, limit: u64) -> Self {
-        Self {
-            body,
-            chunk: Bytes::new(),
-            seen: 0,
-            limit,
-        }
-    }
-}
-
-impl AsyncRead for BodyReader {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        loop {
-            if !self.chunk.is_empty() {
-                let n = self.chunk.len().min(buf.remaining());
-                let part = self.chunk.split_to(n);
-                buf.put_slice(&part);
-                return Poll::Ready(Ok(()));
-            }
-            let frame = match Pin::new(&mut self.body).poll_frame(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(None) => return Poll::Ready(Ok(())),
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(io::Error::other(e))),
-                Poll::Ready(Some(Ok(frame))) => frame,
-            };
-            if let Ok(data) = frame.into_data() {
-                self.seen += data.len() as u64;
-                if self.seen > self.limit {
-                    return Poll::Ready(Err(io::Error::other(BodyTooLarge)));
-                }
-                self.chunk = data;
-            }
-        }
-    }
-}
-
-/// Most of a refused upload read and discarded, and for how long at most.
-const DRAIN_BYTES: usize = 8 << 20;
-const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// On an error answered before the upload was read to its end, reads and discards a
-/// bounded rest of it (8 MiB, 2 s): an HTTP/1.1 client that writes its whole body
-/// before reading would otherwise see a broken connection instead of the error. Bodies
-/// over the limit are not drained (that is the point of the limit).
-async fn drain_on_error(
-    result: ApiResult<Response>,
-    reader: Option<BodyReader>,
-) -> ApiResult<Response> {
-    // Decided before awaiting: a `&Response` held across an await is not `Send`.
-    let drain = matches!(&result, Err(e) if !matches!(e, ApiError::PayloadTooLarge(_)));
-    if let (true, Some(mut reader)) = (drain, reader) {
-        let _ = tokio::time::timeout(DRAIN_TIME, async {
-            let mut buf = [0u8; 16 * 1024];
-            let mut left = DRAIN_BYTES;
-            while left > 0 {
-                match reader.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => left = left.saturating_sub(n),
-                }
-            }
-        })
-        .await;
-    }
-    result
-}
-
-/// Refuses a declared length over the limit before reading anything.
-fn check_declared_len(headers: &HeaderMap, limit: u64) -> ApiResult<Option<u64>> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(ApiError::PayloadTooLarge(limit as usize));
-    }
-    Ok(declared)
 }
 
 /// `name` percent-encoded for a header (RFC 3986 unreserved characters kept).
@@ -260,8 +160,11 @@ pub async fn encrypt_stream(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
+    // Refused before the body is read: the connection layer (crate::early) deals with
+    // the unread body.
+    let slot = state.file_slot().ok_or(ApiError::Overloaded)?;
     let mut reader = Some(BodyReader::new(body, state.limits.file_body_bytes));
-    let result = encrypt_stream_inner(state, who, rid, query, headers, &mut reader).await;
+    let result = encrypt_stream_inner(state, who, rid, query, headers, &mut reader, slot).await;
     drain_on_error(result, reader).await
 }
 
@@ -272,6 +175,7 @@ async fn encrypt_stream_inner(
     query: Result<Query<FileEncryptQuery>, QueryRejection>,
     headers: HeaderMap,
     reader: &mut Option<BodyReader>,
+    slot: FileSlot,
 ) -> ApiResult<Response> {
     let Query(q) = query.map_err(|_| ApiError::InvalidRequest("invalid query string".into()))?;
     let p =
@@ -348,7 +252,7 @@ async fn encrypt_stream_inner(
                 HeaderValue::from(version),
             ),
         ],
-        Body::from_stream(stream),
+        pump(stream, slot, state.limits.file_idle),
     )
         .into_response())
 }
@@ -387,7 +291,8 @@ impl Finish {
 
 /// Decrypts a streamed encrypted file.
 #[utoipa::path(post, path = "/api/encryption/files/decrypt",
-    request_body(content = Vec<u8>, content_type = "application/vnd.keyflow.file", description = "The encrypted file, streamed"),
+    request_body(content((Vec<u8> = "application/vnd.keyflow.file"), (Vec<u8> = "application/octet-stream")),
+        description = "The encrypted file, streamed (any content type is accepted)"),
     responses((status = 200, description = "The plaintext, streamed, released one verified segment at a time; `content-type` from the metadata, `x-keyflow-file-name` (percent-encoded), `x-keyflow-file-size`. A segment failing after the first MiB aborts the body."),
               (status = 401), (status = 403, description = "Purpose of the file not granted"),
               (status = 413), (status = 422, description = "Not a KeyFlow file, or it does not authenticate (within the first MiB)")),
@@ -399,8 +304,9 @@ pub async fn decrypt_stream(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
+    let slot = state.file_slot().ok_or(ApiError::Overloaded)?;
     let mut reader = Some(BodyReader::new(body, state.limits.file_body_bytes));
-    let result = decrypt_stream_inner(state, who, rid, headers, &mut reader).await;
+    let result = decrypt_stream_inner(state, who, rid, headers, &mut reader, slot).await;
     drain_on_error(result, reader).await
 }
 
@@ -410,6 +316,7 @@ async fn decrypt_stream_inner(
     rid: RequestId,
     headers: HeaderMap,
     slot: &mut Option<BodyReader>,
+    file_slot: FileSlot,
 ) -> ApiResult<Response> {
     who.require(&[Role::Admin, Role::Service])?;
     let limit = state.limits.file_body_bytes;
@@ -530,7 +437,8 @@ async fn decrypt_stream_inner(
             }
         },
     );
-    Ok((resp_headers, Body::from_stream(stream)).into_response())
+    let idle = state.limits.file_idle;
+    Ok((resp_headers, pump(stream, file_slot, idle)).into_response())
 }
 
 fn b64() -> base64::engine::GeneralPurpose {

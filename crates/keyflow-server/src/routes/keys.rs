@@ -1,6 +1,6 @@
 //! Key management: generate, rotate (admin), list metadata (admin, auditor).
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use keyflow_kms::access::Role;
@@ -12,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::purpose;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, RequestId};
+use crate::extract::{ApiJson, ApiQuery, RequestId};
 use crate::metrics::{Op, OpRecord};
 use crate::state::AppState;
 
@@ -22,9 +22,15 @@ use crate::state::AppState;
 pub struct GenerateRequest {
     /// The new purpose.
     pub purpose: String,
-    /// Only `aes-256` (the default) exists.
+    /// Only `aes-256` (the default) exists; the old system's names for it are accepted:
+    /// `data` (its `keyType` of data keys) and `aes-256-gcm` (its `algorithm`).
     pub key_type: Option<String>,
 }
+
+/// The accepted `keyType` values, all meaning a 256-bit data key: KeyFlow's names and
+/// the old system's (`data` was the `keyType` of its data keys, as its key documents
+/// show, and `aes-256-gcm` their `algorithm`).
+const KEY_TYPES: [&str; 4] = ["aes-256", "aes256", "data", "aes-256-gcm"];
 
 /// `POST /keys/rotate`
 #[derive(Deserialize, ToSchema)]
@@ -56,9 +62,10 @@ pub async fn generate(
     who.require(&[Role::Admin])?;
     let p = purpose(&req.purpose)?;
     if let Some(t) = req.key_type.as_deref() {
-        if !t.eq_ignore_ascii_case("aes-256") && !t.eq_ignore_ascii_case("aes256") {
+        if !KEY_TYPES.iter().any(|k| t.trim().eq_ignore_ascii_case(k)) {
             return Err(ApiError::InvalidRequest(
-                "keyType: only aes-256 is supported".into(),
+                "keyType: only aes-256 is supported (also accepted: aes256, data, aes-256-gcm)"
+                    .into(),
             ));
         }
     }
@@ -119,7 +126,7 @@ pub async fn list(
     State(state): State<AppState>,
     who: Principal,
     rid: RequestId,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<Value>> {
     who.require(&[Role::Admin, Role::Auditor])?;
     let filter = VersionFilter {

@@ -1,7 +1,7 @@
 //! Key lifecycle routes (admin): revoke, reinstate, destroy, rotation policies, a
 //! scheduler pass on demand, and rewrap (admin or service).
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::Json;
 use keyflow_kms::access::Role;
 use keyflow_kms::clock::{Clock, SystemClock};
@@ -13,7 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::{context, purpose};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, RequestId};
+use crate::extract::{ApiJson, ApiQuery, RequestId};
 use crate::metrics::{Op, OpRecord};
 use crate::state::AppState;
 
@@ -219,7 +219,7 @@ pub async fn get_policy(
     State(state): State<AppState>,
     who: Principal,
     rid: RequestId,
-    Query(q): Query<PolicyQuery>,
+    ApiQuery(q): ApiQuery<PolicyQuery>,
 ) -> ApiResult<Json<Value>> {
     who.require(&[Role::Admin, Role::Auditor])?;
     let p = purpose(&q.purpose)?;

@@ -2,8 +2,11 @@
 
 pub mod audit;
 pub mod backup;
+pub mod compliance;
 pub mod data;
 pub mod fields;
+mod file_body;
+pub mod file_slots;
 pub mod files;
 pub mod keys;
 pub mod lifecycle;

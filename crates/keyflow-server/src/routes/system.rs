@@ -9,11 +9,15 @@ use axum::Json;
 use keyflow_kms::access::Role;
 use keyflow_kms::clock::{Clock, SystemClock};
 use keyflow_kms::{KeyStatus, VersionFilter};
+use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa::IntoParams;
+
+use crate::alerts::{Alert, Severity};
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::RequestId;
+use crate::extract::{ApiQuery, RequestId};
 use crate::metrics::{Op, OpRecord};
 use crate::state::AppState;
 
@@ -59,16 +63,26 @@ pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// Key health metrics (the old shape) plus usage and cache figures.
-#[utoipa::path(get, path = "/api/encryption/status",
-    responses((status = 200, description = "`{total, active, expiringSoon, deprecated, revoked, cacheSize, byPurpose, healthStatus, usage, cache, alerts, refusedRows, retiredKekFiles, audit}`; `audit` is `{enabled, failClosed, failing, written, commits, failures, lastWrite, lastFailure, backlog, headSeq, verifiedThrough, verifiedAt, chainBroken?}`"),
+#[utoipa::path(get, path = "/api/encryption/status", params(StatusQuery),
+    responses((status = 200, description = "`{total, active, expiringSoon, deprecated, revoked, cacheSize, byPurpose, healthStatus, usage, cache, alerts, alertsEvaluatedAt, refusedRows, retiredKekFiles, audit}`; each alert is `{name, severity, firing, since, value, threshold, summary}` (docs/alerts.md); `?shape=legacy` makes `byPurpose` the old `[{_id, count}]`; `audit` is `{enabled, failClosed, failing, written, commits, failures, lastWrite, lastFailure, backlog, headSeq, verifiedThrough, verifiedAt, chainBroken?}`"),
               (status = 401), (status = 403, description = "Admin or auditor only")),
     security(("bearer" = [])))]
 pub async fn status(
     State(state): State<AppState>,
     who: Principal,
     rid: RequestId,
+    ApiQuery(q): ApiQuery<StatusQuery>,
 ) -> ApiResult<Json<Value>> {
     who.require(&[Role::Admin, Role::Auditor])?;
+    let legacy_shape = match q.shape.as_deref() {
+        None | Some("current") => false,
+        Some("legacy") => true,
+        Some(_) => {
+            return Err(ApiError::InvalidRequest(
+                "shape: expected current or legacy".into(),
+            ))
+        }
+    };
     // Persist pending counts so the figures are current.
     if let Err(e) = state.service.flush_usage().await {
         tracing::warn!(error = %e, "usage flush before status failed");
@@ -112,23 +126,8 @@ pub async fn status(
         }
     }
     let deprecated = count(KeyStatus::Deprecated);
-    let mut alerts = Vec::new();
-    if expiring > 5 {
-        alerts.push(format!(
-            "{expiring} keys are inside their rotation warning window"
-        ));
-    }
     let cache = state.service.cache_stats();
-    if cache.hits + cache.misses >= 100 && cache.hit_rate() < 0.8 {
-        alerts.push(format!("low key cache hit rate: {:.2}", cache.hit_rate()));
-    }
     let audit = audit_status(&state);
-    if state.audit.as_ref().is_some_and(|t| t.log().failing()) {
-        alerts.push("the audit trail cannot be written".to_owned());
-    }
-    if let Some(broken) = state.chain_check().broken {
-        alerts.push(format!("the audit chain does not verify: {broken}"));
-    }
     // Rows written without the KEK (a forged token, a flipped state) are refused on
     // read; any since this server started is an alert (details in the log and trail).
     let refused_rows = state
@@ -136,17 +135,26 @@ pub async fn status(
         .keystore()
         .row_sealer()
         .map_or(0, |s| s.refused());
-    if refused_rows > 0 {
-        alerts.push(format!(
-            "{refused_rows} keystore row reads failed their integrity check and were refused (rows written without the KEK?)"
-        ));
-    }
-    let health = if !alerts.is_empty() {
+    // The five alerts of the old design, as the background evaluation left them (none
+    // evaluated yet right after start), then the integrity alerts, read live.
+    let (mut alerts, evaluated_at) = state.alerts.current();
+    alerts.extend(integrity_alerts(&state, refused_rows));
+    let firing = |sev: Severity| alerts.iter().any(|a| a.firing && a.severity == sev);
+    let health = if firing(Severity::Critical) {
         "critical"
-    } else if expiring > 0 || deprecated > 0 {
+    } else if firing(Severity::Warning) || expiring > 0 || deprecated > 0 {
         "warning"
     } else {
         "healthy"
+    };
+    let by_purpose = if legacy_shape {
+        // The old clients' aggregate: `[{_id: purpose, count: versions}]`.
+        json!(by_purpose
+            .iter()
+            .map(|(p, v)| json!({ "_id": p, "count": v["versions"] }))
+            .collect::<Vec<_>>())
+    } else {
+        json!(by_purpose)
     };
     state.metrics.record(&OpRecord {
         op: Op::Status,
@@ -168,13 +176,77 @@ pub async fn status(
         "healthStatus": health,
         "usage": usage,
         "cache": { "hits": cache.hits, "misses": cache.misses, "hitRate": cache.hit_rate(), "entries": cache.entries },
-        "alerts": alerts,
+        "alerts": alerts.iter().map(crate::alerts::alert_json).collect::<Vec<_>>(),
+        "alertsEvaluatedAt": evaluated_at.map(keyflow_kms::clock::rfc3339),
         "refusedRows": refused_rows,
         "retiredKekFiles": retired_kek_files(&state),
         "defaultPolicy": keyflow_kms::Policy::default(),
         "audit": audit,
         "legacy": crate::legacy::status(&state),
     })))
+}
+
+/// `GET /status` query.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct StatusQuery {
+    /// `current` (default): `byPurpose` is an object keyed by purpose; `legacy`: the old
+    /// clients' array `[{_id, count}]` (count = key versions), the rest unchanged.
+    pub shape: Option<String>,
+}
+
+/// The integrity alerts, read live (cheap reads of in-memory state): the audit trail
+/// cannot be written, the audit chain does not verify, keystore rows were refused.
+fn integrity_alerts(state: &AppState, refused_rows: u64) -> Vec<Alert> {
+    let failing = state.audit.as_ref().is_some_and(|t| t.log().failing());
+    let last_failure = state
+        .audit
+        .as_ref()
+        .map(|t| t.log().health().last_failure)
+        .filter(|t| *t > 0);
+    let broken = state.chain_check().broken;
+    let alert = |name, firing: bool, since, value: f64, summary: String| Alert {
+        name,
+        severity: Severity::Critical,
+        firing,
+        since: if firing { since } else { None },
+        value,
+        threshold: 0.0,
+        summary,
+    };
+    vec![
+        alert(
+            "audit_trail_failing",
+            failing,
+            last_failure,
+            f64::from(u8::from(failing)),
+            if failing {
+                "the audit trail cannot be written".to_owned()
+            } else {
+                "the audit trail is written (or disabled)".to_owned()
+            },
+        ),
+        alert(
+            "audit_chain_broken",
+            broken.is_some(),
+            None,
+            f64::from(u8::from(broken.is_some())),
+            match &broken {
+                Some(b) => format!("the audit chain does not verify: {b}"),
+                None => "no break found by the background verification".to_owned(),
+            },
+        ),
+        alert(
+            "keystore_rows_refused",
+            refused_rows > 0,
+            None,
+            refused_rows as f64,
+            if refused_rows > 0 {
+                format!("{refused_rows} keystore row reads failed their integrity check and were refused (rows written without the KEK?)")
+            } else {
+                "no keystore row refused".to_owned()
+            },
+        ),
+    ]
 }
 
 /// The old KEK files beside the KEK file (`[{path, kekId, kind}]`): each still unlocks
@@ -237,10 +309,14 @@ pub async fn metrics(
 ) -> ApiResult<impl IntoResponse> {
     who.require(&[Role::Admin, Role::Auditor])?;
     let audit = state.audit.as_ref().map(|t| t.log().health());
-    let body = state
+    let mut body = state
         .metrics
         .render(state.service.cache_stats(), state.uptime(), audit)
         .map_err(|e| ApiError::Internal(format!("metrics encoding: {e}")))?;
+    body.push_str(
+        &crate::alerts::render_metrics(&state.alerts)
+            .map_err(|e| ApiError::Internal(format!("metrics encoding: {e}")))?,
+    );
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body))
 }
 
