@@ -1,17 +1,21 @@
 //! Fuzzes the parsers of the legacy Node.js system's formats (all untrusted input to
 //! `keyflow legacy` and the transition reads): packages, field documents, key
-//! documents, backup JSON and the password envelope. Inputs that parse are opened under
-//! a fixed key. Nothing may panic; nothing but data sealed under the key may open.
+//! documents (the keyring's source), backup JSON, the password envelope and the KEK
+//! file (`master.kek`) built on it, and the typing of a decrypted value. Inputs that
+//! parse are opened under a fixed key. Nothing may panic; nothing but data sealed under
+//! the key may open.
 #![no_main]
 
 use keyflow_core::{KeyVersion, Purpose, SecretKey};
 use keyflow_legacy::fields::legacy_fields;
+use keyflow_legacy::package::typed_value;
 use keyflow_legacy::{backup, envelope, keys, LegacyKek, LegacyKeyring, Package};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let mut ring = LegacyKeyring::new();
-    let (Ok(purpose), Ok(dek)) = (Purpose::new("userData"), SecretKey::from_slice(&[0x42; 32])) else {
+    let (Ok(purpose), Ok(dek)) = (Purpose::new("userData"), SecretKey::from_slice(&[0x42; 32]))
+    else {
         return;
     };
     let _ = ring.insert("k", purpose, KeyVersion::FIRST, &dek);
@@ -20,6 +24,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let Ok(text) = std::str::from_utf8(data) else {
         let _ = backup::parse(data);
+        assert_eq!(typed_value(data), None, "non-UTF-8 typed as text");
         return;
     };
     if let Ok(p) = Package::parse(text) {
@@ -39,4 +44,6 @@ fuzz_target!(|data: &[u8]| {
     let _ = backup::parse(data);
     // One PBKDF2 iteration: the parser and the GCM open, not the KDF, are under test.
     let _ = envelope::open(text, b"pw", &[1], "backup");
+    let _ = LegacyKek::open(text, b"pw", &[1]);
+    let _ = typed_value(data);
 });

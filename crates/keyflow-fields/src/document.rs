@@ -404,6 +404,22 @@ fn auto_targets<'a>(
     }
 }
 
+/// Whether `steps` ends in a member `<name>_bidx` whose object also holds `<name>`.
+fn is_blind_index_member(doc: &Value, steps: &[Step]) -> bool {
+    let Some((Step::Key(last), parent)) = steps.split_last() else {
+        return false;
+    };
+    let Some(base) = last.strip_suffix(BLIND_INDEX_SUFFIX) else {
+        return false;
+    };
+    let object = parent.iter().try_fold(doc, |v, step| match (step, v) {
+        (Step::Key(k), Value::Object(m)) => m.get(k),
+        (Step::Index(i), Value::Array(a)) => a.get(*i),
+        _ => None,
+    });
+    matches!(object, Some(Value::Object(m)) if m.contains_key(base))
+}
+
 /// Listed targets first, then auto-detected ones; a value inside another selected
 /// value is dropped (the outer one is encrypted whole), duplicates keep the first.
 fn plan(doc: &Value, selection: &Selection, purpose: &Purpose) -> Result<Vec<Target>> {
@@ -426,6 +442,10 @@ fn plan(doc: &Value, selection: &Selection, purpose: &Purpose) -> Result<Vec<Tar
             mode: Mode::Randomized,
         }));
     }
+    // A blind index this module wrote (`email_bidx` beside `email`) is never a target:
+    // a wildcard selector run a second time would otherwise encrypt the index (the
+    // document stops being searchable) and index it again (`email_bidx_bidx`).
+    targets.retain(|t| !is_blind_index_member(doc, t.path.steps()));
     if targets.len() > 1 {
         // O(n · depth · log n): a document may select thousands of array elements.
         let all: BTreeSet<&[Step]> = targets.iter().map(|t| t.path.steps()).collect();

@@ -168,6 +168,31 @@ async fn types_survive() {
     assert!(back["nul"].is_null());
 }
 
+/// A wildcard with blind indexes, run twice: the second pass must not select the
+/// `_bidx` members the first one wrote (found by the `fields` fuzz target).
+#[tokio::test]
+async fn a_wildcard_never_selects_the_blind_indexes_it_wrote() {
+    let e = env().await;
+    let doc = json!({"email": "a@example.com", "nested": {"name": "x", "name_bidx": "keep me"},
+                     "orphan_bidx": "no sibling"});
+    let sel = Selection::parse_list("*:blind_index").unwrap();
+    let o = opts(Some("d1"));
+    let p = purpose("userData");
+    let (once, _) = encrypt_fields(&e.service, doc.clone(), &sel, &p, &o)
+        .await
+        .unwrap();
+    let bidx = once["email_bidx"].clone();
+    assert!(bidx.is_string(), "{once}");
+    // `orphan_bidx` has no `orphan` beside it: it is ordinary data and was encrypted.
+    assert_ne!(once["orphan_bidx"], json!("no sibling"));
+    let (twice, r2) = encrypt_fields(&e.service, once.clone(), &sel, &p, &o)
+        .await
+        .unwrap();
+    assert_eq!(once, twice, "the second pass changed the document");
+    assert!(twice.get("email_bidx_bidx").is_none());
+    assert!(r2.encrypted.is_empty(), "{:?}", r2.encrypted);
+}
+
 #[tokio::test]
 async fn encrypting_twice_is_a_no_op() {
     let e = env().await;

@@ -73,6 +73,67 @@ impl Modify for JsonOnly {
     }
 }
 
+/// Every error response has the [`ErrorBody`] shape, and every operation may answer
+/// some errors whatever its handler does: 400 when its query string or body does not
+/// parse, 401/403 on a secured route, 503 when the server sheds load, its audit trail
+/// cannot be written (fail closed) or the keystore is unavailable. Documented here once
+/// instead of on each handler.
+struct ErrorResponses;
+
+impl Modify for ErrorResponses {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
+        let error = || Content::new(Some(Ref::from_schema_name("ErrorBody")));
+        let response = |text: &str| -> RefOr<utoipa::openapi::Response> {
+            ResponseBuilder::new()
+                .description(text)
+                .content("application/json", error())
+                .build()
+                .into()
+        };
+        for item in doc.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in operations.into_iter().flatten() {
+                let takes_input = op.request_body.is_some()
+                    || op.parameters.as_ref().is_some_and(|p| !p.is_empty());
+                let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
+                let responses = &mut op.responses.responses;
+                let mut add = |code: &str, text: &str| {
+                    responses
+                        .entry(code.into())
+                        .or_insert_with(|| response(text));
+                };
+                if takes_input {
+                    add(
+                        "400",
+                        "The query string or body does not parse, or a value is invalid",
+                    );
+                }
+                if secured {
+                    add("401", "Missing, unknown, expired or revoked token");
+                    add("403", "The token's role or purposes do not allow this");
+                }
+                add("503", "Overloaded, the audit trail cannot be written (fail closed), or the keystore is unavailable");
+                // Documented error codes without a body schema get the error shape.
+                for (code, resp) in responses.iter_mut() {
+                    let is_error = code.starts_with('4') || code.starts_with('5');
+                    if let (true, RefOr::T(r)) = (is_error, resp) {
+                        if r.content.is_empty() {
+                            r.content.insert("application/json".into(), error());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "KeyFlow", description = "Encryption and key management API. Errors: ErrorBody. Roles: admin, service (granted purposes), auditor."),
@@ -99,7 +160,7 @@ impl Modify for JsonOnly {
         compliance::ComplianceStandards, compliance::ComplianceControl,
         compliance::InventoryEntry, compliance::LegacyEntry,
     )),
-    modifiers(&BearerAuth, &JsonOnly)
+    modifiers(&BearerAuth, &JsonOnly, &ErrorResponses)
 )]
 struct ApiDoc;
 
@@ -166,5 +227,32 @@ mod tests {
         assert!(
             doc["paths"]["/api/encryption/files/encrypt"]["post"]["responses"]["415"].is_null()
         );
+    }
+
+    #[test]
+    fn every_error_response_has_the_error_shape_and_the_common_codes_are_documented() {
+        let doc = super::document();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let responses = op["responses"].as_object().unwrap();
+                for (code, r) in responses {
+                    if code.starts_with('4') || code.starts_with('5') {
+                        let schema = &r["content"]["application/json"]["schema"]["$ref"];
+                        assert_eq!(
+                            schema, "#/components/schemas/ErrorBody",
+                            "{method} {path} {code}"
+                        );
+                    }
+                }
+                assert!(responses.contains_key("503"), "{method} {path}");
+                let input = op["requestBody"].is_object()
+                    || op["parameters"].as_array().is_some_and(|p| !p.is_empty());
+                assert_eq!(input, responses.contains_key("400"), "{method} {path}");
+                if op["security"].as_array().is_some_and(|s| !s.is_empty()) {
+                    assert!(responses.contains_key("401"), "{method} {path}");
+                    assert!(responses.contains_key("403"), "{method} {path}");
+                }
+            }
+        }
     }
 }

@@ -207,7 +207,10 @@ async fn html_is_one_escaped_page_and_markdown_is_markdown() {
     assert!(csp.ends_with(&format!("; style-src '{expected}'")), "{csp}");
     assert!(!csp.contains("unsafe"), "{csp}");
     let json = get(&h, "", Some(&h.auditor)).await;
-    assert_eq!(json.header("content-security-policy"), keyflow_transport::CSP);
+    assert_eq!(
+        json.header("content-security-policy"),
+        keyflow_transport::CSP
+    );
     let r = get(&h, "?format=markdown", Some(&h.auditor)).await;
     assert_eq!(r.header("content-type"), "text/markdown; charset=utf-8");
     let md = r.text();

@@ -5,8 +5,8 @@ use std::task::{Context, Poll};
 
 use axum::extract::Request;
 use axum::response::Response;
-use http::{HeaderMap, HeaderName, HeaderValue};
 use base64::Engine;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use tower::{Layer, Service};
 
 use crate::util::BoxFuture;
@@ -182,7 +182,11 @@ mod tests {
         let mut h = HeaderMap::new();
         apply_security_headers(&mut h);
         let hash = InlineStyleHash::of("body{color:red}");
-        assert!(hash.0.starts_with("sha256-") && hash.0.len() == 7 + 44, "{}", hash.0);
+        assert!(
+            hash.0.starts_with("sha256-") && hash.0.len() == 7 + 44,
+            "{}",
+            hash.0
+        );
         allow_inline_style(&mut h, &hash);
         assert_eq!(
             h[http::header::CONTENT_SECURITY_POLICY],

@@ -51,6 +51,7 @@ pub struct EncryptFieldsRequest {
     #[schema(value_type = Option<Vec<Object>>)]
     pub fields: Option<Vec<FieldEntry>>,
     /// Key ring to use.
+    #[schema(pattern = "^[A-Za-z][A-Za-z0-9_.-]{0,63}$")]
     pub purpose: String,
     /// Also encrypt every member whose name is on the purpose's lists.
     #[serde(default)]

@@ -21,6 +21,7 @@ use crate::state::AppState;
 #[serde(rename_all = "camelCase")]
 pub struct GenerateRequest {
     /// The new purpose.
+    #[schema(pattern = "^[A-Za-z][A-Za-z0-9_.-]{0,63}$")]
     pub purpose: String,
     /// Only `aes-256` (the default) exists; the old system's names for it are accepted:
     /// `data` (its `keyType` of data keys) and `aes-256-gcm` (its `algorithm`).
@@ -36,6 +37,7 @@ const KEY_TYPES: [&str; 4] = ["aes-256", "aes256", "data", "aes-256-gcm"];
 #[derive(Deserialize, ToSchema)]
 pub struct RotateRequest {
     /// The purpose to rotate.
+    #[schema(pattern = "^[A-Za-z][A-Za-z0-9_.-]{0,63}$")]
     pub purpose: String,
 }
 
@@ -43,6 +45,7 @@ pub struct RotateRequest {
 #[derive(Deserialize, IntoParams)]
 pub struct ListQuery {
     /// Only this purpose.
+    #[param(pattern = "^[A-Za-z][A-Za-z0-9_.-]{0,63}$")]
     pub purpose: Option<String>,
     /// Only this state.
     pub status: Option<String>,

@@ -25,6 +25,7 @@ const MAX_REWRAP_ITEMS: usize = 1000;
 #[serde(rename_all = "camelCase")]
 pub struct VersionRequest {
     /// Key ring.
+    #[schema(pattern = "^[A-Za-z][A-Za-z0-9_.-]{0,63}$")]
     pub purpose: String,
     /// Version number.
     pub version: u32,
@@ -40,6 +41,7 @@ pub struct VersionRequest {
 #[serde(rename_all = "camelCase")]
 pub struct PolicyRequest {
     /// Key ring.
+    #[schema(pattern = "^[A-Za-z][A-Za-z0-9_.-]{0,63}$")]
     pub purpose: String,
     /// Rotation period, days (default 90).
     pub rotation_days: Option<u32>,
@@ -55,6 +57,7 @@ pub struct PolicyRequest {
 #[derive(Deserialize, IntoParams)]
 pub struct PolicyQuery {
     /// Key ring.
+    #[param(pattern = "^[A-Za-z][A-Za-z0-9_.-]{0,63}$")]
     pub purpose: String,
 }
 
