@@ -8,10 +8,9 @@
 //! recorded: discovery is useful before KeyFlow is set up, and an unsealed record
 //! would be one anyone could forge.
 
-use std::io::{IsTerminal, Write};
-use std::time::Duration;
+use std::io::Write;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
+use indicatif::ProgressBar;
 use keyflow_discovery::{Plan, Progress, ScanOptions, ScanReport, Target};
 use serde_json::json;
 
@@ -30,24 +29,7 @@ struct Bar(ProgressBar);
 
 impl Bar {
     fn new() -> Self {
-        let target = if std::io::stderr().is_terminal() {
-            ProgressDrawTarget::stderr()
-        } else {
-            ProgressDrawTarget::hidden()
-        };
-        let bar = ProgressBar::with_draw_target(None, target);
-        if let Ok(style) = ProgressStyle::with_template(
-            "{elapsed_precise} [{wide_bar}] {human_pos}/{human_len} rows  {rate}",
-        ) {
-            let style = style
-                .with_key("rate", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
-                    let _ = write!(w, "{:.0} rows/s", s.per_sec());
-                })
-                .progress_chars("=> ");
-            bar.set_style(style);
-        }
-        bar.enable_steady_tick(Duration::from_millis(200));
-        Self(bar)
+        Self(super::progress::row_bar(""))
     }
 }
 

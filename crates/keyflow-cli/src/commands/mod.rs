@@ -12,6 +12,7 @@ pub mod kek;
 pub mod keys;
 pub mod legacy;
 pub mod lifecycle;
+pub(crate) mod progress;
 pub mod reencrypt;
 pub mod serve;
 pub mod status;

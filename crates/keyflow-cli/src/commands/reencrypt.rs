@@ -5,11 +5,8 @@
 //! `--database-url` is already the global keystore flag, and clap cannot give one long
 //! name two meanings. The environment variable keeps a PostgreSQL password out of `ps`.
 
-use std::io::IsTerminal;
-use std::time::Duration;
-
 use clap::Args;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
+use indicatif::ProgressBar;
 use keyflow_kms::{EncryptionService, KeyStatus, VersionFilter};
 use keyflow_reencrypt::{
     backend, engine, ContextSpec, EncryptPlaintext, Operation, Progress, Report, Rewrap,
@@ -96,24 +93,7 @@ struct Bar(ProgressBar);
 
 impl Bar {
     fn new() -> Self {
-        let target = if std::io::stderr().is_terminal() {
-            ProgressDrawTarget::stderr()
-        } else {
-            ProgressDrawTarget::hidden()
-        };
-        let bar = ProgressBar::with_draw_target(None, target);
-        if let Ok(style) = ProgressStyle::with_template(
-            "{elapsed_precise} [{wide_bar}] {human_pos}/{human_len} rows  {rate}  eta {eta}",
-        ) {
-            let style = style
-                .with_key("rate", |s: &ProgressState, w: &mut dyn std::fmt::Write| {
-                    let _ = write!(w, "{:.0} rows/s", s.per_sec());
-                })
-                .progress_chars("=> ");
-            bar.set_style(style);
-        }
-        bar.enable_steady_tick(Duration::from_millis(200));
-        Self(bar)
+        Self(super::progress::row_bar("  eta {eta}"))
     }
 }
 
