@@ -6,28 +6,9 @@
 mod common;
 
 use common::{assert_fails, Sandbox};
-use serde_json::Value;
+use keyflow_testkit::compliance::{control, evidence};
 
 const BACKUP_PASSWORD: &str = "backup password, long enough";
-
-fn control<'a>(report: &'a Value, standard: &str, id: &str) -> &'a Value {
-    report["standards"][standard]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == id)
-        .unwrap_or_else(|| panic!("no {standard}/{id}: {report}"))
-}
-
-fn evidence(c: &Value) -> String {
-    c["evidence"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e.as_str().unwrap())
-        .collect::<Vec<_>>()
-        .join("\n")
-}
 
 #[test]
 fn report_from_the_data_directory_backup_verify_and_at() {

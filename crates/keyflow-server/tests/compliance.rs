@@ -8,7 +8,8 @@ mod common;
 use axum::body::Body;
 use common::{now_millis, oneshot, request, Harness, Resp};
 use keyflow_kms::audit::{AuditEvent, Source};
-use serde_json::{json, Value};
+use keyflow_testkit::compliance::{control, evidence};
+use serde_json::json;
 
 const PATH: &str = "/api/encryption/compliance";
 
@@ -21,25 +22,6 @@ async fn get(h: &Harness, query: &str, token: Option<&str>) -> Resp {
             .unwrap(),
     )
     .await
-}
-
-fn control<'a>(report: &'a Value, standard: &str, id: &str) -> &'a Value {
-    report["standards"][standard]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == id)
-        .unwrap_or_else(|| panic!("no {standard}/{id}"))
-}
-
-fn evidence(c: &Value) -> String {
-    c["evidence"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e.as_str().unwrap())
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 #[tokio::test]

@@ -6,11 +6,13 @@
 //! - [`postgres`] (feature `postgres`), a throwaway PostgreSQL database per test from
 //!   `TEST_DATABASE_URL`;
 //! - [`flaky::FlakyAudit`], an audit store whose appends fail on demand;
+//! - [`compliance`], readers of a compliance report's JSON (server and CLI tests);
 //! - the clock tests move instead of sleeping is `keyflow_core::ManualClock`.
 //!
 //! Helpers here fail by panicking: they are test code.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test support fails by panicking
 
+pub mod compliance;
 pub mod env;
 pub mod flaky;
 pub mod memory;

@@ -21,12 +21,14 @@ use tokio::sync::OwnedSemaphorePermit;
 
 /// A held file slot (released on drop).
 #[derive(Debug)]
-pub struct FileSlot(#[allow(dead_code)] OwnedSemaphorePermit);
+pub struct FileSlot {
+    _permit: OwnedSemaphorePermit,
+}
 
 impl FileSlot {
     /// Wraps a permit of the state's file-slot semaphore.
     pub(crate) fn new(permit: OwnedSemaphorePermit) -> Self {
-        Self(permit)
+        Self { _permit: permit }
     }
 }
 
