@@ -46,7 +46,11 @@ fn world() -> &'static World {
             let service = env.service(ServiceConfig::default()).await;
             for p in ["userData", "financialData"] {
                 let p = Purpose::new(p).unwrap_or_else(|e| panic!("{e}"));
-                service.generate(&p).await.unwrap_or_else(|e| panic!("{e}"));
+                service
+                    .keys()
+                    .generate(&p)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
             }
             service
         });

@@ -30,7 +30,9 @@ use http_body_util::BodyExt;
 use keyflow_kms::access::Role;
 use keyflow_kms::audit::AuditSealer;
 use keyflow_kms::clock::SystemClock;
-use keyflow_kms::{Context, EncryptionService, Keystore, Purpose, ServiceConfig};
+use keyflow_kms::{
+    Context, Encrypt, EncryptMode, EncryptionService, Input, Keystore, Purpose, ServiceConfig,
+};
 use keyflow_server::auth::TokenCache;
 use keyflow_server::{AppState, AuditPolicy, AuditTrail, HttpSettings, Limits};
 use keyflow_testkit::Env;
@@ -87,6 +89,7 @@ async fn build(env: &Env) -> (Router, [String; 3], Vec<(&'static [u8], Vec<u8>)>
     ));
     for p in ["userData", "financialData"] {
         service
+            .keys()
             .generate(&purpose(p))
             .await
             .unwrap_or_else(|e| panic!("{e}"));
@@ -95,7 +98,7 @@ async fn build(env: &Env) -> (Router, [String; 3], Vec<(&'static [u8], Vec<u8>)>
     let trail = AuditTrail::start(
         audit_store,
         sealer,
-        service.clock().clone(),
+        service.ring().clock().clone(),
         AuditPolicy::PRODUCTION,
     );
     let token = |role, purposes: &'static [&'static str]| {
@@ -117,10 +120,14 @@ async fn build(env: &Env) -> (Router, [String; 3], Vec<(&'static [u8], Vec<u8>)>
         let service = service.clone();
         let ctx = ctx.clone();
         async move {
-            let (ct, _) = service
-                .encrypt_json(&v, &purpose(p), &ctx, det)
+            let ct = service
+                .encrypt(
+                    Encrypt::new(&purpose(p), &ctx, Input::Json(&v))
+                        .mode(EncryptMode::deterministic_if(det)),
+                )
                 .await
-                .unwrap_or_else(|e| panic!("{e}"));
+                .unwrap_or_else(|e| panic!("{e}"))
+                .ciphertext;
             ct.into_bytes()
         }
     };

@@ -116,85 +116,8 @@ pub enum Command {
     /// admin or auditor token (KEYFLOW_TOKEN).
     Status(crate::commands::status::StatusArgs),
     /// Run the HTTPS API server.
-    Serve {
-        /// Development mode: no configuration needed. Creates the KEK (with a generated
-        /// password kept in the data directory) and a self-signed certificate on first
-        /// start, and prints an admin token once. Refused in production.
-        #[arg(long)]
-        dev: bool,
-        /// Address to listen on.
-        #[arg(long, env = "KEYFLOW_LISTEN", default_value = "127.0.0.1:8443")]
-        listen: String,
-        /// TLS certificate chain (PEM).
-        #[arg(long, env = "KEYFLOW_TLS_CERT")]
-        tls_cert: Option<PathBuf>,
-        /// TLS private key (PEM).
-        #[arg(long, env = "KEYFLOW_TLS_KEY")]
-        tls_key: Option<PathBuf>,
-        /// TLS cipher suites the server accepts, comma-separated, in its order of
-        /// preference (rustls names, e.g. TLS13_AES_256_GCM_SHA384). Default: all AEAD
-        /// suites, AES-128-GCM first, then AES-256-GCM, then ChaCha20-Poly1305.
-        #[arg(long, env = "KEYFLOW_TLS_CIPHER_SUITES", value_delimiter = ',')]
-        tls_cipher_suites: Vec<String>,
-        /// Largest JSON request body, bytes.
-        #[arg(long, env = "KEYFLOW_MAX_BODY_BYTES", default_value_t = 1 << 20)]
-        max_body_bytes: usize,
-        /// Largest streamed body of /files/encrypt and /files/decrypt, bytes (10 GiB).
-        #[arg(long, env = "KEYFLOW_MAX_FILE_BYTES", default_value_t = 10 << 30)]
-        max_file_bytes: u64,
-        /// Streamed /files/* responses in progress at once; beyond, 503 `overloaded`.
-        #[arg(long, env = "KEYFLOW_MAX_FILE_STREAMS", default_value_t = 64,
-              value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
-        max_file_streams: u64,
-        /// A streamed /files/* response whose client reads nothing for this many
-        /// seconds is aborted.
-        #[arg(long, env = "KEYFLOW_FILE_IDLE_SECS", default_value_t = 60,
-              value_parser = clap::value_parser!(u64).range(1..=86_400))]
-        file_idle_secs: u64,
-        /// Requests in progress beyond which the server answers 503.
-        #[arg(long, env = "KEYFLOW_MAX_CONCURRENCY", default_value_t = 1024)]
-        max_concurrency: usize,
-        /// Per-request timeout, seconds.
-        #[arg(long, env = "KEYFLOW_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
-        request_timeout_secs: u64,
-        /// Most connections open at once; beyond, new ones wait in the listen backlog.
-        #[arg(long, env = "KEYFLOW_MAX_CONNECTIONS", default_value_t = 4096,
-              value_parser = clap::value_parser!(u64).range(1..=1 << 24))]
-        max_connections: u64,
-        /// Most TLS handshakes in progress at once; beyond, new connections wait.
-        #[arg(long, env = "KEYFLOW_MAX_TLS_HANDSHAKES", default_value_t = 128,
-              value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
-        max_tls_handshakes: u64,
-        /// A connection with no request in progress for this many seconds is shut down
-        /// (HTTP/2: GOAWAY; HTTP/1.1: closed).
-        #[arg(long, env = "KEYFLOW_IDLE_TIMEOUT_SECS", default_value_t = 60,
-              value_parser = clap::value_parser!(u64).range(1..=86_400))]
-        idle_timeout_secs: u64,
-        /// While the server waits for a request body, at least this many bytes must
-        /// arrive within every `--body-window-secs`; otherwise the request fails.
-        #[arg(long, env = "KEYFLOW_BODY_MIN_BYTES", default_value_t = 8192,
-              value_parser = clap::value_parser!(u64).range(1..))]
-        body_min_bytes: u64,
-        /// The window of `--body-min-bytes`, seconds.
-        #[arg(long, env = "KEYFLOW_BODY_WINDOW_SECS", default_value_t = 10,
-              value_parser = clap::value_parser!(u64).range(1..=3600))]
-        body_window_secs: u64,
-        /// Scheduler pass interval, seconds (0: this instance never runs the scheduler).
-        #[arg(long, env = "KEYFLOW_SCHEDULER_INTERVAL_SECS", default_value_t = 3600)]
-        scheduler_interval_secs: u64,
-        /// Cached keys are used only while confirmed against the keystore within this
-        /// many seconds; past it the instance reports not-ready and stops using them.
-        #[arg(long, env = "KEYFLOW_CACHE_MAX_STALENESS_SECS", default_value_t = 10)]
-        cache_max_staleness_secs: u64,
-        /// How often the key cache is revalidated against the keystore, milliseconds.
-        #[arg(long, env = "KEYFLOW_REVALIDATE_MS", default_value_t = 250)]
-        revalidate_ms: u64,
-        /// Transition period: /decrypt, /batch/decrypt, /decrypt-fields and /rewrap also
-        /// read the legacy Node.js system's packages and field documents whose keys were
-        /// imported (`keyflow legacy import`); counted in /status (docs/legacy-migration.md).
-        #[arg(long, env = "KEYFLOW_LEGACY_READS")]
-        legacy_reads: bool,
-    },
+    // Boxed: its options are most of this enum's size.
+    Serve(Box<keyflow_server::settings::ServeArgs>),
 }
 
 impl Command {
@@ -241,7 +164,7 @@ impl Command {
             Command::Migrate(_) => "migrate",
             Command::Scan(_) => "scan",
             Command::Status(_) => "status",
-            Command::Serve { .. } => "serve",
+            Command::Serve(_) => "serve",
         }
     }
 }

@@ -31,6 +31,20 @@ impl From<keyflow_core::Error> for CliError {
     }
 }
 
+impl From<keyflow_server::settings::ServeError> for CliError {
+    fn from(e: keyflow_server::settings::ServeError) -> Self {
+        use keyflow_server::settings::ServeError;
+        match e {
+            ServeError::Config(m) => CliError::Config(m),
+            ServeError::Kms(e) => CliError::Kms(e),
+            ServeError::Store(e) => CliError::Store(e),
+            ServeError::Io(e) => CliError::Io(e),
+            // Failed, and any later variant: the operation failed (exit 1).
+            other => CliError::Failed(other.to_string()),
+        }
+    }
+}
+
 impl CliError {
     /// Exit codes: 1 for failures of the operation, 2 for bad usage or configuration.
     pub fn exit_code(&self) -> i32 {

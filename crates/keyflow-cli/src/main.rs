@@ -71,7 +71,7 @@ fn dispatch(cli: &Cli, config: &Config) -> Result<(), CliError> {
     // core a current-thread runtime serves ~10–30 % more requests (docs/benchmarks.md).
     // One-shot commands get the light one.
     let one_core = std::thread::available_parallelism().map_or(true, |n| n.get() == 1);
-    let rt = if matches!(cli.command, Command::Serve { .. }) && !one_core {
+    let rt = if matches!(cli.command, Command::Serve(_)) && !one_core {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?
@@ -107,60 +107,7 @@ fn dispatch(cli: &Cli, config: &Config) -> Result<(), CliError> {
             Command::Reencrypt(args) => commands::reencrypt::reencrypt(config, args).await,
             Command::Migrate(args) => commands::reencrypt::migrate(config, args).await,
             Command::Status(args) => commands::status::run(args).await,
-            Command::Serve {
-                dev,
-                listen,
-                tls_cert,
-                tls_key,
-                tls_cipher_suites,
-                max_body_bytes,
-                max_file_bytes,
-                max_file_streams,
-                file_idle_secs,
-                max_concurrency,
-                request_timeout_secs,
-                max_connections,
-                max_tls_handshakes,
-                idle_timeout_secs,
-                body_min_bytes,
-                body_window_secs,
-                scheduler_interval_secs,
-                cache_max_staleness_secs,
-                revalidate_ms,
-                legacy_reads,
-            } => {
-                let args = commands::serve::ServeArgs {
-                    dev: *dev,
-                    listen,
-                    tls_cert: tls_cert.as_deref(),
-                    tls_key: tls_key.as_deref(),
-                    tls_cipher_suites,
-                    max_body_bytes: *max_body_bytes,
-                    max_file_bytes: *max_file_bytes,
-                    // Bounded by the argument parser (at most 2^20).
-                    max_file_streams: usize::try_from(*max_file_streams).unwrap_or(usize::MAX),
-                    file_idle: std::time::Duration::from_secs(*file_idle_secs),
-                    max_concurrency: *max_concurrency,
-                    request_timeout: std::time::Duration::from_secs(*request_timeout_secs),
-                    connections: keyflow_server::serve::ServeOptions {
-                        // Bounded by the argument parser (at most 2^24 and 2^20).
-                        max_connections: usize::try_from(*max_connections).unwrap_or(usize::MAX),
-                        max_handshakes: usize::try_from(*max_tls_handshakes).unwrap_or(usize::MAX),
-                        idle_timeout: std::time::Duration::from_secs(*idle_timeout_secs),
-                        min_body_rate: keyflow_server::min_rate::MinRate {
-                            bytes: *body_min_bytes,
-                            window: std::time::Duration::from_secs(*body_window_secs),
-                        },
-                        ..keyflow_server::serve::ServeOptions::default()
-                    },
-                    scheduler_every: (*scheduler_interval_secs > 0)
-                        .then(|| std::time::Duration::from_secs(*scheduler_interval_secs)),
-                    max_staleness: std::time::Duration::from_secs(*cache_max_staleness_secs),
-                    revalidate_every: std::time::Duration::from_millis(*revalidate_ms),
-                    legacy_reads: *legacy_reads,
-                };
-                commands::serve::run(config, &cli.global.data_dir, args).await
-            }
+            Command::Serve(args) => commands::serve::run(config, &cli.global.data_dir, args).await,
             Command::Scan(args) => commands::discover::run(config, args).await,
             Command::Inspect | Command::Mask { .. } => Ok(()),
         }

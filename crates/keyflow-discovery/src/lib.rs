@@ -33,6 +33,7 @@
 
 pub mod count;
 mod error;
+mod keyset;
 mod postgres;
 pub mod report;
 mod sqlite;

@@ -9,7 +9,7 @@ use sqlx::{Connection as _, PgConnection, PgPool, Row as _};
 
 use crate::count::Counts;
 use crate::error::{Error, Result};
-use crate::{quoted, ColumnPlan, KeyPlan, Progress, TablePlan};
+use crate::{keyset, quoted, ColumnPlan, KeyPlan, Progress, TablePlan};
 
 pub(crate) async fn connect(url: &str, shown: &str) -> Result<PgPool> {
     let connect_error = |e: sqlx::Error| Error::Connect {
@@ -148,43 +148,39 @@ pub(crate) async fn scan_table(
         keys.len() + 1
     );
     let nk = keys.len();
-    let mut last: Option<Vec<String>> = None;
-    let mut rows_read = 0u64;
-    loop {
-        let rows: Vec<PgRow> = match &last {
-            None => {
-                sqlx::query(&first)
-                    .bind(i64::from(page))
-                    .fetch_all(pool)
-                    .await?
-            }
-            Some(key) => {
-                let mut q = sqlx::query(&next);
-                for k in key {
-                    q = q.bind(k.as_str());
+    let fetch = |last: Option<Vec<String>>| {
+        let (first, next) = (&first, &next);
+        async move {
+            let rows: Vec<PgRow> = match last {
+                None => {
+                    sqlx::query(first)
+                        .bind(i64::from(page))
+                        .fetch_all(pool)
+                        .await?
                 }
-                q.bind(i64::from(page)).fetch_all(pool).await?
-            }
-        };
-        for row in &rows {
-            for (i, c) in counts.iter_mut().enumerate() {
-                if let Some(v) = row.try_get::<Option<&str>, _>(nk + i)? {
-                    c.add_cell(v);
+                Some(key) => {
+                    let mut q = sqlx::query(next);
+                    for k in &key {
+                        q = q.bind(k.as_str());
+                    }
+                    q.bind(i64::from(page)).fetch_all(pool).await?
                 }
+            };
+            Ok(rows)
+        }
+    };
+    let count = |row: &PgRow| -> Result<()> {
+        for (i, c) in counts.iter_mut().enumerate() {
+            if let Some(v) = row.try_get::<Option<&str>, _>(nk + i)? {
+                c.add_cell(v);
             }
         }
-        let n = rows.len() as u64;
-        rows_read += n;
-        progress.advance(n);
-        match rows.last() {
-            Some(row) if n == u64::from(page) => {
-                last = Some(
-                    (0..nk)
-                        .map(|i| row.try_get::<String, _>(i))
-                        .collect::<Result<_, _>>()?,
-                );
-            }
-            _ => return Ok(rows_read),
-        }
-    }
+        Ok(())
+    };
+    let key = |row: &PgRow| -> Result<Vec<String>> {
+        Ok((0..nk)
+            .map(|i| row.try_get::<String, _>(i))
+            .collect::<Result<_, _>>()?)
+    };
+    keyset::pages(page, progress, fetch, count, key).await
 }

@@ -9,7 +9,7 @@ use sqlx::{Row as _, SqlitePool, TypeInfo as _, ValueRef as _};
 
 use crate::count::Counts;
 use crate::error::{Error, Result};
-use crate::{quoted, ColumnPlan, KeyPlan, Progress, TablePlan};
+use crate::{keyset, quoted, ColumnPlan, KeyPlan, Progress, TablePlan};
 
 /// Opens `url` read-only; never creates a file.
 pub(crate) async fn connect(url: &str, shown: &str) -> Result<SqlitePool> {
@@ -178,44 +178,40 @@ pub(crate) async fn scan_table(
         keys.len() + 1
     );
     let nk = keys.len();
-    let mut last: Option<Vec<KeyValue>> = None;
-    let mut rows_read = 0u64;
-    loop {
-        let rows = match &last {
-            None => {
-                sqlx::query(&first)
-                    .bind(i64::from(page))
-                    .fetch_all(pool)
-                    .await?
-            }
-            Some(key) => {
-                let mut q = sqlx::query(&next);
-                for k in key {
-                    q = match k {
-                        KeyValue::Int(v) => q.bind(*v),
-                        KeyValue::Real(v) => q.bind(*v),
-                        KeyValue::Text(v) => q.bind(v.clone()),
-                        KeyValue::Blob(v) => q.bind(v.clone()),
-                    };
+    let fetch = |last: Option<Vec<KeyValue>>| {
+        let (first, next) = (&first, &next);
+        async move {
+            let rows: Vec<SqliteRow> = match last {
+                None => {
+                    sqlx::query(first)
+                        .bind(i64::from(page))
+                        .fetch_all(pool)
+                        .await?
                 }
-                q.bind(i64::from(page)).fetch_all(pool).await?
-            }
-        };
-        for row in &rows {
-            for (i, c) in counts.iter_mut().enumerate() {
-                count_cell(row, nk + i, c)?;
-            }
+                Some(key) => {
+                    let mut q = sqlx::query(next);
+                    for k in key {
+                        q = match k {
+                            KeyValue::Int(v) => q.bind(v),
+                            KeyValue::Real(v) => q.bind(v),
+                            KeyValue::Text(v) => q.bind(v),
+                            KeyValue::Blob(v) => q.bind(v),
+                        };
+                    }
+                    q.bind(i64::from(page)).fetch_all(pool).await?
+                }
+            };
+            Ok(rows)
         }
-        let n = rows.len() as u64;
-        rows_read += n;
-        progress.advance(n);
-        match rows.last() {
-            Some(row) if n == u64::from(page) => {
-                last = Some((0..nk).map(|i| read_key(row, i)).collect::<Result<_>>()?);
-            }
-            _ => return Ok(rows_read),
+    };
+    let count = |row: &SqliteRow| -> Result<()> {
+        for (i, c) in counts.iter_mut().enumerate() {
+            count_cell(row, nk + i, c)?;
         }
-    }
+        Ok(())
+    };
+    let key = |row: &SqliteRow| (0..nk).map(|i| read_key(row, i)).collect::<Result<_>>();
+    keyset::pages(page, progress, fetch, count, key).await
 }
 
 /// Text is scanned, an integer as its digits; NULL, reals and blobs are skipped.

@@ -15,7 +15,7 @@ use keyflow_core::{OsRng, PayloadKind, Purpose};
 use keyflow_fields::document::Binding;
 use keyflow_fields::{decrypt_fields, encrypt_fields, EncryptOptions, Selection};
 use keyflow_kms::kek_provider::{self, KekPassword};
-use keyflow_kms::{EncryptionService, Keystore, ServiceConfig};
+use keyflow_kms::{Encrypt, EncryptionService, Input, Keystore, ServiceConfig};
 use keyflow_store_sqlite::SqliteKeystore;
 use serde_json::{json, Value};
 
@@ -169,7 +169,11 @@ fn bench(c: &mut Criterion) {
         b.iter_custom(|n| {
             timed(&rt, n, || async {
                 for (v, ctx) in &values {
-                    black_box(s.encrypt_json(v, &p, ctx, false).await.unwrap());
+                    black_box(
+                        s.encrypt(Encrypt::new(&p, ctx, Input::Json(v)))
+                            .await
+                            .unwrap(),
+                    );
                 }
             })
         })
@@ -178,6 +182,7 @@ fn bench(c: &mut Criterion) {
         b.iter_custom(|n| {
             timed(&rt, n, || async {
                 let out = s
+                    .ring()
                     .with_active_key(&p, |key| {
                         values
                             .iter()
@@ -200,7 +205,10 @@ fn bench(c: &mut Criterion) {
         let mut out = Vec::new();
         for (v, ctx) in &values {
             out.push((
-                s.encrypt_json(v, &p, ctx, false).await.unwrap().0,
+                s.encrypt(Encrypt::new(&p, ctx, Input::Json(v)))
+                    .await
+                    .unwrap()
+                    .ciphertext,
                 ctx.clone(),
             ));
         }

@@ -228,7 +228,7 @@ pub async fn run(dir: &Path, verbose: bool) -> Result<Outcome> {
     // Three users under version 1, a rotation, the fourth under version 2.
     for (i, user) in users.iter().enumerate() {
         if i == 3 {
-            let r = service.rotate(&Purpose::new("userData")?).await?;
+            let r = service.keys().rotate(&Purpose::new("userData")?).await?;
             if verbose {
                 println!(
                     "rotated userData: v{} -> v{}",
@@ -300,7 +300,7 @@ pub async fn run(dir: &Path, verbose: bool) -> Result<Outcome> {
     for enc in all_rows(&pool).await? {
         plain.push(enc.decrypt(&service, &Binding::doc(enc.id.clone())).await?);
     }
-    service.flush_usage().await?;
+    service.ring().flush_usage().await?;
     pool.close().await;
     Ok(Outcome {
         found,

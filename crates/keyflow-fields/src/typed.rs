@@ -10,7 +10,9 @@
 use std::fmt;
 use std::marker::PhantomData;
 
-use keyflow_kms::{Context, Decrypted, EncryptionService, KmsError, Purpose, Summary};
+use keyflow_kms::{
+    Context, Decrypted, Encrypt, EncryptMode, EncryptionService, Input, KmsError, Purpose, Summary,
+};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -87,9 +89,13 @@ impl<T: Serialize> Encrypted<T> {
         deterministic: bool,
     ) -> Result<Self> {
         let json = serde_json::to_value(value).map_err(|_| FieldsError::Type("value".into()))?;
-        let (text, _) = service
-            .encrypt_json(&json, purpose, context, deterministic)
-            .await?;
+        let text = service
+            .encrypt(
+                Encrypt::new(purpose, context, Input::Json(&json))
+                    .mode(EncryptMode::deterministic_if(deterministic)),
+            )
+            .await?
+            .ciphertext;
         Ok(Self {
             text,
             _type: PhantomData,

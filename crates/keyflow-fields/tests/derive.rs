@@ -124,7 +124,7 @@ async fn reencrypt_moves_to_the_active_version_and_keeps_search_working() {
     assert_eq!(same.ssn, enc.ssn);
     assert_eq!(same.email_bidx, enc.email_bidx);
 
-    e.service.rotate(&purpose("userData")).await.unwrap();
+    e.service.keys().rotate(&purpose("userData")).await.unwrap();
     let moved = enc.reencrypt(&e.service, &b).await.unwrap();
     assert_eq!(moved.ssn.summary().unwrap().key_version, 2);
     assert_eq!(moved.email.summary().unwrap().key_version, 2);

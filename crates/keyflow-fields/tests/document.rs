@@ -435,7 +435,7 @@ async fn modes_deterministic_and_blind_index() {
         .await
         .unwrap();
     assert_eq!(terms, [e1["email_bidx"].as_str().unwrap()]);
-    e.service.rotate(&p).await.unwrap();
+    e.service.keys().rotate(&p).await.unwrap();
     let (e3, _) = encrypt_fields(&e.service, doc1.clone(), &sel, &p, &o)
         .await
         .unwrap();

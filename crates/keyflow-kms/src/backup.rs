@@ -11,7 +11,7 @@
 //! unwrapping the keystore's copy) is skipped; different material, material for a
 //! version the keystore destroyed, or a version that would break the ring (two active
 //! versions, a version above the active one) is refused — and then nothing at all is
-//! written. The inserts are one [`crate::Keystore::insert_versions`] call.
+//! written. The inserts are one [`crate::KeyVersions::insert_versions`] call.
 
 pub mod format;
 
@@ -20,9 +20,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use keyflow_core::{key_id, KeyVersion, Purpose, SecretKey};
 use serde::Serialize;
 
+use crate::admin::KeyAdmin;
 use crate::keystore::WriteOutcome;
 use crate::model::{KeyStatus, KeyVersionRecord, VersionFilter, MAX_ENCRYPTIONS_PER_KEY};
-use crate::service::EncryptionService;
 use crate::{KmsError, Result};
 
 pub use format::{BackupContents, BackupPassword, BackupVersion};
@@ -80,10 +80,10 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     }
 }
 
-impl EncryptionService {
+impl KeyAdmin<'_> {
     /// A backup of every key version, encrypted under `password` with the default KDF
     /// cost (PBKDF2-HMAC-SHA256, 600,000 iterations). Returns the file's bytes.
-    pub async fn backup(&self, password: &BackupPassword) -> Result<Vec<u8>> {
+    pub async fn backup(self, password: &BackupPassword) -> Result<Vec<u8>> {
         self.backup_with_iterations(password, format::DEFAULT_ITERATIONS)
             .await
     }
@@ -91,19 +91,23 @@ impl EncryptionService {
     /// [`Self::backup`] with a chosen PBKDF2 cost (at least
     /// [`format::MIN_ITERATIONS`]; tests and slow machines).
     pub async fn backup_with_iterations(
-        &self,
+        self,
         password: &BackupPassword,
         iterations: u32,
     ) -> Result<Vec<u8>> {
         // Counts still in memory belong in the backup.
-        self.flush_usage().await?;
+        self.ring.flush_usage().await?;
         // Listings leave out rows that fail their MAC; a backup must not silently
         // lack a version, so any refusal during the listing refuses the backup.
-        let refused = || self.store.row_sealer().map(|s| s.refused());
+        let refused = || self.ring.store.row_sealer().map(|s| s.refused());
         let before = refused();
-        let records = self.store.list_versions(&VersionFilter::default()).await?;
+        let records = self
+            .ring
+            .store
+            .list_versions(&VersionFilter::default())
+            .await?;
         if refused() != before {
-            return Err(KmsError::Store(crate::StoreError(
+            return Err(KmsError::Store(crate::StoreError::Corrupt(
                 "backup refused: key version rows failed their integrity check (see the log); nothing was written".into(),
             )));
         }
@@ -126,12 +130,12 @@ impl EncryptionService {
             });
         }
         let contents = BackupContents {
-            created_at: self.clock.now_millis(),
-            source_kek_id: self.kek.id().to_owned(),
+            created_at: self.ring.clock.now_millis(),
+            source_kek_id: self.ring.kek.id().to_owned(),
             versions,
         };
         let password = password.duplicate();
-        let rng = self.rng.clone();
+        let rng = self.ring.rng.clone();
         let bytes =
             blocking(move || format::seal(&contents, &password, iterations, &*rng)).await??;
         tracing::info!(bytes = bytes.len(), "key backup written");
@@ -143,7 +147,7 @@ impl EncryptionService {
     /// and writes nothing. A real restore with any refused version returns
     /// [`KmsError::RestoreRefused`] and writes nothing.
     pub async fn restore(
-        &self,
+        self,
         bytes: &[u8],
         password: &BackupPassword,
         dry_run: bool,
@@ -154,6 +158,7 @@ impl EncryptionService {
         let contents = blocking(move || format::open(&owned, &password)).await??;
 
         let existing: BTreeMap<(Purpose, KeyVersion), KeyVersionRecord> = self
+            .ring
             .store
             .list_versions(&VersionFilter::default())
             .await?
@@ -217,7 +222,7 @@ impl EncryptionService {
             records.push(self.rewrap_for_insert(v)?);
         }
         if !records.is_empty() {
-            match self.store.insert_versions(&records).await? {
+            match self.ring.store.insert_versions(&records).await? {
                 WriteOutcome::Applied => {}
                 WriteOutcome::Conflict => {
                     return Err(KmsError::RestoreRefused(
@@ -228,7 +233,7 @@ impl EncryptionService {
         }
         let purposes: BTreeSet<&Purpose> = contents.versions.iter().map(|v| &v.purpose).collect();
         for p in purposes {
-            self.cache.invalidate(p);
+            self.ring.cache.invalidate(p);
         }
         report.dry_run = false;
         tracing::info!(
@@ -240,21 +245,22 @@ impl EncryptionService {
     }
 
     /// Unwraps a stored version's DEK with the current KEK.
-    fn unwrap_material(&self, r: &KeyVersionRecord, wrapped: &[u8]) -> Result<SecretKey> {
-        if r.kek_id != self.kek.id() {
+    fn unwrap_material(self, r: &KeyVersionRecord, wrapped: &[u8]) -> Result<SecretKey> {
+        if r.kek_id != self.ring.kek.id() {
             return Err(KmsError::KekMismatch {
                 expected: r.kek_id.clone(),
-                found: self.kek.id().to_owned(),
+                found: self.ring.kek.id().to_owned(),
             });
         }
-        self.kek
+        self.ring
+            .kek
             .unwrap_dek(&r.purpose, r.version, wrapped)
             .map_err(|_| KmsError::Crypto)
     }
 
     /// A backed-up version against the keystore's copy of the same version.
     fn compare(
-        &self,
+        self,
         v: &BackupVersion,
         ex: &KeyVersionRecord,
     ) -> Result<(RestoreAction, Option<&'static str>)> {
@@ -269,7 +275,7 @@ impl EncryptionService {
                 Some("destroyed in the keystore: crypto-shredding is never undone"),
             ),
             (Some(mine), Some(wrapped)) => {
-                if ex.kek_id != self.kek.id() {
+                if ex.kek_id != self.ring.kek.id() {
                     (
                         RestoreAction::Refuse,
                         Some("the keystore's copy is wrapped under another KEK"),
@@ -289,11 +295,15 @@ impl EncryptionService {
         })
     }
 
-    fn rewrap_for_insert(&self, v: &BackupVersion) -> Result<KeyVersionRecord> {
+    fn rewrap_for_insert(self, v: &BackupVersion) -> Result<KeyVersionRecord> {
         let wrapped = v
             .material
             .as_ref()
-            .map(|k| self.kek.wrap_dek(&v.purpose, v.version, k, &*self.rng))
+            .map(|k| {
+                self.ring
+                    .kek
+                    .wrap_dek(&v.purpose, v.version, k, &*self.ring.rng)
+            })
             .transpose()?;
         Ok(KeyVersionRecord {
             purpose: v.purpose.clone(),
@@ -301,7 +311,7 @@ impl EncryptionService {
             status: v.status,
             algorithm: v.algorithm.clone(),
             wrapped_key: wrapped,
-            kek_id: self.kek.id().to_owned(),
+            kek_id: self.ring.kek.id().to_owned(),
             created_at: v.created_at,
             status_changed_at: v.status_changed_at,
             // A backup's count is as old as the backup: the version may have encrypted

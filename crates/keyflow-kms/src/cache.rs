@@ -9,7 +9,7 @@
 //! keystore, which is how a state change made elsewhere (e.g. a revocation by another
 //! process) is picked up at the latest. Servers do better: they poll the keystore's
 //! change generation (and listen for notifications where the backend has them) and
-//! drop the whole cache when it moves ([`crate::EncryptionService::revalidate`]); with
+//! drop the whole cache when it moves ([`crate::KeyRing::revalidate`]); with
 //! a staleness bound set, entries also stop counting as fresh once the last successful
 //! validation is older than the bound, so an instance cut off from its database stops
 //! using keys it can no longer confirm.

@@ -170,7 +170,7 @@ async fn bind_to_keystore(kek: &Kek, store: &dyn Keystore) -> Result<()> {
 
 /// Installs the row sealer of `kek` in `store` (unless one of the same KEK is there)
 /// and seals the rows written before row MACs existed, once (see
-/// [`Keystore::seal_legacy_rows`]). Every unlock goes through here, so every process
+/// [`crate::KekBinding::seal_legacy_rows`]). Every unlock goes through here, so every process
 /// that holds the KEK checks the rows it reads.
 pub async fn open_rows(kek: &Kek, store: &dyn Keystore) -> Result<std::sync::Arc<RowSealer>> {
     let sealer = match store.row_sealer() {

@@ -8,7 +8,7 @@
 //!    uncommitted `<kek>.next` left by a crash aside to `<kek>.orphan-<id>-<rand>`;
 //! 1. **write-next**: write the new KEK to `<kek>.next` (never overwriting);
 //! 2. **retire-old**: hard-link `<kek>` as `<kek>.retired-<old id>` (fsync the directory);
-//! 3. **commit**: `Keystore::rewrap_all` — every DEK version with material gets its new
+//! 3. **commit**: `KekBinding::rewrap_all` — every DEK version with material gets its new
 //!    wrap and the keystore's recorded KEK id moves from old to new, in one transaction
 //!    (a DEK created concurrently under the old KEK makes it a `Conflict`: retried);
 //! 4. **promote**: rename `<kek>.next` over `<kek>` and fsync the directory.

@@ -11,8 +11,8 @@
 
 use keyflow_core::{KeyVersion, Purpose, SecretKey};
 
+use crate::admin::KeyAdmin;
 use crate::model::{KeyStatus, KeyVersionRecord, DEK_ALGORITHM};
-use crate::service::EncryptionService;
 use crate::{KmsError, Result, WriteOutcome};
 
 /// One imported legacy key id and the KeyFlow version that holds its DEK.
@@ -31,11 +31,11 @@ pub struct LegacyKeyRecord {
     pub imported_at: i64,
 }
 
-impl EncryptionService {
+impl KeyAdmin<'_> {
     /// A version record holding `dek` (an imported legacy key) as `version` of
     /// `purpose`, wrapped under this service's KEK. `status` must not be `active`.
     pub fn legacy_version_record(
-        &self,
+        self,
         purpose: &Purpose,
         version: KeyVersion,
         dek: &SecretKey,
@@ -48,16 +48,19 @@ impl EncryptionService {
                 "legacy version state (never active or destroyed)",
             ));
         }
-        let wrapped = self.kek.wrap_dek(purpose, version, dek, &*self.rng)?;
+        let wrapped = self
+            .ring
+            .kek
+            .wrap_dek(purpose, version, dek, &*self.ring.rng)?;
         Ok(KeyVersionRecord {
             purpose: purpose.clone(),
             version,
             status,
             algorithm: DEK_ALGORITHM.into(),
             wrapped_key: Some(wrapped),
-            kek_id: self.kek.id().to_owned(),
+            kek_id: self.ring.kek.id().to_owned(),
             created_at,
-            status_changed_at: self.clock.now_millis(),
+            status_changed_at: self.ring.clock.now_millis(),
             encryptions: 0,
             revoked_reason,
         })
@@ -66,26 +69,27 @@ impl EncryptionService {
     /// A fresh active version (new random DEK) for a purpose whose only versions are
     /// imported legacy ones, so that it can encrypt.
     pub fn fresh_active_record(
-        &self,
+        self,
         purpose: &Purpose,
         version: KeyVersion,
     ) -> Result<KeyVersionRecord> {
-        Ok(self.new_version(purpose, version)?.0)
+        Ok(self.ring.new_version(purpose, version)?.0)
     }
 
     /// Whether the stored version `record` holds the same DEK as `dek` (constant-time
     /// comparison after unwrapping). A destroyed version holds nothing: `false`.
-    pub fn holds_material(&self, record: &KeyVersionRecord, dek: &SecretKey) -> Result<bool> {
+    pub fn holds_material(self, record: &KeyVersionRecord, dek: &SecretKey) -> Result<bool> {
         let Some(wrapped) = record.wrapped_key.as_deref() else {
             return Ok(false);
         };
-        if record.kek_id != self.kek.id() {
+        if record.kek_id != self.ring.kek.id() {
             return Err(KmsError::KekMismatch {
                 expected: record.kek_id.clone(),
-                found: self.kek.id().to_owned(),
+                found: self.ring.kek.id().to_owned(),
             });
         }
         let stored = self
+            .ring
             .kek
             .unwrap_dek(&record.purpose, record.version, wrapped)
             .map_err(|_| KmsError::Crypto)?;
@@ -93,19 +97,19 @@ impl EncryptionService {
     }
 
     /// The imported legacy key ids.
-    pub async fn legacy_keys(&self) -> Result<Vec<LegacyKeyRecord>> {
-        Ok(self.store.legacy_keys().await?)
+    pub async fn legacy_keys(self) -> Result<Vec<LegacyKeyRecord>> {
+        Ok(self.ring.store.legacy_keys().await?)
     }
 
     /// Writes an import in one keystore transaction (see
-    /// [`crate::Keystore::import_legacy`]) and drops the key cache.
+    /// [`crate::LegacyKeys::import_legacy`]) and drops the key cache.
     pub async fn import_legacy(
-        &self,
+        self,
         versions: &[KeyVersionRecord],
         keys: &[LegacyKeyRecord],
     ) -> Result<WriteOutcome> {
-        let out = self.store.import_legacy(versions, keys).await?;
-        self.cache.invalidate_all();
+        let out = self.ring.store.import_legacy(versions, keys).await?;
+        self.ring.cache.invalidate_all();
         Ok(out)
     }
 
@@ -113,23 +117,28 @@ impl EncryptionService {
     /// the reason (its state). Read from the keystore on every call (no cache), so a
     /// revocation is seen by the next call.
     pub async fn legacy_deks(
-        &self,
+        self,
     ) -> Result<Vec<(LegacyKeyRecord, std::result::Result<SecretKey, String>)>> {
         let mut out = Vec::new();
-        for key in self.store.legacy_keys().await? {
-            let record = self.store.get_version(&key.purpose, key.version).await?;
+        for key in self.ring.store.legacy_keys().await? {
+            let record = self
+                .ring
+                .store
+                .get_version(&key.purpose, key.version)
+                .await?;
             let dek = match record {
                 None => Err("missing".to_owned()),
                 Some(r) if !r.status.can_decrypt() => Err(r.status.as_str().to_owned()),
                 Some(r) => {
                     let wrapped = r.wrapped_key.as_deref().ok_or(KmsError::Crypto)?;
-                    if r.kek_id != self.kek.id() {
+                    if r.kek_id != self.ring.kek.id() {
                         return Err(KmsError::KekMismatch {
                             expected: r.kek_id.clone(),
-                            found: self.kek.id().to_owned(),
+                            found: self.ring.kek.id().to_owned(),
                         });
                     }
                     Ok(self
+                        .ring
                         .kek
                         .unwrap_dek(&r.purpose, r.version, wrapped)
                         .map_err(|_| KmsError::Crypto)?)

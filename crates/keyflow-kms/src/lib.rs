@@ -2,8 +2,9 @@
 //!
 //! Key management for KeyFlow: the KEK (password-file provider), DEK key rings per
 //! purpose with versioned lifecycles, the [`Keystore`] trait that backends implement,
-//! a lock-free cache of unwrapped keys, and the [`EncryptionService`] facade that
-//! applications call.
+//! a lock-free cache of unwrapped keys ([`KeyRing`]), and the [`EncryptionService`]
+//! facade that applications call: data operations on it, key administration behind
+//! [`EncryptionService::keys`] ([`KeyAdmin`]).
 //!
 //! ```no_run
 //! # async fn demo(store: std::sync::Arc<dyn keyflow_kms::Keystore>) -> keyflow_kms::Result<()> {
@@ -21,6 +22,7 @@
 
 mod absent;
 pub mod access;
+mod admin;
 pub mod atomic_file;
 pub mod audit;
 pub mod backup;
@@ -34,20 +36,25 @@ pub mod keystore;
 pub mod legacy;
 mod lifecycle;
 pub mod model;
+mod ring;
 pub mod row_mac;
-pub mod rows;
 pub mod scheduler;
 mod service;
 
+pub use admin::KeyAdmin;
 pub use cache::CacheStats;
 pub use error::{KmsError, Result};
 pub use keyflow_core::{self, Context, KeyVersion, Purpose};
-pub use keystore::{CreateOutcome, Keystore, RotateOutcome, StoreError, WriteOutcome};
+pub use keystore::{
+    Coordination, CreateOutcome, KekBinding, KeyVersions, Keystore, LegacyKeys, Policies,
+    RotateOutcome, StoreError, Tokens, WriteOutcome,
+};
 pub use lifecycle::VersionChange;
 pub use model::{
     KeyStatus, KeyVersionRecord, Policy, RewrappedKey, StatusChange, StatusOutcome, VersionFilter,
 };
+pub use ring::KeyRing;
 pub use service::{
-    encode_json_text, json_string, BlindIndex, Decrypted, EncryptionService, Rewrapped, Rotation,
-    ServiceConfig, Summary,
+    BlindIndex, Decrypted, Encrypt, EncryptMode, Encrypted, EncryptionService, Input, Rewrapped,
+    Rotation, ServiceConfig, Summary,
 };

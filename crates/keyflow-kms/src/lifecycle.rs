@@ -1,5 +1,4 @@
-//! Key lifecycle on the service: policies, revocation, reinstatement, destruction and
-//! rotation from an expected version (the scheduler's race-free rotation).
+//! Key lifecycle on [`KeyAdmin`]: policies, revocation, reinstatement and destruction.
 //!
 //! Every change is one compare-and-set in the keystore, so two administrators (or
 //! instances) acting at once cannot both apply conflicting changes; the local cache
@@ -7,9 +6,8 @@
 
 use keyflow_core::{KeyVersion, Purpose};
 
-use crate::keystore::RotateOutcome;
+use crate::admin::KeyAdmin;
 use crate::model::{KeyStatus, KeyVersionRecord, Policy, StatusChange, StatusOutcome};
-use crate::service::{EncryptionService, Rotation};
 use crate::{KmsError, Result};
 
 /// Longest revocation reason kept.
@@ -26,11 +24,11 @@ pub enum VersionChange<'a> {
     Destroy,
 }
 
-impl EncryptionService {
+impl KeyAdmin<'_> {
     /// Applies `change` to version `version` of `purpose` (see [`Self::revoke`],
     /// [`Self::reinstate`], [`Self::destroy`]).
     pub async fn change_version(
-        &self,
+        self,
         purpose: &Purpose,
         version: KeyVersion,
         change: VersionChange<'_>,
@@ -43,20 +41,30 @@ impl EncryptionService {
     }
 
     /// The purpose's rotation policy: the one set, or the default.
-    pub async fn policy(&self, purpose: &Purpose) -> Result<Policy> {
-        Ok(self.store.get_policy(purpose).await?.unwrap_or_default())
+    pub async fn policy(self, purpose: &Purpose) -> Result<Policy> {
+        Ok(self
+            .ring
+            .store
+            .get_policy(purpose)
+            .await?
+            .unwrap_or_default())
+    }
+
+    /// Every purpose's policy that was set (purposes without one use the default).
+    pub async fn policies(self) -> Result<Vec<(Purpose, Policy)>> {
+        Ok(self.ring.store.list_policies().await?)
     }
 
     /// Sets the purpose's rotation policy (validated first).
-    pub async fn set_policy(&self, purpose: &Purpose, policy: &Policy) -> Result<()> {
+    pub async fn set_policy(self, purpose: &Purpose, policy: &Policy) -> Result<()> {
         policy.validate()?;
-        Ok(self.store.set_policy(purpose, policy).await?)
+        Ok(self.ring.store.set_policy(purpose, policy).await?)
     }
 
     /// Revokes a version: it no longer decrypts (reversible with [`Self::reinstate`]).
     /// The active version cannot be revoked: rotate first.
     pub async fn revoke(
-        &self,
+        self,
         purpose: &Purpose,
         version: KeyVersion,
         reason: &str,
@@ -84,7 +92,7 @@ impl EncryptionService {
     /// Reinstates a revoked version as `deprecated` (decrypt-only, flagged in health;
     /// the time it spent `rotating` is not restored).
     pub async fn reinstate(
-        &self,
+        self,
         purpose: &Purpose,
         version: KeyVersion,
     ) -> Result<KeyVersionRecord> {
@@ -101,11 +109,7 @@ impl EncryptionService {
 
     /// Destroys a revoked version: its material is erased from the keystore
     /// (crypto-shredding; irreversible). Its number is never reused.
-    pub async fn destroy(
-        &self,
-        purpose: &Purpose,
-        version: KeyVersion,
-    ) -> Result<KeyVersionRecord> {
+    pub async fn destroy(self, purpose: &Purpose, version: KeyVersion) -> Result<KeyVersionRecord> {
         self.transition(
             purpose,
             version,
@@ -118,7 +122,7 @@ impl EncryptionService {
     }
 
     async fn transition(
-        &self,
+        self,
         purpose: &Purpose,
         version: KeyVersion,
         from: &[KeyStatus],
@@ -132,11 +136,11 @@ impl EncryptionService {
             from: from.to_vec(),
             to,
             reason,
-            now: self.clock.now_millis(),
+            now: self.ring.clock.now_millis(),
         };
-        let outcome = self.store.set_status(&change).await?;
+        let outcome = self.ring.store.set_status(&change).await?;
         // Whatever happened, the cached view of this purpose may be stale now.
-        self.cache.invalidate(purpose);
+        self.ring.cache.invalidate(purpose);
         match outcome {
             StatusOutcome::Changed => {}
             StatusOutcome::NotFound => {
@@ -155,39 +159,13 @@ impl EncryptionService {
             }
         }
         tracing::info!(purpose = %purpose, version = %version, to = %to, "key version state changed");
-        self.store
+        self.ring
+            .store
             .get_version(purpose, version)
             .await?
             .ok_or(KmsError::UnknownVersion {
                 purpose: purpose.clone(),
                 version,
             })
-    }
-
-    /// Rotates `purpose` only if `expected` is still its active version. `None` when
-    /// another writer rotated first — which, for the scheduler, means the work is done:
-    /// racing passes yield exactly one new version.
-    pub async fn rotate_if_active(
-        &self,
-        purpose: &Purpose,
-        expected: KeyVersion,
-    ) -> Result<Option<Rotation>> {
-        let next = expected.next()?;
-        let (record, key) = self.new_version(purpose, next)?;
-        match self.store.rotate(&record, self.clock.now_millis()).await? {
-            RotateOutcome::Rotated => {
-                self.cache.invalidate(purpose);
-                self.cache.insert(key, KeyStatus::Active);
-                Ok(Some(Rotation {
-                    purpose: purpose.clone(),
-                    old_version: expected,
-                    new_version: next,
-                }))
-            }
-            RotateOutcome::Conflict => {
-                self.cache.invalidate(purpose);
-                Ok(None)
-            }
-        }
     }
 }

@@ -114,27 +114,6 @@ impl fmt::Debug for KeyVersionRecord {
     }
 }
 
-impl KeyVersionRecord {
-    /// The metadata shown by the API and the CLI (never material).
-    pub fn metadata_json(&self) -> serde_json::Value {
-        let mut v = serde_json::json!({
-            "keyId": keyflow_core::key_id(&self.purpose, self.version),
-            "purpose": self.purpose.as_str(),
-            "version": self.version.get(),
-            "status": self.status.as_str(),
-            "algorithm": self.algorithm,
-            "createdAt": crate::clock::rfc3339(self.created_at),
-            "statusChangedAt": crate::clock::rfc3339(self.status_changed_at),
-            "encryptions": self.encryptions,
-        });
-        // Only revoked (and later destroyed) versions carry a reason.
-        if let Some(reason) = &self.revoked_reason {
-            v["revokedReason"] = serde_json::json!(reason);
-        }
-        v
-    }
-}
-
 /// The rotation policy of one purpose (PRODUCT.md §1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -268,7 +268,7 @@ impl RowSealer {
         if let Some(hook) = hook {
             hook(&refusal);
         }
-        Err(StoreError(refusal.to_string()))
+        Err(StoreError::Corrupt(refusal.to_string()))
     }
 }
 
@@ -301,7 +301,7 @@ impl SealerSlot {
     /// The installed sealer, or an error saying rows cannot be trusted yet.
     pub fn get(&self) -> Result<Arc<RowSealer>, StoreError> {
         self.current().ok_or_else(|| {
-            StoreError(
+            StoreError::Backend(
                 "keystore rows cannot be verified before the KEK is unlocked (no row sealer installed)"
                     .into(),
             )

@@ -11,11 +11,11 @@ use std::collections::HashMap;
 use keyflow_core::{KeyVersion, Purpose};
 use serde::Serialize;
 
+use crate::admin::KeyAdmin;
 use crate::clock::rfc3339;
 use crate::model::{
     KeyStatus, KeyVersionRecord, Policy, StatusChange, StatusOutcome, VersionFilter,
 };
-use crate::service::EncryptionService;
 use crate::Result;
 
 /// Name of the scheduler's lease.
@@ -33,21 +33,83 @@ pub enum ActionKind {
     Deprecate,
 }
 
-/// One planned (and, unless a dry run, applied) action.
+/// One planned (and, unless a dry run, applied) action. Serializes as before the
+/// fields were typed: `purpose` a string, `version` a number, `outcome` its text.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Action {
     /// Key ring.
-    pub purpose: String,
+    #[serde(serialize_with = "as_text")]
+    pub purpose: Purpose,
     /// The version acted on.
-    pub version: u32,
+    #[serde(serialize_with = "as_number")]
+    pub version: KeyVersion,
     /// What and why.
     pub kind: ActionKind,
     /// Human-readable reason (dates, counts).
     pub reason: String,
-    /// `applied`, `skipped` (dry run), `already done` (another writer was first) or
-    /// `failed: …` (retried by the next pass).
-    pub outcome: String,
+    /// What became of it.
+    #[serde(serialize_with = "as_text")]
+    pub outcome: ActionOutcome,
+}
+
+/// What became of a planned action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActionOutcome {
+    /// Planned, not yet tried (what [`plan`] returns).
+    Planned,
+    /// Done by this pass.
+    Applied,
+    /// Not tried: a dry run.
+    Skipped,
+    /// Another writer was first (nothing left to do).
+    AlreadyDone,
+    /// Tried and failed, with the error's message; the next pass retries it.
+    Failed(String),
+}
+
+impl ActionOutcome {
+    /// Whether this pass changed (or tried and failed to change) the key: the actions
+    /// that get an audit record.
+    pub fn is_attempted(&self) -> bool {
+        matches!(self, ActionOutcome::Applied | ActionOutcome::Failed(_))
+    }
+
+    /// The error's message of a failed action.
+    pub fn failure(&self) -> Option<&str> {
+        match self {
+            ActionOutcome::Failed(message) => Some(message),
+            _ => None,
+        }
+    }
+}
+
+/// The text reports and logs show: `applied`, `skipped (dry run)`, `already done`,
+/// `failed: …` (empty while planned).
+impl std::fmt::Display for ActionOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ActionOutcome::Planned => Ok(()),
+            ActionOutcome::Applied => f.write_str("applied"),
+            ActionOutcome::Skipped => f.write_str("skipped (dry run)"),
+            ActionOutcome::AlreadyDone => f.write_str("already done"),
+            ActionOutcome::Failed(message) => write!(f, "failed: {message}"),
+        }
+    }
+}
+
+fn as_text<S: serde::Serializer, T: std::fmt::Display>(
+    value: &T,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_str(value)
+}
+
+fn as_number<S: serde::Serializer>(
+    version: &KeyVersion,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_u32(version.get())
 }
 
 /// The result of one pass.
@@ -69,7 +131,7 @@ impl PassReport {
     pub fn failures(&self) -> usize {
         self.actions
             .iter()
-            .filter(|a| a.outcome.starts_with("failed"))
+            .filter(|a| a.outcome.failure().is_some())
             .count()
     }
 }
@@ -88,11 +150,11 @@ pub fn plan(
     for r in versions {
         let pol = policy(&r.purpose);
         let base = |kind, reason| Action {
-            purpose: r.purpose.to_string(),
-            version: r.version.get(),
+            purpose: r.purpose.clone(),
+            version: r.version,
             kind,
             reason,
-            outcome: String::new(),
+            outcome: ActionOutcome::Planned,
         };
         match r.status {
             KeyStatus::Rotating => {
@@ -145,12 +207,12 @@ pub fn plan(
     deprecate
 }
 
-impl EncryptionService {
+impl KeyAdmin<'_> {
     /// Runs one scheduler pass, evaluating the policies as of `at` (Unix ms). Unless
     /// `dry_run`, takes the scheduler lease for `holder` first (for `lease_ms`); if
     /// another holder has it, returns `ran == false` having done nothing.
     pub async fn scheduler_pass(
-        &self,
+        self,
         at: i64,
         dry_run: bool,
         holder: &str,
@@ -163,8 +225,9 @@ impl EncryptionService {
             actions: Vec::new(),
         };
         if !dry_run {
-            let now = self.clock.now_millis();
+            let now = self.ring.clock.now_millis();
             if !self
+                .ring
                 .store
                 .try_lease(SCHEDULER_LEASE, holder, now, lease_ms)
                 .await?
@@ -172,25 +235,29 @@ impl EncryptionService {
                 return Ok(report);
             }
             // Budgets are judged on persisted counters: persist ours first.
-            if let Err(e) = self.flush_usage().await {
+            if let Err(e) = self.ring.flush_usage().await {
                 tracing::warn!(error = %e, "scheduler: could not flush usage counters");
             }
         }
         report.ran = true;
-        let versions = self.store.list_versions(&VersionFilter::default()).await?;
+        let versions = self
+            .ring
+            .store
+            .list_versions(&VersionFilter::default())
+            .await?;
         let policies: HashMap<Purpose, Policy> =
-            self.store.list_policies().await?.into_iter().collect();
+            self.ring.store.list_policies().await?.into_iter().collect();
         report.actions = plan(&versions, &policies, at);
         for action in &mut report.actions {
             action.outcome = if dry_run {
-                "skipped (dry run)".into()
+                ActionOutcome::Skipped
             } else {
                 match self.apply(action).await {
-                    Ok(true) => "applied".into(),
-                    Ok(false) => "already done".into(),
+                    Ok(true) => ActionOutcome::Applied,
+                    Ok(false) => ActionOutcome::AlreadyDone,
                     Err(e) => {
-                        tracing::warn!(purpose = %action.purpose, version = action.version, error = %e, "scheduler action failed; the next pass retries it");
-                        format!("failed: {e}")
+                        tracing::warn!(purpose = %action.purpose, version = %action.version, error = %e, "scheduler action failed; the next pass retries it");
+                        ActionOutcome::Failed(e.to_string())
                     }
                 }
             };
@@ -198,12 +265,11 @@ impl EncryptionService {
         Ok(report)
     }
 
-    async fn apply(&self, action: &Action) -> Result<bool> {
-        let purpose = Purpose::new(&action.purpose)?;
-        let version = KeyVersion::new(action.version)?;
+    async fn apply(self, action: &Action) -> Result<bool> {
+        let (purpose, version) = (&action.purpose, action.version);
         match action.kind {
             ActionKind::RotateDue | ActionKind::RotateBudget => {
-                let done = self.rotate_if_active(&purpose, version).await?;
+                let done = self.rotate_if_active(purpose, version).await?;
                 if let Some(r) = &done {
                     tracing::info!(purpose = %purpose, old = %r.old_version, new = %r.new_version, reason = %action.reason, "scheduler rotated");
                 }
@@ -216,10 +282,10 @@ impl EncryptionService {
                     from: vec![KeyStatus::Rotating],
                     to: KeyStatus::Deprecated,
                     reason: None,
-                    now: self.clock.now_millis(),
+                    now: self.ring.clock.now_millis(),
                 };
-                let outcome = self.store.set_status(&change).await?;
-                self.cache.invalidate(&purpose);
+                let outcome = self.ring.store.set_status(&change).await?;
+                self.ring.cache.invalidate(purpose);
                 Ok(outcome == StatusOutcome::Changed)
             }
         }
@@ -292,7 +358,7 @@ mod tests {
         let p = plan(&versions, &policies, t0 + 93 * DAY_MS);
         let kinds: Vec<_> = p
             .iter()
-            .map(|a| (a.purpose.as_str(), a.version, a.kind))
+            .map(|a| (a.purpose.as_str(), a.version.get(), a.kind))
             .collect();
         assert_eq!(
             kinds,
@@ -306,6 +372,32 @@ mod tests {
         let p = plan(&versions, &policies, t0 + 93 * DAY_MS - 1);
         assert!(p
             .iter()
-            .all(|a| a.purpose != "a" || a.kind == ActionKind::Deprecate));
+            .all(|a| a.purpose.as_str() != "a" || a.kind == ActionKind::Deprecate));
+    }
+
+    #[test]
+    fn actions_serialize_as_text_and_numbers() {
+        let action = Action {
+            purpose: Purpose::new("a").unwrap(),
+            version: KeyVersion::new(3).unwrap(),
+            kind: ActionKind::RotateDue,
+            reason: "due".into(),
+            outcome: ActionOutcome::Failed("store down".into()),
+        };
+        assert_eq!(
+            serde_json::to_value(&action).unwrap(),
+            serde_json::json!({
+                "purpose": "a", "version": 3, "kind": "rotateDue", "reason": "due",
+                "outcome": "failed: store down"
+            })
+        );
+        for (outcome, text) in [
+            (ActionOutcome::Planned, ""),
+            (ActionOutcome::Applied, "applied"),
+            (ActionOutcome::Skipped, "skipped (dry run)"),
+            (ActionOutcome::AlreadyDone, "already done"),
+        ] {
+            assert_eq!(outcome.to_string(), text);
+        }
     }
 }

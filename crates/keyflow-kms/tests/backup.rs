@@ -27,7 +27,7 @@ fn pw() -> BackupPassword {
 }
 
 async fn all(s: &EncryptionService) -> Vec<KeyVersionRecord> {
-    s.list(&VersionFilter::default()).await.unwrap()
+    s.keys().list(&VersionFilter::default()).await.unwrap()
 }
 
 /// What survives a restore: everything but the wrap and the KEK id.
@@ -76,21 +76,25 @@ async fn source() -> Source {
     for i in 0..3 {
         cts.push((i, enc(&s, "userData", i).await));
         if i < 2 {
-            s.rotate(&p("userData")).await.unwrap();
+            s.keys().rotate(&p("userData")).await.unwrap();
         }
     }
     // financialData v1 revoked, v2 active.
     let revoked_ct = enc(&s, "financialData", 100).await;
-    s.rotate(&p("financialData")).await.unwrap();
-    s.revoke(&p("financialData"), v(1), "suspected leak")
+    s.keys().rotate(&p("financialData")).await.unwrap();
+    s.keys()
+        .revoke(&p("financialData"), v(1), "suspected leak")
         .await
         .unwrap();
     cts.push((101, enc(&s, "financialData", 101).await));
     // healthData v1 destroyed, v2 active.
     enc(&s, "healthData", 200).await;
-    s.rotate(&p("healthData")).await.unwrap();
-    s.revoke(&p("healthData"), v(1), "shred").await.unwrap();
-    s.destroy(&p("healthData"), v(1)).await.unwrap();
+    s.keys().rotate(&p("healthData")).await.unwrap();
+    s.keys()
+        .revoke(&p("healthData"), v(1), "shred")
+        .await
+        .unwrap();
+    s.keys().destroy(&p("healthData"), v(1)).await.unwrap();
     cts.push((201, enc(&s, "healthData", 201).await));
     Source {
         _env: env,
@@ -101,7 +105,8 @@ async fn source() -> Source {
 }
 
 async fn backup(s: &EncryptionService) -> Vec<u8> {
-    s.backup_with_iterations(&pw(), MIN_ITERATIONS)
+    s.keys()
+        .backup_with_iterations(&pw(), MIN_ITERATIONS)
         .await
         .unwrap()
 }
@@ -127,7 +132,7 @@ async fn restores_into_an_empty_keystore_under_another_kek() {
     assert!(all(&dst).await.is_empty());
 
     // Dry run: reports, writes nothing.
-    let dry = dst.restore(&file, &pw(), true).await.unwrap();
+    let dry = dst.keys().restore(&file, &pw(), true).await.unwrap();
     assert!(dry.dry_run);
     assert_eq!(
         (dry.total, dry.inserted, dry.skipped, dry.refused),
@@ -135,7 +140,7 @@ async fn restores_into_an_empty_keystore_under_another_kek() {
     );
     assert!(all(&dst).await.is_empty(), "a dry run writes nothing");
 
-    let report = dst.restore(&file, &pw(), false).await.unwrap();
+    let report = dst.keys().restore(&file, &pw(), false).await.unwrap();
     assert!(!report.dry_run);
     assert_eq!(report.inserted, 7);
     let after = all(&dst).await;
@@ -170,9 +175,12 @@ async fn restores_into_an_empty_keystore_under_another_kek() {
             ..
         })
     ));
-    dst.reinstate(&p("financialData"), v(1)).await.unwrap();
+    dst.keys()
+        .reinstate(&p("financialData"), v(1))
+        .await
+        .unwrap();
     assert_eq!(dec(&dst, &src.revoked_ct).await.unwrap(), 100);
-    let r = dst.rotate(&p("healthData")).await.unwrap();
+    let r = dst.keys().rotate(&p("healthData")).await.unwrap();
     assert_eq!(r.new_version, v(3));
     // And new data under the restored keystore works — under a fresh version: the
     // restored active v3 is never used again, so the restore did not reset its budget.
@@ -190,11 +198,16 @@ async fn merge_skips_identical_versions_and_adds_new_ones() {
     let src = source().await;
     let file = backup(&src.service).await;
     // Into itself: everything identical.
-    let gen = src.service.keystore().generation().await.unwrap();
-    let report = src.service.restore(&file, &pw(), false).await.unwrap();
+    let gen = src.service.ring().keystore().generation().await.unwrap();
+    let report = src
+        .service
+        .keys()
+        .restore(&file, &pw(), false)
+        .await
+        .unwrap();
     assert_eq!((report.inserted, report.skipped, report.refused), (0, 7, 0));
     assert_eq!(
-        src.service.keystore().generation().await.unwrap(),
+        src.service.ring().keystore().generation().await.unwrap(),
         gen,
         "nothing written"
     );
@@ -203,8 +216,8 @@ async fn merge_skips_identical_versions_and_adds_new_ones() {
     // merges in — but only if the target's ring has not moved on by itself.
     let env = Env::new();
     let dst = env.service(ServiceConfig::default()).await;
-    dst.restore(&file, &pw(), false).await.unwrap();
-    let again = dst.restore(&file, &pw(), false).await.unwrap();
+    dst.keys().restore(&file, &pw(), false).await.unwrap();
+    let again = dst.keys().restore(&file, &pw(), false).await.unwrap();
     assert_eq!((again.inserted, again.skipped), (0, 7));
     assert_eq!(
         actions(&again, RestoreAction::Skip).len(),
@@ -213,11 +226,11 @@ async fn merge_skips_identical_versions_and_adds_new_ones() {
         again.versions
     );
 
-    src.service.rotate(&p("userData")).await.unwrap();
+    src.service.keys().rotate(&p("userData")).await.unwrap();
     let newer = backup(&src.service).await;
     // userData:v4 active in the backup, v3 active in the target: two actives → refused.
     let before = all(&dst).await;
-    let e = dst.restore(&newer, &pw(), false).await.unwrap_err();
+    let e = dst.keys().restore(&newer, &pw(), false).await.unwrap_err();
     assert!(matches!(e, KmsError::RestoreRefused(_)), "{e}");
     assert!(e.to_string().contains("userData:v4"), "{e}");
     assert_eq!(all(&dst).await, before, "nothing written");
@@ -225,10 +238,10 @@ async fn merge_skips_identical_versions_and_adds_new_ones() {
     // A third, empty environment takes the newer backup whole.
     let env3 = Env::new();
     let third = env3.service(ServiceConfig::default()).await;
-    let r = third.restore(&newer, &pw(), false).await.unwrap();
+    let r = third.keys().restore(&newer, &pw(), false).await.unwrap();
     assert_eq!(r.inserted, 8);
     // Then the older one merges as all-identical.
-    let r = third.restore(&file, &pw(), false).await.unwrap();
+    let r = third.keys().restore(&file, &pw(), false).await.unwrap();
     assert_eq!((r.inserted, r.skipped, r.refused), (0, 7, 0));
 }
 
@@ -239,20 +252,21 @@ async fn conflicting_material_is_refused_and_nothing_is_written() {
     let env = Env::new();
     let dst = env.service(ServiceConfig::default()).await;
     // Same name, different key.
-    dst.generate(&p("userData")).await.unwrap();
+    dst.keys().generate(&p("userData")).await.unwrap();
     let before = all(&dst).await;
-    let gen = dst.keystore().generation().await.unwrap();
+    let gen = dst.ring().keystore().generation().await.unwrap();
 
-    let dry = dst.restore(&file, &pw(), true).await.unwrap();
+    let dry = dst.keys().restore(&file, &pw(), true).await.unwrap();
     assert_eq!(actions(&dry, RestoreAction::Refuse)[0], "userData:v1");
     assert!(dry.refused >= 1 && dry.inserted >= 4, "{dry:?}");
-    let e = dst.restore(&file, &pw(), false).await.unwrap_err();
+    let e = dst.keys().restore(&file, &pw(), false).await.unwrap_err();
     assert!(matches!(e, KmsError::RestoreRefused(_)), "{e}");
     assert!(e.to_string().contains("different key material"), "{e}");
     assert_eq!(all(&dst).await, before);
-    assert_eq!(dst.keystore().generation().await.unwrap(), gen);
+    assert_eq!(dst.ring().keystore().generation().await.unwrap(), gen);
     // Nothing from the other purposes slipped in either.
     assert!(dst
+        .keys()
         .list(&VersionFilter {
             purpose: Some(p("financialData")),
             status: None
@@ -268,16 +282,16 @@ async fn material_of_a_version_destroyed_in_the_target_is_never_restored() {
     let file = backup(&src.service).await;
     let env = Env::new();
     let dst = env.service(ServiceConfig::default()).await;
-    dst.restore(&file, &pw(), false).await.unwrap();
+    dst.keys().restore(&file, &pw(), false).await.unwrap();
     // The target shreds financialData v1 (revoked in the backup, with material).
-    dst.destroy(&p("financialData"), v(1)).await.unwrap();
+    dst.keys().destroy(&p("financialData"), v(1)).await.unwrap();
     let before = all(&dst).await;
-    let dry = dst.restore(&file, &pw(), true).await.unwrap();
+    let dry = dst.keys().restore(&file, &pw(), true).await.unwrap();
     assert_eq!(
         actions(&dry, RestoreAction::Refuse),
         vec!["financialData:v1"]
     );
-    let e = dst.restore(&file, &pw(), false).await.unwrap_err();
+    let e = dst.keys().restore(&file, &pw(), false).await.unwrap_err();
     assert!(e.to_string().contains("crypto-shredding"), "{e}");
     assert_eq!(all(&dst).await, before);
     assert!(matches!(
@@ -295,22 +309,26 @@ async fn wrong_password_and_damaged_files_change_nothing() {
     let file = backup(&src.service).await;
     let env = Env::new();
     let dst = env.service(ServiceConfig::default()).await;
-    dst.generate(&p("other")).await.unwrap();
+    dst.keys().generate(&p("other")).await.unwrap();
     let before = all(&dst).await;
 
     let wrong = BackupPassword::new("not the backup password!".into()).unwrap();
-    let e = dst.restore(&file, &wrong, false).await.unwrap_err();
+    let e = dst.keys().restore(&file, &wrong, false).await.unwrap_err();
     assert!(matches!(e, KmsError::BackupDecryptionFailed), "{e}");
     assert!(e.to_string().contains("wrong password or a damaged file"));
 
     let truncated = &file[..file.len() - 10];
-    let e = dst.restore(truncated, &pw(), false).await.unwrap_err();
+    let e = dst
+        .keys()
+        .restore(truncated, &pw(), false)
+        .await
+        .unwrap_err();
     assert!(matches!(e, KmsError::BackupInvalid(_)), "{e}");
 
     for at in [30, file.len() / 2, file.len() - 1] {
         let mut flipped = file.clone();
         flipped[at] ^= 0x20;
-        let e = dst.restore(&flipped, &pw(), true).await.unwrap_err();
+        let e = dst.keys().restore(&flipped, &pw(), true).await.unwrap_err();
         assert!(
             matches!(
                 e,
@@ -319,7 +337,11 @@ async fn wrong_password_and_damaged_files_change_nothing() {
             "{e}"
         );
     }
-    let e = dst.restore(b"hello", &pw(), false).await.unwrap_err();
+    let e = dst
+        .keys()
+        .restore(b"hello", &pw(), false)
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("not a KeyFlow backup"), "{e}");
     assert_eq!(all(&dst).await, before);
 }
@@ -337,11 +359,11 @@ async fn passwords_shorter_than_16_characters_are_refused() {
 async fn the_default_backup_uses_600k_iterations_and_shows_no_material() {
     let env = Env::new();
     let s = env.service(ServiceConfig::default()).await;
-    s.generate(&p("userData")).await.unwrap();
-    let file = s.backup(&pw()).await.unwrap();
+    s.keys().generate(&p("userData")).await.unwrap();
+    let file = s.keys().backup(&pw()).await.unwrap();
     let h = keyflow_kms::backup::format::read_header(&file).unwrap();
     assert_eq!(h.iterations, 600_000);
-    let report = s.restore(&file, &pw(), true).await.unwrap();
+    let report = s.keys().restore(&file, &pw(), true).await.unwrap();
     let shown = format!("{report:?} {}", serde_json::to_string(&report).unwrap());
     assert!(shown.contains("\"keyId\":\"userData:v1\""), "{shown}");
     assert!(shown.contains("\"action\":\"skip\""), "{shown}");

@@ -24,16 +24,17 @@ fn small_blocks() -> ServiceConfig {
 
 /// Generates `p`'s first version and caps its policy budget at `max` encryptions.
 async fn with_budget(s: &EncryptionService, p: &keyflow_core::Purpose, max: u64) {
-    s.generate(p).await.unwrap();
-    s.set_policy(
-        p,
-        &Policy {
-            max_encryptions: max,
-            ..Policy::default()
-        },
-    )
-    .await
-    .unwrap();
+    s.keys().generate(p).await.unwrap();
+    s.keys()
+        .set_policy(
+            p,
+            &Policy {
+                max_encryptions: max,
+                ..Policy::default()
+            },
+        )
+        .await
+        .unwrap();
 }
 
 fn version_of(ct: &str) -> u32 {
@@ -41,8 +42,9 @@ fn version_of(ct: &str) -> u32 {
 }
 
 async fn counts(s: &EncryptionService) -> Vec<(u32, u64)> {
-    s.flush_usage().await.unwrap();
-    s.list(&VersionFilter::default())
+    s.ring().flush_usage().await.unwrap();
+    s.keys()
+        .list(&VersionFilter::default())
         .await
         .unwrap()
         .iter()
@@ -101,8 +103,32 @@ async fn a_batch_that_would_cross_the_budget_goes_to_the_next_version_whole() {
         .collect();
     assert_eq!(versions, [2, 2, 2]);
     // Files and fields (with_active_key) and rewrap take from the same budget.
-    s.with_active_key(&p, |k| k.version()).await.unwrap();
+    s.ring().with_active_key(&p, |k| k.version()).await.unwrap();
     assert_eq!(counts(&s).await, [(1, 4), (2, 4)]);
+}
+
+/// A batch larger than a whole version's budget can never be sealed under one
+/// version: it is refused at once (400 over HTTP), not retried through a string of
+/// rotations that burn versions and end in "overloaded, retry later" (found by
+/// Schemathesis, issue 16).
+#[tokio::test]
+async fn a_batch_larger_than_a_whole_version_budget_is_refused_without_rotating() {
+    let env = Env::new();
+    let s = env.service(small_blocks()).await;
+    let p = purpose("healthData");
+    with_budget(&s, &p, 2).await;
+    let r = s
+        .encrypt_batch(&[json!(1), json!(2), json!(3)], &p, &Context::new())
+        .await;
+    assert!(matches!(r, Err(keyflow_kms::KmsError::Invalid(_))), "{r:?}");
+    let versions = s.keys().list(&VersionFilter::default()).await.unwrap();
+    assert_eq!(versions.len(), 1, "no version burnt");
+    // What fits still works.
+    let out = s
+        .encrypt_batch(&[json!(1), json!(2)], &p, &Context::new())
+        .await
+        .unwrap();
+    assert!(out.iter().all(Result::is_ok));
 }
 
 #[tokio::test]
@@ -124,7 +150,7 @@ async fn two_instances_never_exceed_the_budget_together() {
         }
     }
     assert!(under_v1 <= 10, "{under_v1} encryptions under v1, budget 10");
-    a.flush_usage().await.unwrap();
+    a.ring().flush_usage().await.unwrap();
     let all = counts(&b).await;
     assert!(all.iter().all(|(_, n)| *n <= 10), "{all:?}");
     assert_eq!(
@@ -141,8 +167,8 @@ async fn the_hard_gcm_limit_applies_whatever_the_count_says() {
     let env = Env::new();
     let s = env.service(small_blocks()).await;
     let p = purpose("userData");
-    s.generate(&p).await.unwrap();
-    let store = s.keystore().clone();
+    s.keys().generate(&p).await.unwrap();
+    let store = s.ring().keystore().clone();
     let spent = i64::try_from(MAX_ENCRYPTIONS_PER_KEY).unwrap();
     store
         .adjust_usage(&p, KeyVersion::FIRST, spent)
@@ -179,7 +205,8 @@ async fn servers_reserve_ahead_without_crossing_the_budget() {
     let p = purpose("userData");
     with_budget(&s, &p, 6).await;
     let stored = || async {
-        s.keystore()
+        s.ring()
+            .keystore()
             .get_version(&p, KeyVersion::FIRST)
             .await
             .unwrap()

@@ -85,7 +85,7 @@ async fn a_version_created_here_after_a_miss_is_found_at_once() {
     let r = s.decrypt(&forged("userData", 2), &Context::new()).await;
     assert!(matches!(r, Err(KmsError::DecryptionFailed)));
     // ...then created by a rotation here: the miss must not hide it.
-    s.rotate(&p).await.unwrap();
+    s.keys().rotate(&p).await.unwrap();
     let ct = s
         .encrypt_value(&json!("y"), &p, &Context::new())
         .await
@@ -103,7 +103,7 @@ async fn a_version_created_elsewhere_is_found_after_revalidation() {
     s.encrypt_value(&json!("x"), &p, &Context::new())
         .await
         .unwrap();
-    s.revalidate().await.unwrap();
+    s.ring().revalidate().await.unwrap();
     let r = s.decrypt(&forged("userData", 2), &Context::new()).await;
     assert!(matches!(r, Err(KmsError::DecryptionFailed)));
     // Another process (a second service over the same keystore) rotates.
@@ -114,13 +114,13 @@ async fn a_version_created_elsewhere_is_found_after_revalidation() {
             .unwrap(),
         ServiceConfig::default(),
     );
-    other.rotate(&p).await.unwrap();
+    other.keys().rotate(&p).await.unwrap();
     let ct = other
         .encrypt_value(&json!("y"), &p, &Context::new())
         .await
         .unwrap();
     // The server's generation poll drops the negative knowledge with the cache.
-    s.revalidate().await.unwrap();
+    s.ring().revalidate().await.unwrap();
     assert_eq!(
         json_of(s.decrypt(&ct, &Context::new()).await.unwrap()),
         json!("y")

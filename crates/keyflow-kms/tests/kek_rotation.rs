@@ -58,16 +58,20 @@ async fn populated(env: &Env) -> Vec<(i64, String)> {
                     .unwrap(),
             ));
             if round < 2 {
-                s.rotate(&p(purpose)).await.unwrap();
+                s.keys().rotate(&p(purpose)).await.unwrap();
             }
         }
     }
     // documents v1 destroyed (its ciphertext is dropped from the list).
     cts.retain(|(v, _)| *v != 20);
-    s.revoke(&p("documents"), KeyVersion::FIRST, "old")
+    s.keys()
+        .revoke(&p("documents"), KeyVersion::FIRST, "old")
         .await
         .unwrap();
-    s.destroy(&p("documents"), KeyVersion::FIRST).await.unwrap();
+    s.keys()
+        .destroy(&p("documents"), KeyVersion::FIRST)
+        .await
+        .unwrap();
     cts
 }
 
@@ -89,7 +93,7 @@ async fn assert_consistent(env: &Env, cts: &[(i64, String)]) {
         store.get_meta(META_KEK_ID).await.unwrap().as_deref(),
         Some(kek_id.as_str())
     );
-    for r in s.list(&VersionFilter::default()).await.unwrap() {
+    for r in s.keys().list(&VersionFilter::default()).await.unwrap() {
         if r.wrapped_key.is_some() {
             assert_eq!(r.kek_id, kek_id, "{r:?}");
         }
@@ -101,7 +105,7 @@ async fn assert_consistent(env: &Env, cts: &[(i64, String)]) {
         }
     }
     // And the ring still rotates and encrypts.
-    let r = s.rotate(&p("userData")).await.unwrap();
+    let r = s.keys().rotate(&p("userData")).await.unwrap();
     let ct = s
         .encrypt_value(&json!("after"), &p("userData"), &Context::new())
         .await
@@ -253,7 +257,7 @@ struct ConcurrentCreate {
 impl RotationHook for ConcurrentCreate {
     async fn before(&self, step: RotationStep, attempt: usize) -> keyflow_kms::Result<()> {
         if step == RotationStep::Commit && attempt == 0 && !self.done.swap(true, Ordering::SeqCst) {
-            self.service.generate(&p("lateComer")).await?;
+            self.service.keys().generate(&p("lateComer")).await?;
         }
         Ok(())
     }

@@ -11,10 +11,10 @@ use std::time::Duration;
 use common::Env;
 use keyflow_kms::clock::{Clock, ManualClock, SystemClock};
 use keyflow_kms::model::DAY_MS;
-use keyflow_kms::scheduler::ActionKind;
+use keyflow_kms::scheduler::{ActionKind, ActionOutcome};
 use keyflow_kms::{
-    Context, Decrypted, EncryptionService, KeyStatus, KeyVersion, KmsError, Policy, Purpose,
-    ServiceConfig, VersionFilter,
+    Context, Decrypted, Encrypt, EncryptMode, EncryptionService, Input, KeyStatus, KeyVersion,
+    KmsError, Policy, Purpose, ServiceConfig, VersionFilter,
 };
 use serde_json::json;
 
@@ -26,7 +26,8 @@ fn v(n: u32) -> KeyVersion {
 }
 
 async fn status(s: &EncryptionService, purpose: &str, version: u32) -> KeyStatus {
-    s.keystore()
+    s.ring()
+        .keystore()
         .get_version(&p(purpose), v(version))
         .await
         .unwrap()
@@ -55,6 +56,7 @@ async fn revoke_reinstate_destroy() {
         .unwrap();
     // The active version cannot be revoked.
     let e = s
+        .keys()
         .revoke(&p("financialData"), v(1), "test")
         .await
         .unwrap_err();
@@ -69,10 +71,15 @@ async fn revoke_reinstate_destroy() {
         "{e}"
     );
     assert!(e.to_string().contains("rotate"), "{e}");
-    s.rotate(&p("financialData")).await.unwrap();
+    s.keys().rotate(&p("financialData")).await.unwrap();
     // An empty reason is refused; a revoked version no longer decrypts.
-    assert!(s.revoke(&p("financialData"), v(1), "  ").await.is_err());
+    assert!(s
+        .keys()
+        .revoke(&p("financialData"), v(1), "  ")
+        .await
+        .is_err());
     let r = s
+        .keys()
         .revoke(&p("financialData"), v(1), "suspected compromise")
         .await
         .unwrap();
@@ -91,13 +98,14 @@ async fn revoke_reinstate_destroy() {
     );
     // Revoked twice: a clear state error.
     assert!(matches!(
-        s.revoke(&p("financialData"), v(1), "again")
+        s.keys()
+            .revoke(&p("financialData"), v(1), "again")
             .await
             .unwrap_err(),
         KmsError::WrongKeyState { .. }
     ));
     // Reinstated: decrypts again.
-    let r = s.reinstate(&p("financialData"), v(1)).await.unwrap();
+    let r = s.keys().reinstate(&p("financialData"), v(1)).await.unwrap();
     assert_eq!(r.status, KeyStatus::Deprecated);
     assert_eq!(
         decrypts(&s, &ct).await.unwrap(),
@@ -105,10 +113,14 @@ async fn revoke_reinstate_destroy() {
     );
     // Destroy only from revoked.
     assert!(matches!(
-        s.destroy(&p("financialData"), v(1)).await.unwrap_err(),
+        s.keys()
+            .destroy(&p("financialData"), v(1))
+            .await
+            .unwrap_err(),
         KmsError::WrongKeyState { .. }
     ));
     let wrapped = s
+        .ring()
         .keystore()
         .get_version(&p("financialData"), v(1))
         .await
@@ -116,12 +128,18 @@ async fn revoke_reinstate_destroy() {
         .unwrap()
         .wrapped_key
         .unwrap();
-    s.revoke(&p("financialData"), v(1), "retire").await.unwrap();
-    let r = s.destroy(&p("financialData"), v(1)).await.unwrap();
+    s.keys()
+        .revoke(&p("financialData"), v(1), "retire")
+        .await
+        .unwrap();
+    let r = s.keys().destroy(&p("financialData"), v(1)).await.unwrap();
     assert_eq!((r.status, r.wrapped_key), (KeyStatus::Destroyed, None));
     assert!(decrypts(&s, &ct).await.is_err());
     assert!(matches!(
-        s.reinstate(&p("financialData"), v(1)).await.unwrap_err(),
+        s.keys()
+            .reinstate(&p("financialData"), v(1))
+            .await
+            .unwrap_err(),
         KmsError::WrongKeyState {
             status: KeyStatus::Destroyed,
             ..
@@ -129,7 +147,10 @@ async fn revoke_reinstate_destroy() {
     ));
     // Unknown version.
     assert!(matches!(
-        s.revoke(&p("financialData"), v(9), "x").await.unwrap_err(),
+        s.keys()
+            .revoke(&p("financialData"), v(9), "x")
+            .await
+            .unwrap_err(),
         KmsError::UnknownVersion { .. }
     ));
     // The material is gone from every file of the keystore (database and WAL).
@@ -146,7 +167,11 @@ async fn revoke_reinstate_destroy() {
     }
     // The number is never reused.
     assert_eq!(
-        s.rotate(&p("financialData")).await.unwrap().new_version,
+        s.keys()
+            .rotate(&p("financialData"))
+            .await
+            .unwrap()
+            .new_version,
         v(3)
     );
 }
@@ -156,35 +181,56 @@ async fn scheduler_rotates_by_age_and_budget_and_deprecates_after_grace() {
     let env = Env::new();
     let s = env.service(ServiceConfig::default()).await;
     let now = SystemClock.now_millis();
-    s.generate(&p("userData")).await.unwrap();
-    s.generate(&p("documents")).await.unwrap();
+    s.keys().generate(&p("userData")).await.unwrap();
+    s.keys().generate(&p("documents")).await.unwrap();
     // Nothing is due today.
-    let r = s.scheduler_pass(now, false, "a", 60_000).await.unwrap();
+    let r = s
+        .keys()
+        .scheduler_pass(now, false, "a", 60_000)
+        .await
+        .unwrap();
     assert!(r.ran && r.actions.is_empty(), "{r:?}");
     // Planned at +120 days (dry run): both rotate; nothing is written.
     let at = now + 120 * DAY_MS;
-    let r = s.scheduler_pass(at, true, "a", 60_000).await.unwrap();
+    let r = s
+        .keys()
+        .scheduler_pass(at, true, "a", 60_000)
+        .await
+        .unwrap();
     assert_eq!(r.actions.len(), 2);
     assert!(r.actions.iter().all(|a| a.kind == ActionKind::RotateDue));
     assert_eq!(status(&s, "userData", 1).await, KeyStatus::Active);
     // Applied at +120 days.
-    let r = s.scheduler_pass(at, false, "a", 60_000).await.unwrap();
+    let r = s
+        .keys()
+        .scheduler_pass(at, false, "a", 60_000)
+        .await
+        .unwrap();
     assert_eq!(
-        r.actions.iter().filter(|a| a.outcome == "applied").count(),
+        r.actions
+            .iter()
+            .filter(|a| a.outcome == ActionOutcome::Applied)
+            .count(),
         2
     );
     assert_eq!(status(&s, "userData", 1).await, KeyStatus::Rotating);
     assert_eq!(status(&s, "userData", 2).await, KeyStatus::Active);
     // Idempotent: at the same instant again, the new versions (created now) are not due.
-    let r = s.scheduler_pass(now, false, "a", 60_000).await.unwrap();
+    let r = s
+        .keys()
+        .scheduler_pass(now, false, "a", 60_000)
+        .await
+        .unwrap();
     assert!(r.actions.is_empty(), "{r:?}");
     // Grace: 29 days later the rotating versions stay; at 31 they are deprecated.
     let r = s
+        .keys()
         .scheduler_pass(now + 29 * DAY_MS, false, "a", 60_000)
         .await
         .unwrap();
     assert!(r.actions.is_empty(), "{r:?}");
     let r = s
+        .keys()
         .scheduler_pass(now + 31 * DAY_MS, false, "a", 60_000)
         .await
         .unwrap();
@@ -192,21 +238,26 @@ async fn scheduler_rotates_by_age_and_budget_and_deprecates_after_grace() {
     assert!(r.actions.iter().all(|a| a.kind == ActionKind::Deprecate));
     assert_eq!(status(&s, "userData", 1).await, KeyStatus::Deprecated);
     // Usage budget: a policy of 10 encryptions, 10 made → rotated now.
-    s.set_policy(
-        &p("documents"),
-        &Policy {
-            max_encryptions: 10,
-            ..Policy::default()
-        },
-    )
-    .await
-    .unwrap();
+    s.keys()
+        .set_policy(
+            &p("documents"),
+            &Policy {
+                max_encryptions: 10,
+                ..Policy::default()
+            },
+        )
+        .await
+        .unwrap();
     for i in 0..10 {
         s.encrypt_value(&json!(i), &p("documents"), &Context::new())
             .await
             .unwrap();
     }
-    let r = s.scheduler_pass(now, false, "a", 60_000).await.unwrap();
+    let r = s
+        .keys()
+        .scheduler_pass(now, false, "a", 60_000)
+        .await
+        .unwrap();
     assert_eq!(r.actions.len(), 1, "{r:?}");
     assert_eq!(r.actions[0].kind, ActionKind::RotateBudget);
     assert_eq!(status(&s, "documents", 3).await, KeyStatus::Active);
@@ -215,7 +266,7 @@ async fn scheduler_rotates_by_age_and_budget_and_deprecates_after_grace() {
         warn_days: 90,
         ..Policy::default()
     };
-    assert!(s.set_policy(&p("documents"), &bad).await.is_err());
+    assert!(s.keys().set_policy(&p("documents"), &bad).await.is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -232,11 +283,11 @@ async fn concurrent_scheduler_passes_make_one_rotation() {
         kek_b,
         ServiceConfig::default(),
     ));
-    a.generate(&p("userData")).await.unwrap();
+    a.keys().generate(&p("userData")).await.unwrap();
     let at = SystemClock.now_millis() + 120 * DAY_MS;
     let (ra, rb) = tokio::join!(
-        a.scheduler_pass(at, false, "instance-a", 60_000),
-        b.scheduler_pass(at, false, "instance-b", 60_000),
+        a.keys().scheduler_pass(at, false, "instance-a", 60_000),
+        b.keys().scheduler_pass(at, false, "instance-b", 60_000),
     );
     let (ra, rb) = (ra.unwrap(), rb.unwrap());
     assert!(
@@ -247,8 +298,8 @@ async fn concurrent_scheduler_passes_make_one_rotation() {
     // compare-and-set rotation makes exactly one new version.
     let user = p("userData");
     let (x, y) = tokio::join!(
-        a.rotate_if_active(&user, v(2)),
-        b.rotate_if_active(&user, v(2)),
+        a.keys().rotate_if_active(&user, v(2)),
+        b.keys().rotate_if_active(&user, v(2)),
     );
     let made = [x.unwrap(), y.unwrap()]
         .into_iter()
@@ -256,6 +307,7 @@ async fn concurrent_scheduler_passes_make_one_rotation() {
         .count();
     assert_eq!(made, 1);
     let ring = a
+        .keys()
         .list(&VersionFilter {
             purpose: Some(p("userData")),
             status: None,
@@ -275,12 +327,16 @@ async fn rewrap_moves_to_the_active_version_and_is_idempotent() {
         .await
         .unwrap();
     let det = s
-        .encrypt_value_deterministic(&json!("a@b.c"), &p("financialData"), &ctx)
+        .encrypt(
+            Encrypt::new(&p("financialData"), &ctx, Input::Json(&json!("a@b.c")))
+                .mode(EncryptMode::Deterministic),
+        )
         .await
-        .unwrap();
+        .unwrap()
+        .ciphertext;
     let same = s.rewrap(&rnd, &ctx).await.unwrap();
     assert!(!same.changed && same.ciphertext == rnd);
-    s.rotate(&p("financialData")).await.unwrap();
+    s.keys().rotate(&p("financialData")).await.unwrap();
     let r = s.rewrap(&rnd, &ctx).await.unwrap();
     assert!(r.changed);
     assert_eq!((r.from_version, r.to_version), (v(1), v(2)));
@@ -297,9 +353,13 @@ async fn rewrap_moves_to_the_active_version_and_is_idempotent() {
     // Deterministic stays deterministic: equal to a fresh deterministic encryption.
     let d = s.rewrap(&det, &ctx).await.unwrap();
     let fresh = s
-        .encrypt_value_deterministic(&json!("a@b.c"), &p("financialData"), &ctx)
+        .encrypt(
+            Encrypt::new(&p("financialData"), &ctx, Input::Json(&json!("a@b.c")))
+                .mode(EncryptMode::Deterministic),
+        )
         .await
-        .unwrap();
+        .unwrap()
+        .ciphertext;
     assert_eq!(d.ciphertext, fresh);
     // Twice: no-op. Wrong context or tampering: refused, nothing echoed.
     assert!(!s.rewrap(&r.ciphertext, &ctx).await.unwrap().changed);
@@ -324,7 +384,7 @@ async fn blind_indexes_span_every_live_version() {
         .blind_index(&p("userData"), "email", b"a@b.c", 32)
         .await
         .unwrap();
-    s.rotate(&p("userData")).await.unwrap();
+    s.keys().rotate(&p("userData")).await.unwrap();
     let all = s
         .blind_indexes(&p("userData"), "email", b"a@b.c", 32)
         .await
@@ -335,7 +395,7 @@ async fn blind_indexes_span_every_live_version() {
         all[1], old,
         "a row indexed before the rotation still matches"
     );
-    s.revoke(&p("userData"), v(1), "gone").await.unwrap();
+    s.keys().revoke(&p("userData"), v(1), "gone").await.unwrap();
     let all = s
         .blind_indexes(&p("userData"), "email", b"a@b.c", 32)
         .await
@@ -366,20 +426,23 @@ async fn another_process_revocation_is_seen_after_revalidation() {
         .encrypt_value(&json!("x"), &p("userData"), &Context::new())
         .await
         .unwrap();
-    a.rotate(&p("userData")).await.unwrap();
-    b.revalidate().await.unwrap();
+    a.keys().rotate(&p("userData")).await.unwrap();
+    b.ring().revalidate().await.unwrap();
     assert_eq!(decrypts(&b, &ct).await.unwrap(), json!("x")); // cached in b
-    a.revoke(&p("userData"), v(1), "compromised").await.unwrap();
+    a.keys()
+        .revoke(&p("userData"), v(1), "compromised")
+        .await
+        .unwrap();
     // b still has v1 cached (one-hour TTL)…
     assert!(decrypts(&b, &ct).await.is_ok());
     // …until it revalidates, which notices the generation change.
-    assert!(b.revalidate().await.unwrap());
+    assert!(b.ring().revalidate().await.unwrap());
     assert!(decrypts(&b, &ct).await.is_err());
-    assert!(!b.revalidate().await.unwrap(), "no change since");
+    assert!(!b.ring().revalidate().await.unwrap(), "no change since");
     // A fresh service's first check counts as a change (it cannot know what it missed).
     let c = env.service(ServiceConfig::default()).await;
-    assert!(c.revalidate().await.unwrap());
-    assert!(!c.revalidate().await.unwrap());
+    assert!(c.ring().revalidate().await.unwrap());
+    assert!(!c.ring().revalidate().await.unwrap());
 }
 
 #[tokio::test]
@@ -393,29 +456,37 @@ async fn a_cache_past_its_staleness_bound_goes_back_to_the_keystore() {
         })
         .await
         .with_clock(clock.clone());
-    s.revalidate().await.unwrap();
+    s.ring().revalidate().await.unwrap();
     s.encrypt_value(&json!(1), &p("userData"), &Context::new())
         .await
         .unwrap();
-    let before = s.cache_stats();
-    s.encrypt_value(&json!(1), &p("userData"), &Context::new())
-        .await
-        .unwrap();
-    assert_eq!(s.cache_stats().hits, before.hits + 1, "served from cache");
-    clock.advance(Duration::from_millis(49));
-    let before = s.cache_stats();
-    s.encrypt_value(&json!(1), &p("userData"), &Context::new())
-        .await
-        .unwrap();
-    assert_eq!(s.cache_stats().hits, before.hits + 1, "inside the bound");
-    clock.advance(Duration::from_millis(1));
-    assert_eq!(s.cache_staleness(), Duration::from_millis(50));
-    let before = s.cache_stats();
+    let before = s.ring().cache_stats();
     s.encrypt_value(&json!(1), &p("userData"), &Context::new())
         .await
         .unwrap();
     assert_eq!(
-        s.cache_stats().misses,
+        s.ring().cache_stats().hits,
+        before.hits + 1,
+        "served from cache"
+    );
+    clock.advance(Duration::from_millis(49));
+    let before = s.ring().cache_stats();
+    s.encrypt_value(&json!(1), &p("userData"), &Context::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        s.ring().cache_stats().hits,
+        before.hits + 1,
+        "inside the bound"
+    );
+    clock.advance(Duration::from_millis(1));
+    assert_eq!(s.ring().cache_staleness(), Duration::from_millis(50));
+    let before = s.ring().cache_stats();
+    s.encrypt_value(&json!(1), &p("userData"), &Context::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        s.ring().cache_stats().misses,
         before.misses + 1,
         "unconfirmed: re-read from the keystore"
     );

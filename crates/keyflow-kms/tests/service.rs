@@ -6,9 +6,11 @@ mod common;
 use std::sync::Arc;
 
 use common::Env;
+use keyflow_core::PayloadKind;
 use keyflow_core::{Context, KeyVersion, Purpose};
 use keyflow_kms::{
-    Decrypted, EncryptionService, KeyStatus, KmsError, ServiceConfig, VersionFilter,
+    Decrypted, Encrypt, EncryptMode, EncryptionService, Input, KeyStatus, KmsError, ServiceConfig,
+    VersionFilter,
 };
 use serde_json::{json, Value};
 
@@ -63,9 +65,14 @@ async fn types_survive_a_round_trip() {
         assert_eq!(round_trip(&s, &v).await, v, "{text}");
     }
     let ct = s
-        .encrypt_bytes(&[0, 159, 255], &purpose("documents"), &Context::new())
+        .encrypt(Encrypt::new(
+            &purpose("documents"),
+            &Context::new(),
+            Input::Payload(PayloadKind::Bytes, &[0, 159, 255]),
+        ))
         .await
-        .unwrap();
+        .unwrap()
+        .ciphertext;
     match s.decrypt(&ct, &Context::new()).await.unwrap() {
         Decrypted::Bytes(b) => assert_eq!(&b[..], &[0, 159, 255]),
         other => panic!("{other:?}"),
@@ -78,7 +85,11 @@ async fn first_encryption_creates_version_1_and_rotation_keeps_old_data_readable
     let s = env.service(ServiceConfig::default()).await;
     let p = purpose("financialData");
     assert!(
-        s.list(&VersionFilter::default()).await.unwrap().is_empty(),
+        s.keys()
+            .list(&VersionFilter::default())
+            .await
+            .unwrap()
+            .is_empty(),
         "init creates no DEKs"
     );
     let c = ctx(&[("recordId", "r-1")]);
@@ -88,7 +99,7 @@ async fn first_encryption_creates_version_1_and_rotation_keeps_old_data_readable
         .unwrap();
     assert_eq!(EncryptionService::summary(&old).unwrap().key_version, 1);
 
-    let r = s.rotate(&p).await.unwrap();
+    let r = s.keys().rotate(&p).await.unwrap();
     assert_eq!((r.old_version.get(), r.new_version.get()), (1, 2));
     let new = s
         .encrypt_value(&json!("4532123456789012"), &p, &c)
@@ -108,6 +119,7 @@ async fn first_encryption_creates_version_1_and_rotation_keeps_old_data_readable
         );
     }
     let ring = s
+        .keys()
         .list(&VersionFilter {
             purpose: Some(p.clone()),
             status: None,
@@ -126,11 +138,12 @@ async fn rotation_is_fast_path_independent_of_version_count() {
     let env = Env::new();
     let s = env.service(ServiceConfig::default()).await;
     let p = purpose("userData");
-    s.generate(&p).await.unwrap();
+    s.keys().generate(&p).await.unwrap();
     for _ in 0..30 {
-        s.rotate(&p).await.unwrap();
+        s.keys().rotate(&p).await.unwrap();
     }
     let ring = s
+        .keys()
         .list(&VersionFilter {
             purpose: Some(p.clone()),
             status: Some(KeyStatus::Active),
@@ -183,21 +196,39 @@ async fn deterministic_equality_and_inequality() {
     let p = purpose("userData");
     let email = ctx(&[("field", "email")]);
     let a = s
-        .encrypt_value_deterministic(&json!("a@b.c"), &p, &email)
+        .encrypt(
+            Encrypt::new(&p, &email, Input::Json(&json!("a@b.c"))).mode(EncryptMode::Deterministic),
+        )
         .await
-        .unwrap();
+        .unwrap()
+        .ciphertext;
     let b = s
-        .encrypt_value_deterministic(&json!("a@b.c"), &p, &email)
+        .encrypt(
+            Encrypt::new(&p, &email, Input::Json(&json!("a@b.c"))).mode(EncryptMode::Deterministic),
+        )
         .await
-        .unwrap();
+        .unwrap()
+        .ciphertext;
     let other_value = s
-        .encrypt_value_deterministic(&json!("a@b.cc"), &p, &email)
+        .encrypt(
+            Encrypt::new(&p, &email, Input::Json(&json!("a@b.cc")))
+                .mode(EncryptMode::Deterministic),
+        )
         .await
-        .unwrap();
+        .unwrap()
+        .ciphertext;
     let other_ctx = s
-        .encrypt_value_deterministic(&json!("a@b.c"), &p, &ctx(&[("field", "backupEmail")]))
+        .encrypt(
+            Encrypt::new(
+                &p,
+                &ctx(&[("field", "backupEmail")]),
+                Input::Json(&json!("a@b.c")),
+            )
+            .mode(EncryptMode::Deterministic),
+        )
         .await
-        .unwrap();
+        .unwrap()
+        .ciphertext;
     assert_eq!(a, b);
     assert_ne!(a, other_value);
     assert_ne!(a, other_ctx);
@@ -225,20 +256,24 @@ async fn strict_mode_requires_an_explicit_generate() {
         .unwrap_err();
     assert!(matches!(e, KmsError::StrictModeNoKey(_)), "{e:?}");
     assert!(
-        s.list(&VersionFilter::default()).await.unwrap().is_empty(),
+        s.keys()
+            .list(&VersionFilter::default())
+            .await
+            .unwrap()
+            .is_empty(),
         "nothing created"
     );
-    s.generate(&p).await.unwrap();
+    s.keys().generate(&p).await.unwrap();
     assert!(s
         .encrypt_value(&json!("x"), &p, &Context::new())
         .await
         .is_ok());
     assert!(matches!(
-        s.generate(&p).await.unwrap_err(),
+        s.keys().generate(&p).await.unwrap_err(),
         KmsError::PurposeExists(_)
     ));
     assert!(matches!(
-        s.rotate(&purpose("nobody")).await.unwrap_err(),
+        s.keys().rotate(&purpose("nobody")).await.unwrap_err(),
         KmsError::UnknownPurpose(_)
     ));
 }
@@ -273,75 +308,6 @@ async fn batches_report_each_item() {
     assert!(bad.is_ok(), "a new purpose is created on first use");
 }
 
-/// The encoding of a value given as JSON text (what the server reads from a request)
-/// is the encoding of the parsed value: the same plaintext comes back either way.
-#[tokio::test]
-async fn json_text_encodes_like_the_parsed_value() {
-    use std::borrow::Cow;
-
-    use keyflow_kms::encode_json_text;
-    let env = Env::new();
-    let s = env.service(ServiceConfig::default()).await;
-    let p = purpose("userData");
-    // A plain string is borrowed, not copied; an escaped one is unescaped.
-    let (_, plain) = encode_json_text(r#""123-45-6789""#).unwrap();
-    assert!(matches!(plain, Cow::Borrowed(b"123-45-6789")));
-    let texts = [
-        r#""123-45-6789""#,
-        r#""quote \" backslash \\ newline \n \u00e9 \ud83d\ude00""#,
-        "42",
-        "-1.5e3",
-        "true",
-        "null",
-        r#"{ "b": [1, {"c": null}], "a": "x" }"#,
-        "[]",
-    ];
-    let mut encoded = Vec::new();
-    for text in texts {
-        encoded.push(encode_json_text(text).unwrap());
-    }
-    let mut cts = Vec::new();
-    let version = s
-        .encrypt_batch_each(
-            encoded.iter().map(|(k, b)| (*k, &b[..])),
-            &p,
-            &Context::new(),
-            |r| cts.push(keyflow_core::envelope::write::to_text(r.unwrap())),
-        )
-        .await
-        .unwrap();
-    assert_eq!(version, KeyVersion::FIRST);
-    assert_eq!(cts.len(), texts.len());
-    for (text, ct) in texts.iter().zip(&cts) {
-        let want: Value = serde_json::from_str(text).unwrap();
-        match s.decrypt(ct, &Context::new()).await.unwrap() {
-            Decrypted::Json(got) => assert_eq!(got, want, "{text}"),
-            Decrypted::Bytes(_) => panic!("{text} came back as bytes"),
-        }
-    }
-    // String tokens: the shortcut never accepts what a parser would refuse.
-    use keyflow_kms::json_string;
-    let long = format!("\"{}\"", "QUJD".repeat(5000));
-    assert!(matches!(json_string(&long), Some(Cow::Borrowed(s)) if s.len() == 20_000));
-    assert_eq!(json_string(r#""a\"b""#).as_deref(), Some("a\"b"));
-    for bad in [
-        r#""a"b""#,
-        r#""abc"#,
-        "abc",
-        "\"tab\there\"",
-        r#"""#,
-        r#""\""#,
-    ] {
-        assert_eq!(json_string(bad), None, "{bad:?}");
-    }
-    for bad in ["", "{", "1 2", r#""unterminated"#, "nul", "\"a\u{1}\""] {
-        assert!(
-            matches!(encode_json_text(bad), Err(KmsError::Invalid(_))),
-            "{bad:?}"
-        );
-    }
-}
-
 #[tokio::test]
 async fn usage_is_reserved_in_blocks_and_given_back() {
     let env = Env::new();
@@ -358,7 +324,7 @@ async fn usage_is_reserved_in_blocks_and_given_back() {
             .unwrap();
     }
     let stored = |s: &EncryptionService| {
-        let store = s.keystore().clone();
+        let store = s.ring().keystore().clone();
         let p = p.clone();
         async move {
             store
@@ -374,13 +340,13 @@ async fn usage_is_reserved_in_blocks_and_given_back() {
         12,
         "three blocks of 4 reserved before use: the count is never behind"
     );
-    s.flush_usage().await.unwrap();
+    s.ring().flush_usage().await.unwrap();
     assert_eq!(stored(&s).await, 10, "the unused 2 given back");
     s.encrypt_batch(&[json!(1), json!(2), json!(3)], &p, &Context::new())
         .await
         .unwrap();
     assert_eq!(stored(&s).await, 14);
-    s.flush_usage().await.unwrap();
+    s.ring().flush_usage().await.unwrap();
     assert_eq!(stored(&s).await, 13);
 }
 
@@ -393,14 +359,14 @@ async fn the_hot_path_is_served_from_the_cache() {
         .encrypt_value(&json!("x"), &p, &Context::new())
         .await
         .unwrap();
-    let before = s.cache_stats();
+    let before = s.ring().cache_stats();
     for _ in 0..100 {
         s.encrypt_value(&json!("x"), &p, &Context::new())
             .await
             .unwrap();
         s.decrypt(&ct, &Context::new()).await.unwrap();
     }
-    let after = s.cache_stats();
+    let after = s.ring().cache_stats();
     assert_eq!(
         after.misses, before.misses,
         "no keystore lookups once cached"
@@ -425,7 +391,7 @@ async fn cache_ttl_expiry_reloads_from_the_keystore() {
         .unwrap();
     s.decrypt(&ct, &Context::new()).await.unwrap();
     s.decrypt(&ct, &Context::new()).await.unwrap();
-    assert!(s.cache_stats().misses >= 3);
+    assert!(s.ring().cache_stats().misses >= 3);
 }
 
 #[tokio::test]
@@ -449,13 +415,13 @@ async fn two_services_on_one_keystore_rotate_without_gaps() {
     let a = Arc::new(env.service(ServiceConfig::default()).await);
     let b = Arc::new(env.service(ServiceConfig::default()).await);
     let p = purpose("documents");
-    a.generate(&p).await.unwrap();
+    a.keys().generate(&p).await.unwrap();
     let mut tasks = Vec::new();
     for s in [a.clone(), b.clone(), a.clone(), b.clone()] {
         let p = p.clone();
         tasks.push(tokio::spawn(async move {
             for _ in 0..3 {
-                s.rotate(&p).await.unwrap();
+                s.keys().rotate(&p).await.unwrap();
             }
         }));
     }
@@ -463,6 +429,7 @@ async fn two_services_on_one_keystore_rotate_without_gaps() {
         t.await.unwrap();
     }
     let ring = a
+        .keys()
         .list(&VersionFilter {
             purpose: Some(p.clone()),
             status: None,
@@ -502,7 +469,7 @@ async fn debug_output_shows_no_key_material() {
     assert!(!format!("{raw:?}").contains("4532"), "{raw:?}");
     let d = format!("{s:?}");
     assert!(d.starts_with("EncryptionService { kek: Kek { id: "), "{d}");
-    let rec = &s.list(&VersionFilter::default()).await.unwrap()[0];
+    let rec = &s.keys().list(&VersionFilter::default()).await.unwrap()[0];
     let wrapped = rec.wrapped_key.clone().unwrap();
     let r = format!("{rec:?}");
     assert!(!r.contains(&format!("{:?}", &wrapped[..4])), "{r}");

@@ -4,7 +4,8 @@
 
 use keyflow_fields::path::Step;
 use keyflow_fields::{Binding, ConcretePath};
-use keyflow_kms::{Context, EncryptionService};
+use keyflow_kms::keyflow_core::PayloadKind;
+use keyflow_kms::{Context, Encrypt, EncryptionService, Input};
 use serde_json::Value;
 
 use crate::error::{LegacyError, Result};
@@ -26,7 +27,16 @@ pub async fn convert_package(
     let (purpose, plaintext) = ring.open_package(&package)?;
     let ct = match typed_value(&plaintext) {
         Some(value) => service.encrypt_value(&value, &purpose, context).await?,
-        None => service.encrypt_bytes(&plaintext, &purpose, context).await?,
+        None => {
+            service
+                .encrypt(Encrypt::new(
+                    &purpose,
+                    context,
+                    Input::Payload(PayloadKind::Bytes, &plaintext),
+                ))
+                .await?
+                .ciphertext
+        }
     };
     Ok(ct)
 }
@@ -66,7 +76,10 @@ pub async fn convert_document(
             path.push(Step::Key(p.clone()));
         }
         let ctx = binding.context_for(&path.label())?;
-        let (ct, _) = service.encrypt_json(&value, &purpose, &ctx, false).await?;
+        let ct = service
+            .encrypt(Encrypt::new(&purpose, &ctx, Input::Json(&value)))
+            .await?
+            .ciphertext;
         done.push((f, ct));
     }
     let mut report = DocumentReport::default();

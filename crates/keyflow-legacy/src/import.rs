@@ -294,8 +294,8 @@ pub async fn import(
     }
     let candidates = candidates(kek, entries, &mut reports);
 
-    let existing = service.list(&VersionFilter::default()).await?;
-    let legacy = service.legacy_keys().await?;
+    let existing = service.keys().list(&VersionFilter::default()).await?;
+    let legacy = service.keys().legacy_keys().await?;
     let mut rings: HashMap<&Purpose, BTreeMap<KeyVersion, &KeyVersionRecord>> = HashMap::new();
     for r in &existing {
         rings.entry(&r.purpose).or_default().insert(r.version, r);
@@ -308,7 +308,7 @@ pub async fn import(
         .map(|k| (k.legacy_key_id.as_str(), k))
         .collect();
 
-    let now = service.clock().now_millis();
+    let now = service.ring().clock().now_millis();
     let mut versions = Vec::new();
     let mut keys = Vec::new();
     // Purposes without an active version that receive legacy versions.
@@ -347,7 +347,7 @@ pub async fn import(
                     }
                     continue;
                 }
-                if !service.holds_material(stored, &c.dek)? {
+                if !service.keys().holds_material(stored, &c.dek)? {
                     reports.extend(refuse(c, format!("version {} of {} already holds other key material", c.version, c.purpose)));
                     continue;
                 }
@@ -371,7 +371,7 @@ pub async fn import(
                     continue;
                 }
                 let (status, reason) = keyflow_status(c.status);
-                versions.push(service.legacy_version_record(&c.purpose, c.version, &c.dek, status, c.created_at.unwrap_or(now), reason.clone())?);
+                versions.push(service.keys().legacy_version_record(&c.purpose, c.version, &c.dek, status, c.created_at.unwrap_or(now), reason.clone())?);
                 for id in &c.ids {
                     keys.push(record(id));
                     reports.push(report(id, Some(c.purpose.as_str()), Some(c.version.get()), &c.source, Outcome::Imported, reason.clone()));
@@ -395,7 +395,7 @@ pub async fn import(
                 .saturating_add(1),
         )
         .map_err(keyflow_kms::KmsError::from)?;
-        versions.push(service.fresh_active_record(purpose, next)?);
+        versions.push(service.keys().fresh_active_record(purpose, next)?);
         new_active.push(NewActive {
             purpose: purpose.to_string(),
             version: next.get(),
@@ -403,7 +403,7 @@ pub async fn import(
     }
 
     if !dry_run && !keys.is_empty() {
-        match service.import_legacy(&versions, &keys).await? {
+        match service.keys().import_legacy(&versions, &keys).await? {
             WriteOutcome::Applied => {}
             WriteOutcome::Conflict => return Err(LegacyError::Conflict),
         }

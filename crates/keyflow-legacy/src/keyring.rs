@@ -50,7 +50,7 @@ impl LegacyKeyring {
     /// are remembered as unusable (so a package under them says why).
     pub async fn load(service: &EncryptionService) -> Result<Self> {
         let mut ring = Self::new();
-        for (record, dek) in service.legacy_deks().await? {
+        for (record, dek) in service.keys().legacy_deks().await? {
             match dek {
                 Ok(dek) => {
                     ring.insert(&record.legacy_key_id, record.purpose, record.version, &dek)?

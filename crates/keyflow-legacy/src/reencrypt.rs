@@ -71,6 +71,7 @@ impl<'a> FromLegacy<'a> {
         };
         let id = self
             .service
+            .keys()
             .list(&filter)
             .await?
             .first()

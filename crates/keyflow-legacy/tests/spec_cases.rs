@@ -82,7 +82,7 @@ async fn bad_keys_are_refused_one_by_one_and_the_good_ones_imported() {
     assert!(reason(&c, "x-1").contains("does not unwrap with this KEK file"));
     assert!(reason(&c, "s-1").contains("no key material"));
     // Only a1 and a fresh active version above every listed legacy version of `a`.
-    let versions = svc.list(&VersionFilter::default()).await.unwrap();
+    let versions = svc.keys().list(&VersionFilter::default()).await.unwrap();
     let got: Vec<_> = versions
         .iter()
         .map(|v| (v.purpose.as_str().to_owned(), v.version.get(), v.status))
@@ -119,12 +119,12 @@ async fn duplicates_with_other_material_are_refused_and_nothing_of_them_written(
         c.imported, 2,
         "b-1 and its alias: same material, one version"
     );
-    let versions = svc.list(&VersionFilter::default()).await.unwrap();
+    let versions = svc.keys().list(&VersionFilter::default()).await.unwrap();
     assert!(
         versions.iter().all(|v| v.purpose.as_str() == "b"),
         "{versions:?}"
     );
-    let legacy = svc.legacy_keys().await.unwrap();
+    let legacy = svc.keys().legacy_keys().await.unwrap();
     assert_eq!(legacy.len(), 2);
     assert!(legacy.iter().all(|k| k.version == KeyVersion::FIRST));
 
@@ -154,7 +154,7 @@ async fn duplicates_with_other_material_are_refused_and_nothing_of_them_written(
 async fn slots_keyflow_already_uses_are_refused() {
     let (_env, svc) = service().await;
     let p = Purpose::new("a").unwrap();
-    svc.generate(&p).await.unwrap();
+    svc.keys().generate(&p).await.unwrap();
     let c = import(
         &svc,
         &kek(),
@@ -168,8 +168,15 @@ async fn slots_keyflow_already_uses_are_refused() {
     .unwrap();
     assert!(reason(&c, "a-1").contains("is a KeyFlow key"));
     assert!(reason(&c, "a-2").contains("above KeyFlow's active version 1"));
-    assert_eq!(svc.list(&VersionFilter::default()).await.unwrap().len(), 1);
-    assert!(svc.legacy_keys().await.unwrap().is_empty());
+    assert_eq!(
+        svc.keys()
+            .list(&VersionFilter::default())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(svc.keys().legacy_keys().await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -185,12 +192,14 @@ async fn dry_run_writes_nothing_and_states_map_to_decrypt_only() {
     let dry = import(&svc, &kek(), vec![input()], true).await.unwrap();
     assert_eq!((dry.imported, dry.dry_run), (3, true));
     assert!(svc
+        .keys()
         .list(&VersionFilter::default())
         .await
         .unwrap()
         .is_empty());
     import(&svc, &kek(), vec![input()], false).await.unwrap();
     let states: Vec<_> = svc
+        .keys()
         .list(&VersionFilter::default())
         .await
         .unwrap()
@@ -272,7 +281,8 @@ async fn revoke_stops_legacy_reads_and_destroy_is_never_undone_by_a_reimport() {
     let input = || entries(&[doc("a-1", "a", 1, "active", &DEK_A1)]);
     import(&svc, &kek(), vec![input()], false).await.unwrap();
     let p = Purpose::new("a").unwrap();
-    svc.revoke(&p, KeyVersion::FIRST, "legacy data converted")
+    svc.keys()
+        .revoke(&p, KeyVersion::FIRST, "legacy data converted")
         .await
         .unwrap();
     let ring = LegacyKeyring::load(&svc).await.unwrap();
@@ -284,7 +294,7 @@ async fn revoke_stops_legacy_reads_and_destroy_is_never_undone_by_a_reimport() {
         e.to_string(),
         "legacy key a-1 is revoked in KeyFlow and may not decrypt"
     );
-    svc.destroy(&p, KeyVersion::FIRST).await.unwrap();
+    svc.keys().destroy(&p, KeyVersion::FIRST).await.unwrap();
     let again = import(&svc, &kek(), vec![input()], false).await.unwrap();
     assert_eq!((again.imported, again.already_present), (0, 1));
     assert!(again.keys[0]
@@ -292,7 +302,7 @@ async fn revoke_stops_legacy_reads_and_destroy_is_never_undone_by_a_reimport() {
         .as_deref()
         .unwrap()
         .contains("destroyed"));
-    let v = svc.list(&VersionFilter::default()).await.unwrap();
+    let v = svc.keys().list(&VersionFilter::default()).await.unwrap();
     assert_eq!(v[0].status, KeyStatus::Destroyed);
 }
 

@@ -77,7 +77,7 @@ async fn imports_and_converts(name: &str, env: Env) {
     assert!(census.new_active.iter().all(|a| a.version == 3));
 
     // Legacy versions keep their numbers and never encrypt; version 3 is new and active.
-    let versions = svc.list(&VersionFilter::default()).await.unwrap();
+    let versions = svc.keys().list(&VersionFilter::default()).await.unwrap();
     assert_eq!(versions.len(), 9);
     for v in &versions {
         let expected = if v.version.get() == 3 {
@@ -113,7 +113,14 @@ async fn imports_and_converts(name: &str, env: Env) {
         .keys
         .iter()
         .all(|k| k.outcome == Outcome::AlreadyPresent));
-    assert_eq!(svc.list(&VersionFilter::default()).await.unwrap().len(), 9);
+    assert_eq!(
+        svc.keys()
+            .list(&VersionFilter::default())
+            .await
+            .unwrap()
+            .len(),
+        9
+    );
 
     // Every package converts to a KeyFlow ciphertext of the expected value.
     let ring = LegacyKeyring::load(&svc).await.unwrap();

@@ -45,7 +45,7 @@ async fn bench(env: &Env, db: &Db, rows: i64) {
     .unwrap();
     report(name, "migrate (encrypt plaintext)", r.census.rewritten, t);
 
-    env.service.rotate(&purpose).await.unwrap();
+    env.service.keys().rotate(&purpose).await.unwrap();
     let t = Instant::now();
     let mut rewrap = Rewrap::new(&env.service, ContextSpec::default());
     let r = engine::run(

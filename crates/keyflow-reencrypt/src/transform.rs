@@ -8,7 +8,8 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use keyflow_kms::keyflow_core::key_id;
 use keyflow_kms::{
-    Context, EncryptionService, KeyStatus, KeyVersion, KmsError, Purpose, VersionFilter,
+    Context, Encrypt, EncryptMode, Encrypted, EncryptionService, Input, KeyStatus, KeyVersion,
+    KmsError, Purpose, VersionFilter,
 };
 
 use crate::backend::RowId;
@@ -104,7 +105,12 @@ impl ActiveVersions {
             purpose: Some(purpose.clone()),
             status: Some(KeyStatus::Active),
         };
-        let v = service.list(&filter).await?.first().map(|r| r.version);
+        let v = service
+            .keys()
+            .list(&filter)
+            .await?
+            .first()
+            .map(|r| r.version);
         self.0.insert(purpose.as_str().to_owned(), v);
         Ok(v)
     }
@@ -230,9 +236,15 @@ impl ValueTransform for EncryptPlaintext<'_> {
         }
         let context = self.context.for_row(id)?;
         let plaintext = serde_json::Value::String(value.to_owned());
-        let (ciphertext, version) = self
+        let Encrypted {
+            ciphertext,
+            key_version: version,
+        } = self
             .service
-            .encrypt_json(&plaintext, &self.purpose, &context, self.deterministic)
+            .encrypt(
+                Encrypt::new(&self.purpose, &context, Input::Json(&plaintext))
+                    .mode(EncryptMode::deterministic_if(self.deterministic)),
+            )
             .await?;
         Ok(Outcome::Write {
             value: ciphertext,

@@ -44,9 +44,9 @@ async fn fixture() -> Fixture {
     ));
     for p in 0..10 {
         let purpose = Purpose::new(&format!("purpose{p}")).unwrap();
-        service.generate(&purpose).await.unwrap();
+        service.keys().generate(&purpose).await.unwrap();
         for _ in 1..100 {
-            service.rotate(&purpose).await.unwrap();
+            service.keys().rotate(&purpose).await.unwrap();
         }
     }
     let mut ids = Vec::new();
@@ -108,7 +108,7 @@ async fn fixture() -> Fixture {
     let trail = AuditTrail::start(
         audit_store,
         sealer,
-        service.clock().clone(),
+        service.ring().clock().clone(),
         AuditPolicy::PRODUCTION,
     );
     let state = AppState::with_audit(service, tokens, Limits::default(), trail);

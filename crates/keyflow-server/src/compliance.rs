@@ -246,14 +246,15 @@ pub async fn gather(
     kek_path: Option<&Path>,
     (generated_at, at): (i64, i64),
 ) -> Result<Snapshot, KmsError> {
-    let store = service.keystore();
-    let legacy: Vec<(String, u32)> = store
+    let legacy: Vec<(String, u32)> = service
+        .keys()
         .legacy_keys()
         .await?
         .into_iter()
         .map(|l| (l.purpose.to_string(), l.version.get()))
         .collect();
     let keys: Vec<KeyFact> = service
+        .keys()
         .list(&VersionFilter::default())
         .await?
         .into_iter()
@@ -277,7 +278,7 @@ pub async fn gather(
     let mut purposes: Vec<String> = keys.iter().map(|k| k.purpose.clone()).collect();
     purposes.sort_unstable();
     purposes.dedup();
-    let explicit = store.list_policies().await?;
+    let explicit = service.keys().policies().await?;
     let policies = purposes
         .iter()
         .map(|p| match explicit.iter().find(|(q, _)| q.as_str() == p) {
@@ -302,7 +303,8 @@ pub async fn gather(
             }
         })
         .collect();
-    let tokens = match store.list_tokens().await {
+    // Tokens are the server's, not the service's: read from the keystore directly.
+    let tokens = match service.ring().keystore().list_tokens().await {
         Ok(list) => {
             let mut out = Vec::with_capacity(list.len());
             for t in list {

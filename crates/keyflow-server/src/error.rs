@@ -4,7 +4,7 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use keyflow_kms::KmsError;
+use keyflow_kms::{KmsError, StoreError};
 use serde_json::json;
 
 /// An error answered to the client as `{"error": code, "message": text}`.
@@ -74,6 +74,10 @@ pub enum ApiError {
     /// 422: the key version exists but may not be used (revoked, destroyed).
     #[error("{0}")]
     KeyUnavailable(String),
+    /// 409: the keystore refused a write whose precondition another writer (or a newer
+    /// KEK) had changed; nothing was written. The store's detail is logged, never sent.
+    #[error("the change conflicts with the keystore's current state (changed by another writer); nothing was written")]
+    StoreConflict,
     /// 503: overloaded or timed out.
     #[error("the server is overloaded; retry later")]
     Overloaded,
@@ -105,6 +109,7 @@ impl ApiError {
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "purpose_exists"),
             ApiError::InvalidBackup(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_backup"),
             ApiError::RestoreConflict(_) => (StatusCode::CONFLICT, "restore_conflict"),
+            ApiError::StoreConflict => (StatusCode::CONFLICT, "conflict"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::UnsupportedMediaType => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
@@ -155,13 +160,28 @@ impl From<KmsError> for ApiError {
                 ApiError::InvalidBackup(e.to_string())
             }
             KmsError::RestoreRefused(_) => ApiError::RestoreConflict(e.to_string()),
-            KmsError::Store(_) => {
+            KmsError::Store(store) => store.into(),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    /// By what the caller can do: retry later (503), reload and retry (409), nothing
+    /// (500: a damaged row or a backend fault). The store's message goes to the log.
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(_) => {
                 // A keystore outage is a dependency's unavailability, not a fault of
                 // this request: 503, so clients and load balancers retry elsewhere.
                 tracing::error!(error = %e, "keystore unavailable");
                 ApiError::Unavailable
             }
-            other => ApiError::Internal(other.to_string()),
+            StoreError::Conflict(_) => {
+                tracing::warn!(error = %e, "keystore refused a conflicting write");
+                ApiError::StoreConflict
+            }
+            other => ApiError::Internal(format!("keystore: {other}")),
         }
     }
 }
@@ -201,5 +221,40 @@ mod tests {
             e.status_and_code(),
             (StatusCode::UNPROCESSABLE_ENTITY, "decryption_failed")
         );
+    }
+
+    #[test]
+    fn keystore_errors_pick_their_status_by_variant() {
+        for (e, status, code) in [
+            (
+                StoreError::Unavailable("pool timed out".into()),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+            ),
+            (
+                StoreError::Conflict("UNIQUE constraint failed: api_tokens.id".into()),
+                StatusCode::CONFLICT,
+                "conflict",
+            ),
+            (
+                StoreError::Corrupt("corrupt key_versions row: status".into()),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+            ),
+            (
+                StoreError::Backend("syntax error".into()),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+            ),
+        ] {
+            let detail = e.to_string();
+            let api: ApiError = KmsError::Store(e).into();
+            assert_eq!(api.status_and_code(), (status, code), "{detail}");
+            let body = api.body().to_string();
+            assert!(
+                !body.contains(&detail),
+                "the store's detail stays in the log: {body}"
+            );
+        }
     }
 }

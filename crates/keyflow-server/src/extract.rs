@@ -76,6 +76,60 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     }
 }
 
+/// Serde helpers for request fields, so that the server accepts exactly what the
+/// OpenAPI document's schemas accept (decision 79).
+pub mod field {
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer};
+
+    /// A JSON number: an integer, or any other number (checked by the caller).
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Number {
+        Whole(u64),
+        Other(f64),
+    }
+
+    /// The largest integer an `f64` holds exactly (2^53).
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+
+    fn whole<T: TryFrom<u64>, E: Error>(n: Number) -> Result<T, E> {
+        let n = match n {
+            Number::Whole(n) => n,
+            // JSON does not tell `2` from `2.0`, and neither does JSON Schema's
+            // `integer`: a whole number written with a fraction is that integer.
+            Number::Other(f) if f.fract() == 0.0 && (0.0..=EXACT).contains(&f) => f as u64,
+            Number::Other(_) => return Err(E::custom("expected a whole number")),
+        };
+        T::try_from(n).map_err(|_| E::custom("number out of range"))
+    }
+
+    /// A non-negative integer field (`2` or `2.0`).
+    pub fn integer<'de, D: Deserializer<'de>, T: TryFrom<u64>>(d: D) -> Result<T, D::Error> {
+        whole(Number::deserialize(d)?)
+    }
+
+    /// An optional non-negative integer field (`null` or absent: `None`); use with
+    /// `#[serde(default)]`.
+    pub fn optional_integer<'de, D: Deserializer<'de>, T: TryFrom<u64>>(
+        d: D,
+    ) -> Result<Option<T>, D::Error> {
+        Option::<Number>::deserialize(d)?.map(whole).transpose()
+    }
+
+    /// A document id: at most 1024 bytes (it is bound into every value's context,
+    /// whose values have that limit), refused up front rather than only once a value
+    /// is found to encrypt or decrypt.
+    pub fn document_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            Some(id) if id.len() > keyflow_kms::keyflow_core::context::MAX_CONTEXT_ITEM_LEN => {
+                Err(D::Error::custom("documentId: at most 1024 bytes"))
+            }
+            id => Ok(id),
+        }
+    }
+}
+
 /// A JSON request body kept as bytes, for requests parsed into types that borrow from
 /// it (`&str`, `&RawValue`): the hot routes read large strings without copying them.
 /// Same limits and error shape as [`ApiJson`].
@@ -84,6 +138,17 @@ pub struct JsonBody(pub Bytes);
 impl JsonBody {
     /// Parses the body; errors never quote a value from it.
     pub fn parse<'a, T: Deserialize<'a>>(&'a self) -> Result<T, ApiError> {
+        // Every body is an object. serde reads a struct from an array too (`[null]`
+        // would be a request with every field absent), so anything else is refused.
+        let first = self.0.iter().find(|b| !b.is_ascii_whitespace());
+        if first != Some(&b'{') {
+            return Err(
+                match serde_json::from_slice::<serde::de::IgnoredAny>(&self.0) {
+                    Ok(_) => ApiError::InvalidRequest("the body must be a JSON object".into()),
+                    Err(_) => ApiError::InvalidJson,
+                },
+            );
+        }
         serde_json::from_slice(&self.0).map_err(|e| describe(&e))
     }
 }
@@ -186,6 +251,49 @@ mod tests {
         assert_eq!(describe(&e).to_string(), "missing field 'purpose'");
         let e = serde_json::from_str::<Body>("{not json").unwrap_err();
         assert!(matches!(describe(&e), ApiError::InvalidJson));
+    }
+
+    #[test]
+    fn integers_may_be_written_with_a_zero_fraction() {
+        #[derive(serde::Deserialize, Debug)]
+        struct Req {
+            #[serde(deserialize_with = "field::integer")]
+            version: u32,
+            #[serde(default, deserialize_with = "field::optional_integer")]
+            bits: Option<u16>,
+        }
+        let parse = |s: &str| serde_json::from_str::<Req>(s).map(|r| (r.version, r.bits));
+        assert_eq!(parse(r#"{"version":2}"#).unwrap(), (2, None));
+        assert_eq!(
+            parse(r#"{"version":2.0,"bits":16.0}"#).unwrap(),
+            (2, Some(16))
+        );
+        assert_eq!(parse(r#"{"version":2,"bits":null}"#).unwrap(), (2, None));
+        for bad in [
+            r#"{"version":2.5}"#,
+            r#"{"version":-1}"#,
+            r#"{"version":-1.0}"#,
+            r#"{"version":4294967296}"#,
+            r#"{"version":"2"}"#,
+            r#"{"version":1e300}"#,
+            r#"{"version":1,"bits":65536}"#,
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bodies_are_objects() {
+        let parse = |b: &'static [u8]| JsonBody(Bytes::from_static(b)).parse::<Body>();
+        assert!(parse(br#" {"purpose":"p","n":1}"#).is_ok());
+        // serde would read the struct from an array; the body must be an object.
+        assert!(matches!(
+            parse(b"[\"p\", 1]"),
+            Err(ApiError::InvalidRequest(_))
+        ));
+        assert!(matches!(parse(b"5"), Err(ApiError::InvalidRequest(_))));
+        assert!(matches!(parse(b""), Err(ApiError::InvalidJson)));
+        assert!(matches!(parse(b"[1,"), Err(ApiError::InvalidJson)));
     }
 
     #[test]

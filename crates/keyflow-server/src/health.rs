@@ -51,10 +51,9 @@ impl HealthCache {
 
 /// Asks the keystore for the KEK id, within [`PROBE_TIMEOUT`].
 async fn probe(state: &AppState) -> bool {
-    let store = state.service.keystore().clone();
     matches!(
-        tokio::time::timeout(PROBE_TIMEOUT, store.get_meta("kek_id")).await,
-        Ok(Ok(Some(_)))
+        tokio::time::timeout(PROBE_TIMEOUT, state.service.ring().kek_recorded()).await,
+        Ok(Ok(true))
     )
 }
 

@@ -48,7 +48,7 @@ impl std::fmt::Debug for LegacyReads {
 impl LegacyReads {
     /// The legacy keys, reloaded from the keystore when older than a second.
     async fn ring(&self, service: &EncryptionService) -> Result<Arc<LegacyKeyring>, ApiError> {
-        let now = service.clock().monotonic();
+        let now = service.ring().clock().monotonic();
         {
             let held = self.ring.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some((ring, at)) = held.as_ref() {
@@ -66,7 +66,7 @@ impl LegacyReads {
         if ok {
             self.values.fetch_add(values, Ordering::Relaxed);
             self.last_read_ms
-                .store(service.clock().now_millis(), Ordering::Relaxed);
+                .store(service.ring().clock().now_millis(), Ordering::Relaxed);
         } else {
             self.failures.fetch_add(1, Ordering::Relaxed);
         }

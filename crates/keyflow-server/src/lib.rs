@@ -6,25 +6,28 @@
 //! Prometheus metrics and an OpenAPI 3.1 document.
 //!
 //! [`app`] builds the whole `Router` (tests drive it with `tower::ServiceExt::oneshot`);
-//! [`serve::serve`] runs it on a listener.
+//! [`serve::serve_with`] runs it on a listener; [`launch`] assembles the whole server
+//! from its [`settings`], as `keyflow serve` runs it.
 //!
-//! ## Layer order (outermost first) and why
+//! ## Layer order
 //!
-//! 1. request id — every response, even a refusal, carries `x-request-id` for support;
-//! 2. security headers — on every response, including the overload and timeout answers below;
-//! 3. audit ([`audit`]) — sees every request and its final answer, the refusals of
-//!    every layer below included, and writes its record before the answer leaves;
-//!    outside the timeout, so a slow audit write is never mistaken for a slow request.
-//!    It also feeds `/metrics` ([`metrics`]) from the same figures, audit trail or not;
-//! 4. load shedding, concurrency limit, timeout — refuse excess work (503) *before*
-//!    anything buffers a body or touches a key;
-//! 5. the rest of `keyflow-transport` — HTTPS enforcement (its plain-HTTP refusals are
-//!    counted just outside it, for the `plain_http_in_production` alert; then the
-//!    effective client address is copied into the audit slot), client-cert pinning, CORS,
-//!    header-encryption check, request integrity (which buffers and hashes the body);
-//! 6. body limit — the JSON extractor answers 413 beyond it;
-//! 7. routes — authentication and authorization happen in the handlers' extractors,
-//!    before the body is parsed.
+//! The stack is `keyflow-transport`'s, whose crate docs write the order down once, with
+//! the reason for each step ([Layer order](keyflow_transport#layer-order)); the server
+//! only fills it in:
+//!
+//! - outside it, the request id — every response, even a refusal, carries
+//!   `x-request-id` for support;
+//! - in its application slot ([`keyflow_transport::TransportLayer::between`]), the
+//!   audit layer ([`audit`]: it sees every request and its final answer, the checks'
+//!   refusals included, and feeds `/metrics`; outside the timeout, so a slow audit write
+//!   is never mistaken for a slow request), then load shedding, the concurrency limit
+//!   and the timeout (excess work gets 503 before anything buffers a body or touches a
+//!   key), then the count of what HTTPS enforcement turns away (the
+//!   `plain_http_in_production` alert);
+//! - its client hook ([`keyflow_transport::TransportLayer::on_client`]) copies the
+//!   effective client address into the audit record;
+//! - inside it, the body limit (the JSON extractor answers 413 beyond it), then the
+//!   routes, whose extractors authenticate and authorize before the body is parsed.
 
 pub mod alerts;
 pub mod audit;
@@ -35,6 +38,7 @@ pub mod early;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod launch;
 pub mod legacy;
 pub mod metrics;
 pub mod min_rate;
@@ -42,9 +46,11 @@ pub mod nonces;
 pub mod openapi;
 pub mod routes;
 pub mod serve;
+pub mod settings;
 pub mod state;
 pub mod tls;
 pub mod upkeep;
+pub mod wire;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -57,10 +63,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, MethodRouter};
 use axum::{BoxError, Router};
 use keyflow_kms::keyflow_core::{OsRng, SecureRandom};
-use keyflow_transport::{
-    ClientCertPinningLayer, CorsLayer, HeaderEncryptionLayer, HttpsEnforcementLayer,
-    RequestIntegrityLayer, TransportConfig,
-};
+use keyflow_transport::{TransportConfig, TransportLayer};
+use pin_project_lite::pin_project;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::ServiceBuilder;
 
@@ -130,12 +134,10 @@ struct RequestIdService<S>(S);
 impl<S> tower::Service<Request> for RequestIdService<S>
 where
     S: tower::Service<Request, Response = Response>,
-    S::Future: Send + 'static,
 {
     type Response = Response;
     type Error = S::Error;
-    type Future =
-        std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response, S::Error>> + Send>>;
+    type Future = RequestIdFuture<S::Future>;
 
     fn poll_ready(
         &mut self,
@@ -149,14 +151,38 @@ where
         let header = HeaderValue::from_str(&id).ok();
         req.extensions_mut()
             .insert(extract::RequestId(id, audit::AuditSlot::detached()));
-        let fut = self.0.call(req);
-        Box::pin(async move {
-            let mut resp = fut.await?;
-            if let Some(v) = header {
-                resp.headers_mut().insert(X_REQUEST_ID, v);
-            }
-            Ok(resp)
-        })
+        RequestIdFuture {
+            inner: self.0.call(req),
+            header,
+        }
+    }
+}
+
+pin_project! {
+    /// The inner answer with `x-request-id` set: a concrete future, no allocation.
+    struct RequestIdFuture<F> {
+        #[pin]
+        inner: F,
+        header: Option<HeaderValue>,
+    }
+}
+
+impl<F, E> std::future::Future for RequestIdFuture<F>
+where
+    F: std::future::Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        let mut resp = std::task::ready!(this.inner.poll(cx))?;
+        if let Some(v) = this.header.take() {
+            resp.headers_mut().insert(X_REQUEST_ID, v);
+        }
+        std::task::Poll::Ready(Ok(resp))
     }
 }
 
@@ -260,20 +286,18 @@ pub fn app(state: AppState, settings: &HttpSettings) -> Router {
         // Each layer fails closed on what is wrong; say so once, loudly.
         tracing::error!(error = %e, "transport configuration is invalid");
     }
-    // One tower stack around the whole router (outermost first, as documented at the
-    // top of this file), instead of one `Router::layer` per layer: `Router::layer`
-    // boxes and clones every layer per route and per request, which measured ~10 % of
-    // a small request's CPU. The stack is mounted as the router's only (fallback)
-    // service, so callers still get a `Router`.
-    let stack = ServiceBuilder::new()
-        .layer(RequestIdLayer)
-        .layer(keyflow_transport::SecurityHeadersLayer::new())
+    // One tower stack around the whole router (the order is documented at the top of
+    // this file), instead of one `Router::layer` per layer: `Router::layer` boxes and
+    // clones every layer per route and per request, which measured ~10 % of a small
+    // request's CPU. The stack is mounted as the router's only (fallback) service, so
+    // callers still get a `Router`.
+    let within = ServiceBuilder::new()
         .layer(audit::AuditLayer::new(state.clone()))
         .layer(HandleErrorLayer::new(overloaded))
         .load_shed()
         .layer(GlobalConcurrencyLimitLayer::new(settings.max_concurrency))
         .timeout(settings.request_timeout)
-        // Counts what the HTTPS layer turns away (the plain_http_in_production alert).
+        // Counts what HTTPS enforcement turns away (the plain_http_in_production alert).
         .map_response(move |resp: Response| {
             if resp
                 .extensions()
@@ -283,13 +307,13 @@ pub fn app(state: AppState, settings: &HttpSettings) -> Router {
                 counted.metrics.count_plain_http();
             }
             resp
-        })
-        .layer(HttpsEnforcementLayer::from_config(t))
-        .map_request(audit::note_client as fn(Request) -> Request)
-        .layer(ClientCertPinningLayer::from_config(t))
-        .layer(CorsLayer::from_config(t))
-        .layer(HeaderEncryptionLayer::from_config(t))
-        .layer(RequestIntegrityLayer::from_config(t))
+        });
+    let transport = TransportLayer::new(t)
+        .on_client(audit::note_client)
+        .between(within);
+    let stack = ServiceBuilder::new()
+        .layer(RequestIdLayer)
+        .layer(transport)
         .layer(DefaultBodyLimit::max(body_limit))
         .service(router);
     Router::new().fallback_service(stack)

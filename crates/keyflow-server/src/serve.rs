@@ -65,22 +65,6 @@ impl Default for ServeOptions {
     }
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves, then drains for at most `grace`
-/// ([`serve_with`] with the default limits).
-pub async fn serve(
-    listener: TcpListener,
-    app: Router,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    shutdown: impl Future<Output = ()>,
-    grace: Duration,
-) -> std::io::Result<()> {
-    let options = ServeOptions {
-        grace,
-        ..ServeOptions::default()
-    };
-    serve_with(listener, app, tls, shutdown, &options).await
-}
-
 /// Serves `app` on `listener` with `options` until `shutdown` resolves, then drains for
 /// at most `options.grace`.
 pub async fn serve_with(

@@ -88,7 +88,7 @@ impl AppState {
         limits: Limits,
         audit: Option<AuditTrail>,
     ) -> Self {
-        let started = service.clock().monotonic();
+        let started = service.ring().clock().monotonic();
         let file_slots = Arc::new(tokio::sync::Semaphore::new(limits.file_streams));
         Self(Arc::new(Inner {
             service,
@@ -176,6 +176,7 @@ impl AppState {
     /// Time since the server started, on the service clock.
     pub fn uptime(&self) -> Duration {
         self.service
+            .ring()
             .clock()
             .monotonic()
             .saturating_sub(self.started)

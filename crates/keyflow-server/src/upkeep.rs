@@ -85,7 +85,7 @@ pub fn spawn(state: AppState, config: UpkeepConfig) -> Upkeep {
 }
 
 async fn revalidate_loop(state: AppState, every: Duration) {
-    let notifier = state.service.keystore().change_notifier();
+    let notifier = state.service.ring().change_notifier();
     let mut failing = false;
     loop {
         match &notifier {
@@ -97,7 +97,7 @@ async fn revalidate_loop(state: AppState, every: Duration) {
             }
             None => tokio::time::sleep(every).await,
         }
-        match state.service.revalidate().await {
+        match state.service.ring().revalidate().await {
             Ok(changed) => {
                 if changed {
                     tracing::debug!("keys changed elsewhere; key cache dropped");
@@ -128,7 +128,7 @@ async fn housekeeping_loop(state: AppState) {
             tracing::warn!(error = %e, "token refresh failed");
         }
         if n.is_multiple_of(10) {
-            if let Err(e) = state.service.flush_usage().await {
+            if let Err(e) = state.service.ring().flush_usage().await {
                 tracing::warn!(error = %e, "usage flush failed");
             }
         }
@@ -153,15 +153,16 @@ async fn scheduler_loop(state: AppState, every: Duration, holder: String) {
     );
     loop {
         tick.tick().await;
-        let now = state.service.clock().now_millis();
+        let now = state.service.ring().clock().now_millis();
         let outcome = state
             .service
+            .keys()
             .scheduler_pass(now, false, &holder, lease_ms)
             .await;
         match &outcome {
             Ok(report) if report.ran => {
                 for a in &report.actions {
-                    tracing::info!(purpose = %a.purpose, version = a.version, action = ?a.kind, outcome = %a.outcome, reason = %a.reason, "scheduler");
+                    tracing::info!(purpose = %a.purpose, version = %a.version, action = ?a.kind, outcome = %a.outcome, reason = %a.reason, "scheduler");
                 }
             }
             Ok(_) => tracing::debug!("scheduler lease held by another instance"),
@@ -190,10 +191,11 @@ fn failed_purposes(report: &PassReport) -> Vec<String> {
     for a in report
         .actions
         .iter()
-        .filter(|a| a.outcome.starts_with("failed"))
+        .filter(|a| a.outcome.failure().is_some())
     {
-        if !out.contains(&a.purpose) {
-            out.push(a.purpose.clone());
+        let purpose = a.purpose.as_str();
+        if !out.iter().any(|p| p == purpose) {
+            out.push(purpose.to_owned());
         }
     }
     out
@@ -220,20 +222,20 @@ pub fn scheduler_events(
             let mut events: Vec<AuditEvent> = report
                 .actions
                 .iter()
-                .filter(|a| a.outcome == "applied" || a.outcome.starts_with("failed"))
+                .filter(|a| a.outcome.is_attempted())
                 .map(|a| {
                     let operation = match a.kind {
                         ActionKind::RotateDue | ActionKind::RotateBudget => "keys.rotate",
                         ActionKind::Deprecate => "keys.deprecate",
                     };
                     let mut e = AuditEvent::new(now, Source::Scheduler, actor.clone(), operation);
-                    e.purposes = vec![a.purpose.clone()];
-                    e.versions = vec![a.version];
+                    e.purposes = vec![a.purpose.to_string()];
+                    e.versions = vec![a.version.get()];
                     e.items = Some(1);
                     let mut detail = json!({ "kind": a.kind, "reason": a.reason });
-                    if let Some(error) = a.outcome.strip_prefix("failed") {
+                    if let Some(error) = a.outcome.failure() {
                         e.result = "failed".into();
-                        detail["error"] = json!(error.trim_start_matches(':').trim());
+                        detail["error"] = json!(error.trim());
                     }
                     e.detail = Some(detail);
                     e
@@ -349,7 +351,7 @@ async fn audit_verify_loop(state: AppState, keys: Arc<AuditKeys>, every: Duratio
     );
     loop {
         tick.tick().await;
-        let now = state.service.clock().now_millis();
+        let now = state.service.ring().clock().now_millis();
         audit_verify_pass(&state, &keys, now).await;
     }
 }
@@ -359,7 +361,7 @@ async fn audit_retention_loop(state: AppState, config: AuditUpkeepConfig, days: 
         tokio::time::interval_at(tokio::time::Instant::now() + Duration::from_secs(60), DAY);
     loop {
         tick.tick().await;
-        let now = state.service.clock().now_millis();
+        let now = state.service.ring().clock().now_millis();
         let pass = audit_retention_pass(
             &state,
             &config.keys,
@@ -457,8 +459,11 @@ pub async fn audit_retention_pass(
     let Some(trail) = &state.audit else {
         return Ok(None);
     };
+    // The keystore's lease, read directly: its error is a store error, as the
+    // pruning's own errors are.
     if !state
         .service
+        .ring()
         .keystore()
         .try_lease(SCHEDULER_LEASE, holder, now, lease_ms)
         .await?
@@ -508,25 +513,28 @@ const DAY_MS: i64 = keyflow_kms::model::DAY_MS;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use keyflow_kms::scheduler::Action;
+    use keyflow_kms::scheduler::{Action, ActionOutcome};
 
     #[test]
     fn scheduler_passes_become_audit_events() {
-        let action = |kind, outcome: &str| Action {
-            purpose: "userData".into(),
-            version: 3,
+        let action = |kind, outcome: ActionOutcome| Action {
+            purpose: keyflow_kms::Purpose::new("userData").unwrap(),
+            version: keyflow_kms::KeyVersion::new(3).unwrap(),
             kind,
             reason: "due".into(),
-            outcome: outcome.into(),
+            outcome,
         };
         let report = PassReport {
             evaluated_at: "2026-01-01T00:00:00Z".into(),
             dry_run: false,
             ran: true,
             actions: vec![
-                action(ActionKind::RotateDue, "applied"),
-                action(ActionKind::Deprecate, "failed: store down"),
-                action(ActionKind::RotateBudget, "already done"),
+                action(ActionKind::RotateDue, ActionOutcome::Applied),
+                action(
+                    ActionKind::Deprecate,
+                    ActionOutcome::Failed("store down".into()),
+                ),
+                action(ActionKind::RotateBudget, ActionOutcome::AlreadyDone),
             ],
         };
         let events = scheduler_events("host/1", 7, &Ok(report.clone()));

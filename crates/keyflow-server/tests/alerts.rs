@@ -13,7 +13,7 @@ use axum::body::Body;
 use axum::Router;
 use common::{bounded, now_millis, oneshot, request, Harness, Resp, OWN};
 use keyflow_kms::clock::rfc3339;
-use keyflow_kms::scheduler::{Action, ActionKind, PassReport};
+use keyflow_kms::scheduler::{Action, ActionKind, ActionOutcome, PassReport};
 use keyflow_kms::{KmsError, Policy, Purpose};
 use keyflow_server::alerts::webhook::{Delivery, Notifier};
 use keyflow_server::alerts::{evaluate_pass, rotation_state, AlertConfig, WebhookUrl};
@@ -135,8 +135,8 @@ async fn more_than_five_keys_near_the_end_of_their_cryptoperiod_fire() {
     };
     for i in 0..6 {
         let p = Purpose::new(&format!("short{i}")).unwrap();
-        h.service.set_policy(&p, &short).await.unwrap();
-        h.service.generate(&p).await.unwrap();
+        h.service.keys().set_policy(&p, &short).await.unwrap();
+        h.service.keys().generate(&p).await.unwrap();
         let now = now_millis();
         evaluate_pass(&h.state, now).await;
         let s = status(&h, &app).await;
@@ -187,11 +187,11 @@ async fn rotation_failures_are_read_back_from_the_audit_trail() {
     // A whole pass failed, then one that failed for one purpose.
     write(scheduler_events("kf-1", t0, &Err(KmsError::Invalid("x")))).await;
     let failed = Action {
-        purpose: OWN.into(),
-        version: 1,
+        purpose: keyflow_kms::Purpose::new(OWN).unwrap(),
+        version: keyflow_kms::KeyVersion::FIRST,
         kind: ActionKind::RotateDue,
         reason: "due".into(),
-        outcome: "failed: store down".into(),
+        outcome: ActionOutcome::Failed("store down".into()),
     };
     write(scheduler_events(
         "kf-1",
@@ -298,7 +298,7 @@ async fn the_cache_hit_rate_is_measured_over_the_window() {
     });
     let app = h.app(TransportConfig::default());
     h.ciphertext(&json!(1), OWN, &[]).await;
-    let stats = h.service.cache_stats();
+    let stats = h.service.ring().cache_stats();
     evaluate_pass(&h.state, now_millis()).await;
     let a = alert(&status(&h, &app).await, "cache_hit_rate_low").clone();
     let lookups = stats.hits + stats.misses;
@@ -349,7 +349,7 @@ async fn plain_http_in_production_is_counted_and_fires() {
     let text = h
         .state
         .metrics
-        .render(h.service.cache_stats(), Duration::ZERO, None)
+        .render(h.service.ring().cache_stats(), Duration::ZERO, None)
         .unwrap();
     assert!(
         text.lines()

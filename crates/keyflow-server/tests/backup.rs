@@ -75,6 +75,7 @@ async fn conflicting_keys_are_refused_with_409_and_new_ones_reported() {
     let a = Harness::new().await;
     let app_a = a.app(keyflow_transport::TransportConfig::default());
     a.service
+        .keys()
         .generate(&keyflow_kms::Purpose::new("healthData").unwrap())
         .await
         .unwrap();

@@ -15,34 +15,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use keyflow_server::serve::ServeOptions;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::oneshot;
 
 /// Serves the harness's app over TLS with `options`.
 async fn start(h: &Harness, options: ServeOptions) -> Server {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let (cert, key) = h.cert_files();
     let tls = keyflow_server::tls::server_config(&cert, &key, false).unwrap();
     let app = h.app(keyflow_transport::TransportConfig::default());
-    let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        keyflow_server::serve::serve_with(
-            listener,
-            app,
-            Some(tls),
-            async move {
-                let _ = rx.await;
-            },
-            &options,
-        )
-        .await
-    });
-    Server {
-        addr,
-        shutdown: Some(tx),
-        task,
-        cert: Some(h.cert_der()),
-    }
+    h.start_with_options(app, Some(tls), options).await
 }
 
 /// A client configuration trusting `server`'s certificate, offering `alpn`.

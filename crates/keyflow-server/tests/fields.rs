@@ -318,7 +318,11 @@ async fn blind_index_across_every_live_version() {
     .await
     .json()["data"]["phone_number_bidx"]
         .clone();
-    h.service.rotate(&Purpose::new(OWN).unwrap()).await.unwrap();
+    h.service
+        .keys()
+        .rotate(&Purpose::new(OWN).unwrap())
+        .await
+        .unwrap();
     // … is found with `path` across the rotation.
     let r = post(
         &app,

@@ -310,6 +310,7 @@ async fn file_limit_is_separate_from_the_json_limit() {
         let service = &h.service;
         let purpose = keyflow_kms::Purpose::new(OWN).unwrap();
         let sealer = service
+            .ring()
             .with_active_key(&purpose, |dk| {
                 keyflow_stream::Sealer::new(
                     dk,

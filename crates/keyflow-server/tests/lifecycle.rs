@@ -315,9 +315,9 @@ async fn a_revocation_on_one_instance_takes_effect_on_another_at_its_next_revali
     let r = decrypt(&b, &h.service_token, &ct).await;
     r.assert_json(200, &json!({ "data": "secret" }));
     // B's first revalidation records the generation (as its upkeep would at start).
-    state_b.service.revalidate().await.unwrap();
+    state_b.service.ring().revalidate().await.unwrap();
     assert!(
-        !state_b.service.revalidate().await.unwrap(),
+        !state_b.service.ring().revalidate().await.unwrap(),
         "nothing changed since"
     );
     decrypt(&b, &h.service_token, &ct)
@@ -334,7 +334,7 @@ async fn a_revocation_on_one_instance_takes_effect_on_another_at_its_next_revali
     // Until B revalidates, its cache still holds version 1: the TTL alone would keep it
     // for an hour. One revalidation drops it.
     assert!(
-        state_b.service.revalidate().await.unwrap(),
+        state_b.service.ring().revalidate().await.unwrap(),
         "B sees the change"
     );
     let r = decrypt(&b, &h.service_token, &ct).await;
@@ -347,7 +347,7 @@ async fn a_revocation_on_one_instance_takes_effect_on_another_at_its_next_revali
     // A rotation through A: after its next revalidation B encrypts under the new version.
     assert_eq!(encrypt_version(&b, &h.service_token).await, 2);
     post(&a, "/keys/rotate", &h.admin, json!({ "purpose": OWN })).await;
-    assert!(state_b.service.revalidate().await.unwrap());
+    assert!(state_b.service.ring().revalidate().await.unwrap());
     assert_eq!(encrypt_version(&b, &h.service_token).await, 3);
 }
 
@@ -412,7 +412,7 @@ async fn an_instance_that_loses_its_keystore_stops_being_ready_and_serving_cache
     let b = keyflow_server::app(state_b.clone(), &HttpSettings::default());
     let enc = json!({ "data": 1, "purpose": OWN });
     // The first validation, as the upkeep would make it.
-    state_b.service.revalidate().await.unwrap();
+    state_b.service.ring().revalidate().await.unwrap();
     let r = get(&b, "/health", &h.admin).await;
     assert_eq!(r.status.as_u16(), 200, "{r:?}");
     assert_eq!(
@@ -425,7 +425,7 @@ async fn an_instance_that_loses_its_keystore_stops_being_ready_and_serving_cache
     // The database goes away (the pool is closed under the instance).
     store_b.close().await;
     assert!(
-        state_b.service.revalidate().await.is_err(),
+        state_b.service.ring().revalidate().await.is_err(),
         "revalidation fails without the keystore"
     );
     // Within the bound, cached keys keep serving.

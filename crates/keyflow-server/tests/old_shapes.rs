@@ -133,7 +133,11 @@ async fn strict_server() -> (keyflow_testkit::Env, Router, String, String) {
             ..ServiceConfig::default()
         },
     ));
-    service.generate(&Purpose::new(OWN).unwrap()).await.unwrap();
+    service
+        .keys()
+        .generate(&Purpose::new(OWN).unwrap())
+        .await
+        .unwrap();
     let tokens = TokenCache::new(store.clone(), Arc::new(SystemClock));
     let (admin, _) = keyflow_testkit::env::token(&*store, Role::Admin, &[], None).await;
     tokens.refresh().await.unwrap();

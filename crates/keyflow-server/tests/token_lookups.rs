@@ -2,6 +2,7 @@
 //! bounded number of token-table reads (issue 16; `keyflow_server::auth`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail by panicking
 
+use keyflow_kms::keystore::Tokens;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -111,8 +111,9 @@ async fn a_revoked_key_flipped_back_in_the_database_stays_unusable() {
     let app = app(&h);
     let p = Purpose::new(OWN).unwrap();
     let ct = h.ciphertext(&json!("secret-value"), OWN, &[]).await;
-    h.service.rotate(&p).await.unwrap();
+    h.service.keys().rotate(&p).await.unwrap();
     h.service
+        .keys()
         .revoke(&p, KeyVersion::FIRST, "laptop stolen")
         .await
         .unwrap();
@@ -128,7 +129,7 @@ async fn a_revoked_key_flipped_back_in_the_database_stays_unusable() {
         sql(&h, "UPDATE key_versions SET status = 'rotating', revoked_reason = NULL WHERE purpose = 'userData' AND version = 1").await,
         1
     );
-    h.service.revalidate().await.unwrap();
+    h.service.ring().revalidate().await.unwrap();
     let r = post(
         &app,
         "/decrypt",
@@ -141,6 +142,7 @@ async fn a_revoked_key_flipped_back_in_the_database_stays_unusable() {
     // Listings leave the forged row out; /status says why.
     let listed = h
         .service
+        .keys()
         .list(&VersionFilter {
             purpose: Some(p.clone()),
             status: None,

@@ -6,6 +6,7 @@
 //! set; they use a throwaway database, dropped at the end.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)] // a benchmark harness
 
+use keyflow_kms::keystore::Coordination;
 use std::hint::black_box;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -170,7 +171,7 @@ fn bench(c: &mut Criterion) {
     });
     g.finish();
     rt.block_on(async {
-        pg.flush_usage().await.unwrap();
+        pg.ring().flush_usage().await.unwrap();
         drop(pg);
         pg_store.close().await;
         let mut a = admin.connect().await.unwrap();

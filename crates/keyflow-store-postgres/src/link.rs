@@ -40,7 +40,7 @@ fn mode_name(mode: PgSslMode) -> &'static str {
 /// Reads the link security `url` asks for (the URL is never quoted in errors).
 pub fn link_security(url: &str) -> Result<LinkSecurity, StoreError> {
     let options = PgConnectOptions::from_str(url)
-        .map_err(|e| StoreError(format!("invalid PostgreSQL URL: {e}")))?;
+        .map_err(|e| StoreError::Backend(format!("invalid PostgreSQL URL: {e}")))?;
     Ok(if options.get_socket().is_some() {
         LinkSecurity::UnixSocket
     } else {

@@ -76,7 +76,7 @@ where
     let pool = listener_pool(options);
     let first = subscribe(&pool)
         .await
-        .map_err(|e| StoreError(format!("cannot LISTEN {CHANNEL}: {e}")))?;
+        .map_err(|e| StoreError::Unavailable(format!("cannot LISTEN {CHANNEL}: {e}")))?;
     Ok(ChangeListener {
         task: tokio::spawn(run(pool, Some(first), on_change)),
     })

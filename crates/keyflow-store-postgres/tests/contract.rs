@@ -4,6 +4,7 @@
 
 mod common;
 
+use keyflow_kms::keystore::{Coordination, KekBinding};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 

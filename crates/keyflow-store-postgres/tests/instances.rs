@@ -4,12 +4,13 @@
 
 mod common;
 
+use keyflow_kms::keystore::{Coordination, KekBinding, KeyVersions};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use keyflow_kms::keystore::{CreateOutcome, RotateOutcome};
 use keyflow_kms::model::{KeyStatus, KeyVersionRecord, VersionFilter};
-use keyflow_kms::{KeyVersion, Keystore, Purpose};
+use keyflow_kms::{KeyVersion, Purpose};
 use keyflow_store_postgres::{KeyChange, PoolSettings, PostgresKeystore};
 
 fn rec(purpose: &str, version: u32) -> KeyVersionRecord {

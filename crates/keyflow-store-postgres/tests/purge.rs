@@ -5,13 +5,14 @@
 
 mod common;
 
+use keyflow_kms::keystore::{KekBinding, KeyVersions};
 use std::sync::Arc;
 
 use keyflow_kms::keyflow_core::kek::Kek;
 use keyflow_kms::keyflow_core::OsRng;
 use keyflow_kms::model::{KeyStatus, KeyVersionRecord, StatusChange, StatusOutcome};
 use keyflow_kms::row_mac::RowSealer;
-use keyflow_kms::{KeyVersion, Keystore, Purpose};
+use keyflow_kms::{KeyVersion, Purpose};
 use keyflow_store_postgres::{PoolSettings, PostgresKeystore};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,6 +5,7 @@
 
 mod common;
 
+use keyflow_kms::keystore::{KekBinding, KeyVersions, Policies, Tokens};
 use std::sync::Arc;
 
 use keyflow_kms::access::{self, Role};
@@ -12,7 +13,7 @@ use keyflow_kms::keyflow_core::kek::Kek;
 use keyflow_kms::keyflow_core::OsRng;
 use keyflow_kms::model::{KeyStatus, KeyVersionRecord, Policy, StatusChange, VersionFilter};
 use keyflow_kms::row_mac::RowSealer;
-use keyflow_kms::{KeyVersion, Keystore, Purpose};
+use keyflow_kms::{KeyVersion, Purpose};
 use keyflow_store_postgres::{PoolSettings, PostgresKeystore};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;

@@ -4,6 +4,7 @@
 //! switched off — and the check alone beside it, so its share is visible.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)] // a benchmark harness
 
+use keyflow_kms::keystore::{KekBinding, KeyVersions, Tokens};
 use std::hint::black_box;
 use std::sync::Arc;
 
@@ -12,7 +13,7 @@ use keyflow_kms::access::{self, Role};
 use keyflow_kms::keyflow_core::kek::Kek;
 use keyflow_kms::keyflow_core::OsRng;
 use keyflow_kms::row_mac::RowSealer;
-use keyflow_kms::{KeyStatus, KeyVersion, KeyVersionRecord, Keystore, Purpose};
+use keyflow_kms::{KeyStatus, KeyVersion, KeyVersionRecord, Purpose};
 use keyflow_store_sqlite::SqliteKeystore;
 
 fn bench(c: &mut Criterion) {

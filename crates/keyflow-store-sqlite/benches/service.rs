@@ -7,8 +7,8 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use keyflow_core::{Context, Purpose};
-use keyflow_kms::{EncryptionService, ServiceConfig};
+use keyflow_core::{Context, PayloadKind, Purpose};
+use keyflow_kms::{Encrypt, EncryptMode, EncryptionService, Input, ServiceConfig};
 use serde_json::{json, Value};
 use std::hint::black_box;
 
@@ -68,9 +68,13 @@ fn bench(c: &mut Criterion) {
         b.iter_custom(|n| {
             timed(&rt, n, || async {
                 black_box(
-                    s.encrypt_value_deterministic(black_box(&field), &p, &ctx)
-                        .await
-                        .unwrap(),
+                    s.encrypt(
+                        Encrypt::new(&p, &ctx, Input::Json(black_box(&field)))
+                            .mode(EncryptMode::Deterministic),
+                    )
+                    .await
+                    .unwrap()
+                    .ciphertext,
                 );
             })
         })
@@ -102,7 +106,16 @@ fn bench(c: &mut Criterion) {
     g.bench_function("encrypt_bytes_1MiB", |b| {
         b.iter_custom(|n| {
             timed(&rt, n, || async {
-                black_box(s.encrypt_bytes(black_box(&mib), &p, &ctx).await.unwrap());
+                black_box(
+                    s.encrypt(Encrypt::new(
+                        &p,
+                        &ctx,
+                        Input::Payload(PayloadKind::Bytes, black_box(&mib)),
+                    ))
+                    .await
+                    .unwrap()
+                    .ciphertext,
+                );
             })
         })
     });
@@ -110,14 +123,14 @@ fn bench(c: &mut Criterion) {
 
     // Encrypt cost must not depend on how many versions the ring holds.
     let many = Purpose::new("rotatedOften").unwrap();
-    rt.block_on(s.generate(&many)).unwrap();
+    rt.block_on(s.keys().generate(&many)).unwrap();
     let mut g = c.benchmark_group("rotation");
     g.sample_size(20);
     g.measurement_time(Duration::from_secs(8));
     g.bench_function("rotate_purpose", |b| {
         b.iter_custom(|n| {
             timed(&rt, n, || async {
-                black_box(s.rotate(&many).await.unwrap());
+                black_box(s.keys().rotate(&many).await.unwrap());
             })
         })
     });
@@ -127,9 +140,9 @@ fn bench(c: &mut Criterion) {
     // run creates do not accumulate in it.
     let thousand = Purpose::new("thousandVersions").unwrap();
     rt.block_on(async {
-        s.generate(&thousand).await.unwrap();
+        s.keys().generate(&thousand).await.unwrap();
         for _ in 1..1000 {
-            s.rotate(&thousand).await.unwrap();
+            s.keys().rotate(&thousand).await.unwrap();
         }
     });
     let next_fresh = std::sync::atomic::AtomicU64::new(0);
@@ -140,15 +153,15 @@ fn bench(c: &mut Criterion) {
                 let p = if fresh {
                     let i = next_fresh.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let p = Purpose::new(&format!("fresh{i}")).unwrap();
-                    s.generate(&p).await.unwrap();
+                    s.keys().generate(&p).await.unwrap();
                     p
                 } else {
                     thousand.clone()
                 };
                 let t = Instant::now();
-                black_box(s.rotate(&p).await.unwrap());
+                black_box(s.keys().rotate(&p).await.unwrap());
                 total += t.elapsed();
-                s.revalidate().await.unwrap();
+                s.ring().revalidate().await.unwrap();
             }
             total
         })
@@ -161,7 +174,7 @@ fn bench(c: &mut Criterion) {
     });
     g.finish();
     let versions = rt
-        .block_on(s.list(&keyflow_kms::VersionFilter {
+        .block_on(s.keys().list(&keyflow_kms::VersionFilter {
             purpose: Some(many.clone()),
             status: None,
         }))
@@ -180,7 +193,7 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.finish();
-    rt.block_on(s.flush_usage()).unwrap();
+    rt.block_on(s.ring().flush_usage()).unwrap();
 }
 
 criterion_group!(benches, bench);

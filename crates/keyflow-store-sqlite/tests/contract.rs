@@ -1,6 +1,7 @@
 //! The SQLite keystore against the shared contract suite, plus SQLite specifics.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail by panicking
 
+use keyflow_kms::keystore::KekBinding;
 use std::sync::Arc;
 
 use keyflow_kms::audit::AuditStore;

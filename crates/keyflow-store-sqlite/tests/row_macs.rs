@@ -6,6 +6,7 @@
 //! a reader keeps from erasing the WAL says so.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail by panicking
 
+use keyflow_kms::keystore::{KekBinding, KeyVersions, Policies, Tokens};
 use std::sync::{Arc, Mutex};
 
 use keyflow_kms::access::{self, Role, TokenRecord};
@@ -15,7 +16,7 @@ use keyflow_kms::model::{
     KeyStatus, KeyVersionRecord, Policy, RewrappedKey, StatusChange, StatusOutcome, VersionFilter,
 };
 use keyflow_kms::row_mac::{RowRefusal, RowSealer};
-use keyflow_kms::{KeyVersion, Keystore, Purpose};
+use keyflow_kms::{KeyVersion, Purpose};
 use keyflow_store_sqlite::SqliteKeystore;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 

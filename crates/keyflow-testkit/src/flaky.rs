@@ -30,7 +30,7 @@ impl FlakyAudit {
 
     fn check(&self) -> Result<(), StoreError> {
         if self.failing.load(Ordering::SeqCst) {
-            return Err(StoreError("disk full".into()));
+            return Err(StoreError::Unavailable("disk full".into()));
         }
         Ok(())
     }

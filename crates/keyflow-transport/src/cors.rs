@@ -1,21 +1,19 @@
 //! CORS and WebSocket origin checks against an exact allow-list.
 
-use std::sync::Arc;
-use std::task::{Context, Poll};
-
 use axum::body::Body;
 use axum::extract::Request;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use http::header::{
     ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
     ACCESS_CONTROL_MAX_AGE, ACCESS_CONTROL_REQUEST_METHOD, ORIGIN, UPGRADE, VARY,
 };
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
-use tower::{Layer, Service};
+use tower::Layer;
 
+use crate::checks::{Checks, ChecksLayer, Refusal, TransportChecks};
 use crate::config::{normalize_origin, TransportConfig};
 use crate::error::TransportError;
-use crate::util::{respond, BoxFuture};
+use crate::util::Finish;
 
 /// Methods a preflight allows.
 pub const CORS_ALLOW_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
@@ -46,12 +44,11 @@ pub const CORS_MAX_AGE_SECS: u32 = 600;
 /// No `Access-Control-Allow-Credentials`: KeyFlow authenticates with the
 /// `Authorization` header, not cookies.
 #[derive(Clone, Debug)]
-pub struct CorsLayer {
-    policy: Arc<CorsPolicy>,
-}
+pub struct CorsLayer(ChecksLayer);
 
-#[derive(Debug)]
-struct CorsPolicy {
+/// The allowed origins (normalized) and the preflight's allowed request headers.
+#[derive(Clone, Debug)]
+pub(crate) struct CorsPolicy {
     origins: Vec<String>,
     allow_headers: HeaderValue,
 }
@@ -61,6 +58,32 @@ impl CorsLayer {
     /// `null` and unparsable entries are dropped with a warning) and, besides
     /// [`CORS_ALLOW_HEADERS`], the request headers in `extra_allowed_headers`.
     pub fn new(origins: &[String], extra_allowed_headers: &[String]) -> Self {
+        Self(ChecksLayer::new(Checks {
+            cors: Some(CorsPolicy::new(origins, extra_allowed_headers)),
+            ..Checks::default()
+        }))
+    }
+
+    /// Takes `allowed_origins` and (as extra allowed headers) `sensitive_headers` from
+    /// `config`.
+    pub fn from_config(config: &TransportConfig) -> Self {
+        Self::new(&config.allowed_origins, &config.sensitive_headers)
+    }
+}
+
+impl<S> Layer<S> for CorsLayer {
+    type Service = Cors<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        self.0.layer(inner)
+    }
+}
+
+/// The service made by [`CorsLayer`]: [`TransportChecks`] with only this check.
+pub type Cors<S> = TransportChecks<S>;
+
+impl CorsPolicy {
+    pub(crate) fn new(origins: &[String], extra_allowed_headers: &[String]) -> Self {
         let mut normalized = Vec::new();
         for origin in origins {
             match normalize_origin(origin) {
@@ -81,39 +104,40 @@ impl CorsLayer {
         let allow_headers = HeaderValue::from_str(&headers.join(", "))
             .unwrap_or_else(|_| HeaderValue::from_static("authorization, content-type"));
         Self {
-            policy: Arc::new(CorsPolicy {
-                origins: normalized,
-                allow_headers,
-            }),
+            origins: normalized,
+            allow_headers,
         }
     }
 
-    /// Takes `allowed_origins` and (as extra allowed headers) `sensitive_headers` from
-    /// `config`.
-    pub fn from_config(config: &TransportConfig) -> Self {
+    pub(crate) fn from_config(config: &TransportConfig) -> Self {
         Self::new(&config.allowed_origins, &config.sensitive_headers)
     }
-}
 
-impl<S> Layer<S> for CorsLayer {
-    type Service = Cors<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Cors {
-            inner,
-            policy: self.policy.clone(),
+    /// Answers a preflight, refuses a WebSocket upgrade from an origin not allowed;
+    /// otherwise says how to finish the answer (nothing without an `Origin`).
+    pub(crate) fn check(&self, req: &Request) -> Result<Finish, Refusal> {
+        let headers = req.headers();
+        if !headers.contains_key(ORIGIN) {
+            return Ok(Finish::Nothing);
         }
+        let allowed = self.allowed_origin(headers);
+        let is_preflight =
+            req.method() == Method::OPTIONS && headers.contains_key(ACCESS_CONTROL_REQUEST_METHOD);
+        if is_preflight {
+            return Err(match allowed {
+                Some(origin) => Refusal::Preflight {
+                    origin,
+                    allow_headers: self.allow_headers.clone(),
+                },
+                None => TransportError::OriginNotAllowed.into(),
+            });
+        }
+        if allowed.is_none() && is_websocket_upgrade(headers) {
+            return Err(TransportError::OriginNotAllowed.into());
+        }
+        Ok(Finish::Cors(allowed))
     }
-}
 
-/// The service made by [`CorsLayer`].
-#[derive(Clone, Debug)]
-pub struct Cors<S> {
-    inner: S,
-    policy: Arc<CorsPolicy>,
-}
-
-impl CorsPolicy {
     /// The request's single `Origin` if it is on the list (more than one `Origin`
     /// header is never allowed).
     fn allowed_origin(&self, headers: &HeaderMap) -> Option<HeaderValue> {
@@ -128,26 +152,28 @@ impl CorsPolicy {
             .any(|o| o == text)
             .then(|| origin.clone())
     }
+}
 
-    fn preflight(&self, origin: HeaderValue) -> Response {
-        let mut res = Response::new(Body::empty());
-        *res.status_mut() = StatusCode::NO_CONTENT;
-        let h = res.headers_mut();
-        h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-        h.insert(
-            ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static(CORS_ALLOW_METHODS),
-        );
-        h.insert(ACCESS_CONTROL_ALLOW_HEADERS, self.allow_headers.clone());
-        h.insert(ACCESS_CONTROL_MAX_AGE, HeaderValue::from(CORS_MAX_AGE_SECS));
-        h.insert(
-            VARY,
-            HeaderValue::from_static(
-                "Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
-            ),
-        );
-        res
-    }
+/// `204` to an allowed preflight: the methods and request headers allowed, for
+/// [`CORS_MAX_AGE_SECS`].
+pub(crate) fn preflight(origin: HeaderValue, allow_headers: HeaderValue) -> Response {
+    let mut res = Response::new(Body::empty());
+    *res.status_mut() = StatusCode::NO_CONTENT;
+    let h = res.headers_mut();
+    h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    h.insert(
+        ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static(CORS_ALLOW_METHODS),
+    );
+    h.insert(ACCESS_CONTROL_ALLOW_HEADERS, allow_headers);
+    h.insert(ACCESS_CONTROL_MAX_AGE, HeaderValue::from(CORS_MAX_AGE_SECS));
+    h.insert(
+        VARY,
+        HeaderValue::from_static(
+            "Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
+        ),
+    );
+    res
 }
 
 fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
@@ -159,62 +185,16 @@ fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
         .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
 }
 
-impl<S> Service<Request> for Cors<S>
-where
-    S: Service<Request, Response = Response> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-{
-    type Response = Response;
-    type Error = S::Error;
-    type Future = BoxFuture<S::Error>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request) -> Self::Future {
-        let headers = req.headers();
-        if !headers.contains_key(ORIGIN) {
-            return Box::pin(self.inner.call(req));
-        }
-        let allowed = self.policy.allowed_origin(headers);
-        let is_preflight =
-            req.method() == Method::OPTIONS && headers.contains_key(ACCESS_CONTROL_REQUEST_METHOD);
-        if is_preflight {
-            return respond(match allowed {
-                Some(origin) => self.policy.preflight(origin),
-                None => TransportError::OriginNotAllowed.into_response(),
-            });
-        }
-        if allowed.is_none() && is_websocket_upgrade(headers) {
-            return respond(TransportError::OriginNotAllowed.into_response());
-        }
-
-        let future = self.inner.call(req);
-        Box::pin(async move {
-            let mut res = future.await?;
-            let h = res.headers_mut();
-            h.append(VARY, HeaderValue::from_static("Origin"));
-            if let Some(origin) = allowed {
-                h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-            }
-            Ok(res)
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn only_exact_single_origins_match() {
-        let layer = CorsLayer::new(
+        let p = CorsPolicy::new(
             &["https://App.example.com/".into(), "*".into(), "null".into()],
             &[],
         );
-        let p = &layer.policy;
         assert_eq!(p.origins, vec!["https://app.example.com"]);
         let mut h = HeaderMap::new();
         h.insert(ORIGIN, HeaderValue::from_static("https://app.example.com"));
@@ -235,8 +215,8 @@ mod tests {
 
     #[test]
     fn sensitive_headers_are_allowed_in_preflight() {
-        let layer = CorsLayer::new(&[], &["X-SSN".into()]);
-        let v = layer.policy.allow_headers.to_str().unwrap();
+        let policy = CorsPolicy::new(&[], &["X-SSN".into()]);
+        let v = policy.allow_headers.to_str().unwrap();
         assert!(v.ends_with("x-keyflow-signature, x-ssn"), "{v}");
     }
 

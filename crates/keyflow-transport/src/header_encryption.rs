@@ -1,16 +1,12 @@
 //! `HEADER_ENCRYPTION_STRICT`: sensitive headers must arrive as KeyFlow ciphertexts.
 
-use std::sync::Arc;
-use std::task::{Context, Poll};
-
 use axum::extract::Request;
-use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderName};
-use tower::{Layer, Service};
+use tower::Layer;
 
+use crate::checks::{Checks, ChecksLayer, Refusal, TransportChecks};
 use crate::config::TransportConfig;
 use crate::error::TransportError;
-use crate::util::{respond, BoxFuture};
 
 /// The prefix of a KeyFlow ciphertext's text form (`keyflow_core::envelope::TEXT_PREFIX`).
 pub const CIPHERTEXT_PREFIX: &str = "kf1:";
@@ -37,12 +33,11 @@ pub fn is_keyflow_ciphertext(value: &[u8]) -> bool {
 /// its value). Not strict: the request goes on and a warning naming the header is
 /// logged.
 #[derive(Clone, Debug)]
-pub struct HeaderEncryptionLayer {
-    policy: Arc<HeaderPolicy>,
-}
+pub struct HeaderEncryptionLayer(ChecksLayer);
 
-#[derive(Debug)]
-struct HeaderPolicy {
+/// The sensitive header names, and whether a clear value is refused.
+#[derive(Clone, Debug)]
+pub(crate) struct HeaderPolicy {
     strict: bool,
     names: Vec<HeaderName>,
 }
@@ -51,6 +46,31 @@ impl HeaderEncryptionLayer {
     /// Checks `names` (case-insensitive; invalid names are dropped with a warning),
     /// refusing clear values when `strict`.
     pub fn new(strict: bool, names: &[String]) -> Self {
+        Self(ChecksLayer::new(Checks {
+            header_encryption: Some(HeaderPolicy::new(strict, names)),
+            ..Checks::default()
+        }))
+    }
+
+    /// Takes `header_encryption_strict` and `sensitive_headers` from `config`.
+    pub fn from_config(config: &TransportConfig) -> Self {
+        Self::new(config.header_encryption_strict, &config.sensitive_headers)
+    }
+}
+
+impl<S> Layer<S> for HeaderEncryptionLayer {
+    type Service = HeaderEncryption<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        self.0.layer(inner)
+    }
+}
+
+/// The service made by [`HeaderEncryptionLayer`]: [`TransportChecks`] with only this check.
+pub type HeaderEncryption<S> = TransportChecks<S>;
+
+impl HeaderPolicy {
+    pub(crate) fn new(strict: bool, names: &[String]) -> Self {
         let names = names
             .iter()
             .filter_map(|n| match HeaderName::from_bytes(n.as_bytes()) {
@@ -61,18 +81,13 @@ impl HeaderEncryptionLayer {
                 }
             })
             .collect();
-        Self {
-            policy: Arc::new(HeaderPolicy { strict, names }),
-        }
+        Self { strict, names }
     }
 
-    /// Takes `header_encryption_strict` and `sensitive_headers` from `config`.
-    pub fn from_config(config: &TransportConfig) -> Self {
+    pub(crate) fn from_config(config: &TransportConfig) -> Self {
         Self::new(config.header_encryption_strict, &config.sensitive_headers)
     }
-}
 
-impl HeaderPolicy {
     /// The first sensitive header that carries a clear value.
     fn first_clear(&self, headers: &HeaderMap) -> Option<&HeaderName> {
         self.names.iter().find(|name| {
@@ -82,49 +97,16 @@ impl HeaderPolicy {
                 .any(|v| !is_keyflow_ciphertext(v.as_bytes()))
         })
     }
-}
 
-impl<S> Layer<S> for HeaderEncryptionLayer {
-    type Service = HeaderEncryption<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        HeaderEncryption {
-            inner,
-            policy: self.policy.clone(),
-        }
-    }
-}
-
-/// The service made by [`HeaderEncryptionLayer`].
-#[derive(Clone, Debug)]
-pub struct HeaderEncryption<S> {
-    inner: S,
-    policy: Arc<HeaderPolicy>,
-}
-
-impl<S> Service<Request> for HeaderEncryption<S>
-where
-    S: Service<Request, Response = Response> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-{
-    type Response = Response;
-    type Error = S::Error;
-    type Future = BoxFuture<S::Error>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request) -> Self::Future {
-        if let Some(name) = self.policy.first_clear(req.headers()) {
-            if self.policy.strict {
-                let err = TransportError::HeaderNotEncrypted(name.clone());
-                return respond(err.into_response());
+    /// Strict: refuses a clear sensitive header. Otherwise logs it and lets it through.
+    pub(crate) fn check(&self, req: &Request) -> Result<(), Refusal> {
+        if let Some(name) = self.first_clear(req.headers()) {
+            if self.strict {
+                return Err(TransportError::HeaderNotEncrypted(name.clone()).into());
             }
             tracing::warn!(header = %name, "sensitive header arrived unencrypted (HEADER_ENCRYPTION_STRICT is off)");
         }
-        Box::pin(self.inner.call(req))
+        Ok(())
     }
 }
 
@@ -158,13 +140,13 @@ mod tests {
 
     #[test]
     fn every_value_of_a_repeated_header_is_checked() {
-        let layer = HeaderEncryptionLayer::new(true, &["X-SSN".into(), "bad name".into()]);
+        let policy = HeaderPolicy::new(true, &["X-SSN".into(), "bad name".into()]);
         let mut h = HeaderMap::new();
         h.append("x-ssn", HeaderValue::from_static("kf1:AQEI"));
-        assert!(layer.policy.first_clear(&h).is_none());
+        assert!(policy.first_clear(&h).is_none());
         h.append("x-ssn", HeaderValue::from_static("123-45-6789"));
         assert_eq!(
-            layer.policy.first_clear(&h).map(HeaderName::as_str),
+            policy.first_clear(&h).map(HeaderName::as_str),
             Some("x-ssn")
         );
     }

@@ -9,7 +9,7 @@ use base64::Engine;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use tower::{Layer, Service};
 
-use crate::util::BoxFuture;
+use crate::util::{Finish, ResponseFuture};
 
 /// `Strict-Transport-Security`: one year, subdomains, preload-list eligible.
 pub const HSTS: &str = "max-age=31536000; includeSubDomains; preload";
@@ -124,30 +124,29 @@ pub fn apply_security_headers(headers: &mut HeaderMap) {
     }
 }
 
+/// Sets [`SECURITY_HEADERS`] on a response on its way out, widening the CSP for an
+/// [`InlineStyleHash`] the handler attached.
+pub(crate) fn finish_security_headers(res: &mut Response) {
+    apply_security_headers(res.headers_mut());
+    if let Some(hash) = res.extensions_mut().remove::<InlineStyleHash>() {
+        allow_inline_style(res.headers_mut(), &hash);
+    }
+}
+
 impl<S> Service<Request> for SecurityHeaders<S>
 where
-    S: Service<Request, Response = Response> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
+    S: Service<Request, Response = Response>,
 {
     type Response = Response;
     type Error = S::Error;
-    type Future = BoxFuture<S::Error>;
+    type Future = ResponseFuture<S::Future, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        let future = self.inner.call(req);
-        Box::pin(async move {
-            let mut res = future.await?;
-            apply_security_headers(res.headers_mut());
-            if let Some(hash) = res.extensions_mut().remove::<InlineStyleHash>() {
-                allow_inline_style(res.headers_mut(), &hash);
-            }
-            Ok(res)
-        })
+        ResponseFuture::inner(self.inner.call(req), Finish::SecurityHeaders)
     }
 }
 

@@ -1,18 +1,17 @@
 //! HTTPS enforcement and the effective client address.
 
 use std::net::IpAddr;
-use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, Method};
-use tower::{Layer, Service};
+use tower::Layer;
 
+use crate::checks::{Checks, ChecksLayer, Refusal, TransportChecks};
 use crate::config::{parse_public_host, TransportConfig};
 use crate::connection::{resolve, ClientAddr, ConnectionInfo};
 use crate::error::{https_redirect, TransportError};
-use crate::util::{original_uri, respond, BoxFuture};
+use crate::util::original_uri;
 
 /// Resolves the effective client (believing `X-Forwarded-*` only from trusted
 /// proxies), inserts [`ClientAddr`], and in production turns plain HTTP away:
@@ -20,12 +19,11 @@ use crate::util::{original_uri, respond, BoxFuture};
 /// method (or any method when no valid `public_host` is configured) gets
 /// `400 https_required`. The redirect host never comes from the request.
 #[derive(Clone, Debug)]
-pub struct HttpsEnforcementLayer {
-    policy: Arc<HttpsPolicy>,
-}
+pub struct HttpsEnforcementLayer(ChecksLayer);
 
-#[derive(Debug)]
-struct HttpsPolicy {
+/// What HTTPS enforcement decides from: its part of the [`TransportConfig`], resolved.
+#[derive(Clone, Debug)]
+pub(crate) struct HttpsPolicy {
     production: bool,
     public_host: Option<String>,
     trusted_proxies: Vec<IpAddr>,
@@ -35,6 +33,32 @@ impl HttpsEnforcementLayer {
     /// Takes `production`, `public_host` and `trusted_proxies` from `config`. An
     /// invalid `public_host` is dropped (plain HTTP is then refused, not redirected).
     pub fn from_config(config: &TransportConfig) -> Self {
+        Self(ChecksLayer::new(Checks {
+            https: Some(HttpsPolicy::from_config(config)),
+            ..Checks::default()
+        }))
+    }
+}
+
+impl<S> Layer<S> for HttpsEnforcementLayer {
+    type Service = HttpsEnforcement<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        self.0.layer(inner)
+    }
+}
+
+/// The service made by [`HttpsEnforcementLayer`]: [`TransportChecks`] with only this check.
+pub type HttpsEnforcement<S> = TransportChecks<S>;
+
+/// Response extension on every answer that turned plain HTTP away in production
+/// (redirect or refusal), so an outer layer can count them (KeyFlow's
+/// `plain_http_in_production` alert) without repeating the proxy-trust logic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlainHttpTurnedAway;
+
+impl HttpsPolicy {
+    pub(crate) fn from_config(config: &TransportConfig) -> Self {
         let public_host = config
             .public_host
             .as_deref()
@@ -46,47 +70,14 @@ impl HttpsEnforcementLayer {
                 }
             });
         Self {
-            policy: Arc::new(HttpsPolicy {
-                production: config.production,
-                public_host,
-                trusted_proxies: config.trusted_proxies.clone(),
-            }),
+            production: config.production,
+            public_host,
+            trusted_proxies: config.trusted_proxies.clone(),
         }
     }
-}
 
-impl<S> Layer<S> for HttpsEnforcementLayer {
-    type Service = HttpsEnforcement<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        HttpsEnforcement {
-            inner,
-            policy: self.policy.clone(),
-        }
-    }
-}
-
-/// The service made by [`HttpsEnforcementLayer`].
-#[derive(Clone, Debug)]
-pub struct HttpsEnforcement<S> {
-    inner: S,
-    policy: Arc<HttpsPolicy>,
-}
-
-/// Response extension on every answer that turned plain HTTP away in production
-/// (redirect or refusal), so an outer layer can count them (KeyFlow's
-/// `plain_http_in_production` alert) without repeating the proxy-trust logic.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PlainHttpTurnedAway;
-
-/// Why plain HTTP was turned away.
-enum Refusal {
-    Redirect(HeaderValue),
-    Refuse,
-}
-
-impl HttpsPolicy {
-    fn check(&self, req: &mut Request) -> Result<(), Refusal> {
+    /// Inserts [`ClientAddr`]; in production, turns plain HTTP away.
+    pub(crate) fn check(&self, req: &mut Request) -> Result<(), Refusal> {
         let resolved = resolve(
             req.extensions().get::<ConnectionInfo>(),
             req.headers(),
@@ -98,12 +89,12 @@ impl HttpsPolicy {
         if !self.production || resolved.https {
             return Ok(());
         }
-        if req.method() == Method::GET || req.method() == Method::HEAD {
-            if let Some(location) = self.location(req) {
-                return Err(Refusal::Redirect(location));
-            }
-        }
-        Err(Refusal::Refuse)
+        let redirect = if req.method() == Method::GET || req.method() == Method::HEAD {
+            self.location(req)
+        } else {
+            None
+        };
+        Err(Refusal::PlainHttp(redirect))
     }
 
     fn location(&self, req: &Request) -> Option<HeaderValue> {
@@ -119,33 +110,15 @@ impl HttpsPolicy {
     }
 }
 
-impl<S> Service<Request> for HttpsEnforcement<S>
-where
-    S: Service<Request, Response = Response> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-{
-    type Response = Response;
-    type Error = S::Error;
-    type Future = BoxFuture<S::Error>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request) -> Self::Future {
-        match self.policy.check(&mut req) {
-            Ok(()) => Box::pin(self.inner.call(req)),
-            Err(refusal) => {
-                let mut resp = match refusal {
-                    Refusal::Redirect(location) => https_redirect(location),
-                    Refusal::Refuse => TransportError::HttpsRequired.into_response(),
-                };
-                resp.extensions_mut().insert(PlainHttpTurnedAway);
-                respond(resp)
-            }
-        }
-    }
+/// The answer to plain HTTP in production: a redirect to `location`, or without one
+/// `400 https_required`; marked [`PlainHttpTurnedAway`] either way.
+pub(crate) fn turned_away(location: Option<HeaderValue>) -> Response {
+    let mut resp = match location {
+        Some(location) => https_redirect(location),
+        None => TransportError::HttpsRequired.into_response(),
+    };
+    resp.extensions_mut().insert(PlainHttpTurnedAway);
+    resp
 }
 
 #[cfg(test)]

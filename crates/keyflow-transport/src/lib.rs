@@ -46,26 +46,39 @@
 //!
 //! ## Layer order
 //!
-//! Outermost first; this is the one place the order is written down, and
-//! [`TransportLayer`] builds exactly this stack:
+//! Outermost first. This is the one place the order is written down: [`TransportLayer`]
+//! builds exactly this stack, KeyFlow's server runs it (with its own layers in the slot
+//! of step 2), and the server's and the architecture docs refer here.
 //!
 //! 1. [`SecurityHeadersLayer`] — outermost so that every response gets the headers:
-//!    handler responses, 404s, and the refusals of every layer below.
-//! 2. [`HttpsEnforcementLayer`] — before anything reads the request: plain HTTP is
-//!    redirected or refused before a signature is checked or a nonce consumed over it.
-//!    It also settles the effective client ([`ClientAddr`]) for everything inside.
-//! 3. [`ClientCertPinningLayer`] — a connection-level identity check, cheap; a client
-//!    without a pinned certificate learns nothing more, not even the CORS policy.
-//! 4. [`CorsLayer`] — answers preflights, which carry no signature and no sensitive
-//!    headers and so must be answered before those checks; and it sits outside them
-//!    so their refusals still carry `Access-Control-Allow-Origin` and a browser page
-//!    can read the error.
-//! 5. [`HeaderEncryptionLayer`] — header-only and cheap, so it runs before any body
-//!    is read.
-//! 6. [`RequestIntegrityLayer`] — innermost, next to the handler: it buffers the body
+//!    handler responses, 404s, and the refusals of every step below.
+//! 2. The application's own layers, if any ([`TransportLayer::between`]): KeyFlow's
+//!    server puts its audit layer, load shedding, concurrency limit and timeout here,
+//!    so they see the checks' refusals and refuse excess work before any check runs.
+//! 3. [`TransportChecks`], one service making the check-only decisions in this order:
+//!    1. HTTPS enforcement ([`HttpsEnforcementLayer`]) — before anything reads the
+//!       request: plain HTTP is redirected or refused before a signature is checked or
+//!       a nonce consumed over it. It also settles the effective client
+//!       ([`ClientAddr`]) for everything inside, and hands it to the application's
+//!       [`TransportLayer::on_client`] hook;
+//!    2. client-certificate pinning ([`ClientCertPinningLayer`]) — a connection-level
+//!       identity check, cheap; a client without a pinned certificate learns nothing
+//!       more, not even the CORS policy;
+//!    3. CORS ([`CorsLayer`]) — answers preflights, which carry no signature and no
+//!       sensitive headers and so must be answered before those checks; and it finishes
+//!       every answer from the steps after it, so their refusals still carry
+//!       `Access-Control-Allow-Origin` and a browser page can read the error;
+//!    4. the sensitive-header check ([`HeaderEncryptionLayer`]) — header-only and
+//!       cheap, so it runs before any body is read.
+//! 4. [`RequestIntegrityLayer`] — innermost, next to the handler: it buffers the body
 //!    (the expensive step) and consumes the nonce, so it runs only for requests that
 //!    passed every cheaper check, and nothing after it can refuse a request whose
 //!    nonce was already spent.
+//!
+//! Each single-check layer is still public and behaves as it did as its own layer; it
+//! is the same [`TransportChecks`] service with only its check. Every service returns a
+//! concrete future ([`ResponseFuture`]): no allocation per request and layer, except a
+//! signed request's integrity check.
 //!
 //! `Router::layer` also wraps the fallback, so 404s pass through the stack; apply it
 //! last, on the outermost router, so every route is covered. Path prefixes, redirects
@@ -104,6 +117,7 @@
 //! production get `308` to `https://{public_host}{path_and_query}` with an
 //! `https_required` body.
 
+mod checks;
 mod config;
 mod connection;
 mod cors;
@@ -116,8 +130,11 @@ mod integrity;
 mod pinning;
 mod util;
 
+use axum::extract::Request;
+use tower::layer::util::Identity;
 use tower::Layer;
 
+pub use checks::TransportChecks;
 pub use config::{
     ConfigError, IntegritySecret, TransportConfig, DEFAULT_INTEGRITY_MAX_BODY,
     DEFAULT_INTEGRITY_MAX_NONCES, DEFAULT_INTEGRITY_WINDOW, DEFAULT_SENSITIVE_HEADERS, ENV_VARS,
@@ -142,46 +159,70 @@ pub use integrity::{
     SIGNATURE_HEADER, SIGNATURE_VERSION_HEADER, TIMESTAMP_HEADER,
 };
 pub use pinning::{ClientCertPinning, ClientCertPinningLayer};
+pub use util::ResponseFuture;
 
-/// All the layers, in the documented order, for `Router::layer`.
+/// The whole stack, in the documented order (see [Layer order](crate#layer-order)), for
+/// `Router::layer` or a `tower::ServiceBuilder`.
+///
+/// `M` is the application's slot between the security headers and the checks
+/// ([`TransportLayer::between`]); [`Identity`] (nothing) by default.
 #[derive(Clone, Debug)]
-pub struct TransportLayer {
+pub struct TransportLayer<M = Identity> {
     security_headers: SecurityHeadersLayer,
-    https: HttpsEnforcementLayer,
-    pinning: ClientCertPinningLayer,
-    cors: CorsLayer,
-    header_encryption: HeaderEncryptionLayer,
+    between: M,
+    checks: checks::ChecksLayer,
     integrity: RequestIntegrityLayer,
 }
 
-/// The service [`TransportLayer`] wraps around an inner service `S`.
-pub type TransportService<S> = SecurityHeaders<
-    HttpsEnforcement<ClientCertPinning<Cors<HeaderEncryption<RequestIntegrity<S>>>>>,
->;
+/// The service [`TransportLayer`] wraps around an inner service `S`, with `M` in the
+/// application's slot.
+pub type TransportService<S, M = Identity> =
+    SecurityHeaders<<M as Layer<TransportChecks<RequestIntegrity<S>>>>::Service>;
 
 impl TransportLayer {
-    /// Builds every layer from `config` without validating it (see [`layer`]).
+    /// Builds the whole stack from `config` without validating it (see [`layer`]).
     pub fn new(config: &TransportConfig) -> Self {
         Self {
             security_headers: SecurityHeadersLayer::new(),
-            https: HttpsEnforcementLayer::from_config(config),
-            pinning: ClientCertPinningLayer::from_config(config),
-            cors: CorsLayer::from_config(config),
-            header_encryption: HeaderEncryptionLayer::from_config(config),
+            between: Identity::new(),
+            checks: checks::ChecksLayer::new(checks::Checks::from_config(config)),
             integrity: RequestIntegrityLayer::from_config(config),
         }
     }
 }
 
-impl<S> Layer<S> for TransportLayer {
-    type Service = TransportService<S>;
+impl<M> TransportLayer<M> {
+    /// Puts `layer` (a `tower::ServiceBuilder` of several, say) between the security
+    /// headers and the checks: its answers get the security headers, and it sees every
+    /// refusal of the checks and of request integrity.
+    pub fn between<N>(self, layer: N) -> TransportLayer<N> {
+        TransportLayer {
+            security_headers: self.security_headers,
+            between: layer,
+            checks: self.checks,
+            integrity: self.integrity,
+        }
+    }
+
+    /// Calls `note` with every request that passed HTTPS enforcement, once its
+    /// [`ClientAddr`] is set and before any later check can refuse it (KeyFlow's server
+    /// copies the address into the request's audit record).
+    pub fn on_client(mut self, note: fn(&Request)) -> Self {
+        self.checks = self.checks.on_client(note);
+        self
+    }
+}
+
+impl<S, M> Layer<S> for TransportLayer<M>
+where
+    M: Layer<TransportChecks<RequestIntegrity<S>>>,
+{
+    type Service = TransportService<S, M>;
 
     fn layer(&self, inner: S) -> Self::Service {
         let service = self.integrity.layer(inner);
-        let service = self.header_encryption.layer(service);
-        let service = self.cors.layer(service);
-        let service = self.pinning.layer(service);
-        let service = self.https.layer(service);
+        let service = self.checks.layer(service);
+        let service = self.between.layer(service);
         self.security_headers.layer(service)
     }
 }

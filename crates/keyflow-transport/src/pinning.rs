@@ -1,17 +1,15 @@
 //! Client-certificate pinning by SHA-256 fingerprint.
 
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use axum::extract::Request;
-use axum::response::{IntoResponse, Response};
 use subtle::{Choice, ConstantTimeEq};
-use tower::{Layer, Service};
+use tower::Layer;
 
+use crate::checks::{Checks, ChecksLayer, Refusal, TransportChecks};
 use crate::config::TransportConfig;
 use crate::connection::ConnectionInfo;
 use crate::error::TransportError;
-use crate::util::{respond, BoxFuture};
 
 /// When pins are configured, lets through only connections whose client certificate
 /// ([`ConnectionInfo::client_cert_sha256`]) is one of them; anything else, a missing
@@ -21,14 +19,19 @@ use crate::util::{respond, BoxFuture};
 /// The certificate is the one this process saw in its own TLS handshake: behind a
 /// TLS-terminating proxy there is none, so pinning needs TLS to end here.
 #[derive(Clone, Debug)]
-pub struct ClientCertPinningLayer {
-    pins: Arc<[[u8; 32]]>,
-}
+pub struct ClientCertPinningLayer(ChecksLayer);
+
+/// The pinned fingerprints.
+#[derive(Clone, Debug)]
+pub(crate) struct Pins(Arc<[[u8; 32]]>);
 
 impl ClientCertPinningLayer {
     /// Accepts exactly the certificates whose DER SHA-256 is in `pins`.
     pub fn new(pins: Vec<[u8; 32]>) -> Self {
-        Self { pins: pins.into() }
+        Self(ChecksLayer::new(Checks {
+            pins: Some(Pins(pins.into())),
+            ..Checks::default()
+        }))
     }
 
     /// Takes `pinned_client_certs` from `config`.
@@ -41,19 +44,12 @@ impl<S> Layer<S> for ClientCertPinningLayer {
     type Service = ClientCertPinning<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        ClientCertPinning {
-            inner,
-            pins: self.pins.clone(),
-        }
+        self.0.layer(inner)
     }
 }
 
-/// The service made by [`ClientCertPinningLayer`].
-#[derive(Clone, Debug)]
-pub struct ClientCertPinning<S> {
-    inner: S,
-    pins: Arc<[[u8; 32]]>,
-}
+/// The service made by [`ClientCertPinningLayer`]: [`TransportChecks`] with only this check.
+pub type ClientCertPinning<S> = TransportChecks<S>;
 
 /// Whether `presented` is one of `pins`, comparing every pin in constant time.
 fn is_pinned(pins: &[[u8; 32]], presented: Option<&[u8; 32]>) -> bool {
@@ -65,31 +61,25 @@ fn is_pinned(pins: &[[u8; 32]], presented: Option<&[u8; 32]>) -> bool {
         .into()
 }
 
-impl<S> Service<Request> for ClientCertPinning<S>
-where
-    S: Service<Request, Response = Response> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-{
-    type Response = Response;
-    type Error = S::Error;
-    type Future = BoxFuture<S::Error>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+impl Pins {
+    pub(crate) fn from_config(config: &TransportConfig) -> Self {
+        Self(config.pinned_client_certs.clone().into())
     }
 
-    fn call(&mut self, req: Request) -> Self::Future {
-        if !self.pins.is_empty() {
-            let presented = req
-                .extensions()
-                .get::<ConnectionInfo>()
-                .and_then(|c| c.client_cert_sha256.as_ref());
-            if !is_pinned(&self.pins, presented) {
-                return respond(TransportError::ClientCertNotPinned.into_response());
-            }
+    /// Refuses a connection without a pinned certificate, when there are pins.
+    pub(crate) fn check(&self, req: &Request) -> Result<(), Refusal> {
+        if self.0.is_empty() {
+            return Ok(());
         }
-        Box::pin(self.inner.call(req))
+        let presented = req
+            .extensions()
+            .get::<ConnectionInfo>()
+            .and_then(|c| c.client_cert_sha256.as_ref());
+        if is_pinned(&self.0, presented) {
+            Ok(())
+        } else {
+            Err(TransportError::ClientCertNotPinned.into())
+        }
     }
 }
 

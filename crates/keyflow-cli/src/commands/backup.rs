@@ -121,9 +121,9 @@ pub async fn backup(config: &Config, args: &BackupArgs) -> Result<(), CliError> 
     let (service, trail) = open_audited(config).await?;
     let mut event = trail.event("keys.backup");
     let outcome = async {
-        let versions = service.list(&VersionFilter::default()).await?.len();
+        let versions = service.keys().list(&VersionFilter::default()).await?.len();
         let bytes = service
-            .backup_with_iterations(&password, iterations)
+            .keys().backup_with_iterations(&password, iterations)
             .await?;
         write_atomically(&args.output, &bytes, args.force, &OsRng)?;
         println!(
@@ -149,13 +149,14 @@ pub async fn restore(config: &Config, args: &RestoreArgs) -> Result<(), CliError
         // A dry run writes nothing: not recorded.
         open_service(config)
             .await?
+            .keys()
             .restore(&bytes, &password, true)
             .await?
     } else {
         let (service, trail) = open_audited(config).await?;
         let mut event = trail.event("keys.restore");
         event.detail = Some(json!({ "file": args.file.display().to_string() }));
-        let outcome = service.restore(&bytes, &password, false).await;
+        let outcome = service.keys().restore(&bytes, &password, false).await;
         if let Ok(r) = &outcome {
             let inserted = r
                 .versions
@@ -241,6 +242,7 @@ pub async fn verify(config: &Config, args: &VerifyArgs) -> Result<(), CliError> 
             .map(|v| (v.purpose.to_string(), v.version.get()))
             .collect();
         let missing: Vec<String> = service
+            .keys()
             .list(&VersionFilter::default())
             .await?
             .iter()

@@ -15,7 +15,7 @@ use keyflow_server::compliance::{self as gather, Deployment};
 use keyflow_transport::TransportConfig;
 
 use super::open_stores;
-use crate::config::{Config, StoreLocation};
+use crate::config::Config;
 use crate::error::CliError;
 
 /// `keyflow compliance`.
@@ -42,22 +42,14 @@ pub fn deployment(
     journaled: bool,
     source: &str,
 ) -> Deployment {
-    let (backend, keystore_file) = match &config.store {
-        StoreLocation::Sqlite(path) => ("sqlite", Some(path.clone())),
-        StoreLocation::Postgres(_) => ("postgres", None),
-    };
-    Deployment {
-        production: config.production,
-        tls: gather::tls_facts(
-            tls,
-            transport.trusted_proxies.len(),
-            transport.production,
-            source,
-        ),
-        audit_journaled: journaled,
-        keystore_file,
-        backend: backend.to_owned(),
-    }
+    keyflow_server::launch::deployment(
+        config.production,
+        &super::serve::backend(&config.store),
+        tls,
+        transport,
+        journaled,
+        source,
+    )
 }
 
 /// The TLS configuration `keyflow serve` would build from the environment, if any.
@@ -90,7 +82,7 @@ pub async fn run(config: &Config, args: &ComplianceArgs) -> Result<(), CliError>
         Some(s) => parse_rfc3339(s.trim())
             .ok_or_else(|| CliError::Usage("--at: expected an RFC 3339 instant".into()))?,
     };
-    let policy = super::serve::audit_policy(
+    let policy = keyflow_server::settings::audit_policy(
         config.production,
         std::env::var("KEYFLOW_AUDIT").ok().as_deref(),
         std::env::var("KEYFLOW_AUDIT_FAILURE").ok().as_deref(),

@@ -4,7 +4,7 @@ use std::io::{Read, Write};
 
 use keyflow_kms::keyflow_core::mask::MaskType;
 use keyflow_kms::keyflow_core::{data_key::MAX_PLAINTEXT_LEN, PayloadKind};
-use keyflow_kms::EncryptionService;
+use keyflow_kms::{Encrypt, EncryptMode, EncryptionService, Input};
 use zeroize::Zeroizing;
 
 use super::{open_service, parse_context, parse_purpose};
@@ -46,9 +46,13 @@ pub async fn encrypt(
     let data = read_stdin(MAX_PLAINTEXT_LEN)?;
     let service = open_service(config).await?;
     let ct = service
-        .encrypt_payload(PayloadKind::Bytes, &data, &purpose, &ctx, deterministic)
-        .await?;
-    service.flush_usage().await?;
+        .encrypt(
+            Encrypt::new(&purpose, &ctx, Input::Payload(PayloadKind::Bytes, &data))
+                .mode(EncryptMode::deterministic_if(deterministic)),
+        )
+        .await?
+        .ciphertext;
+    service.ring().flush_usage().await?;
     println!("{ct}");
     Ok(())
 }

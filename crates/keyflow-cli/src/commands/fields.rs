@@ -273,7 +273,7 @@ async fn encrypt(config: &Config, args: &EncryptArgs) -> Result<(), CliError> {
         }
     })
     .await;
-    service.flush_usage().await?;
+    service.ring().flush_usage().await?;
     result
 }
 

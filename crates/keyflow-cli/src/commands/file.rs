@@ -207,10 +207,11 @@ async fn encrypt_file(
     };
     let service = open_service(config).await?;
     let sealer = service
+        .ring()
         .with_active_key(&purpose, |dk| Sealer::new(dk, &metadata, &OsRng))
         .await?
         .map_err(stream_error)?;
-    service.flush_usage().await?;
+    service.ring().flush_usage().await?;
     let mut out = Output::create(output)?;
     encrypt(&mut reader, &mut out, sealer).map_err(stream_error)?;
     out.commit()
@@ -221,6 +222,7 @@ async fn decrypt_file(config: &Config, input: &Path, output: &Path) -> Result<()
     let header = read_header(&mut reader).map_err(stream_error)?;
     let service = open_service(config).await?;
     let opener = service
+        .ring()
         .with_decrypt_key(header.purpose(), header.key_version(), |dk| header.open(dk))
         .await?
         .map_err(stream_error)?;
@@ -234,6 +236,7 @@ async fn inspect(config: &Config, input: &Path) -> Result<(), CliError> {
     let header = read_header(&mut reader).map_err(stream_error)?;
     let service = open_service(config).await?;
     let opener = service
+        .ring()
         .with_decrypt_key(header.purpose(), header.key_version(), |dk| header.open(dk))
         .await?
         .map_err(stream_error)?;

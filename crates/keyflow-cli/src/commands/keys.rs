@@ -14,7 +14,7 @@ use crate::error::CliError;
 
 /// The API's key metadata plus the KEK id, which operators need to see.
 fn to_json(r: &KeyVersionRecord) -> serde_json::Value {
-    let mut v = r.metadata_json();
+    let mut v = keyflow_server::wire::key_metadata(r);
     v["kekId"] = json!(r.kek_id);
     v
 }
@@ -99,7 +99,11 @@ pub async fn run(config: &Config, cmd: &KeysCommand) -> Result<(), CliError> {
             let (service, trail) = open_audited(config).await?;
             let mut event = trail.event("keys.generate");
             event.purposes = vec![purpose.to_string()];
-            let outcome = service.generate(&purpose).await.map_err(CliError::from);
+            let outcome = service
+                .keys()
+                .generate(&purpose)
+                .await
+                .map_err(CliError::from);
             if let Ok(r) = &outcome {
                 println!("{}", to_json(r));
                 event.versions = vec![r.version.get()];
@@ -153,7 +157,11 @@ pub async fn run(config: &Config, cmd: &KeysCommand) -> Result<(), CliError> {
             let (service, trail) = open_audited(config).await?;
             let mut event = trail.event("keys.rotate");
             event.purposes = vec![purpose.to_string()];
-            let outcome = service.rotate(&purpose).await.map_err(CliError::from);
+            let outcome = service
+                .keys()
+                .rotate(&purpose)
+                .await
+                .map_err(CliError::from);
             if let Ok(r) = &outcome {
                 println!(
                     "{}",

@@ -367,7 +367,7 @@ async fn convert_items(config: &Config, args: &ConvertArgs) -> Result<(), CliErr
         }
         failed_items += usize::from(r.is_err());
     }
-    service.flush_usage().await?;
+    service.ring().flush_usage().await?;
     if args.json {
         let report = json!({
             "total": items.len(), "converted": items.len() - failed_items,

@@ -24,7 +24,7 @@ pub async fn policy(
 ) -> Result<(), CliError> {
     let purpose = parse_purpose(purpose)?;
     let (service, trail) = open_audited(config).await?;
-    let mut p: Policy = service.policy(&purpose).await?;
+    let mut p: Policy = service.keys().policy(&purpose).await?;
     let [rotation, grace, warn] = changes;
     let changed = changes.iter().any(Option::is_some) || max_encryptions.is_some();
     p.rotation_days = rotation.unwrap_or(p.rotation_days);
@@ -37,7 +37,7 @@ pub async fn policy(
         let mut event = trail.event("keys.policy");
         event.purposes = vec![purpose.to_string()];
         event.detail = Some(json!({ "policy": p }));
-        let outcome = service.set_policy(&purpose, &p).await;
+        let outcome = service.keys().set_policy(&purpose, &p).await;
         trail
             .conclude(event, outcome.map_err(CliError::from))
             .await?;
@@ -56,15 +56,18 @@ pub async fn rotate_due(config: &Config, at: Option<&str>, dry_run: bool) -> Res
     };
     let (service, trail) = open_audited(config).await?;
     let holder = format!("cli/{}", std::process::id());
-    let report = service.scheduler_pass(at, dry_run, &holder, 60_000).await?;
+    let report = service
+        .keys()
+        .scheduler_pass(at, dry_run, &holder, 60_000)
+        .await?;
     let audited = record_pass(&trail, &report.actions, dry_run).await;
     if report.ran && !dry_run {
         service
-            .keystore()
+            .keys()
             .release_lease(keyflow_kms::scheduler::SCHEDULER_LEASE, &holder)
             .await?;
     }
-    service.flush_usage().await?;
+    service.ring().flush_usage().await?;
     println!(
         "{}",
         serde_json::to_string(&report).map_err(|e| CliError::Config(e.to_string()))?
@@ -92,17 +95,17 @@ async fn record_pass(trail: &Trail, actions: &[Action], dry_run: bool) -> Result
     }
     let events: Vec<AuditEvent> = actions
         .iter()
-        .filter(|a| a.outcome == "applied" || a.outcome.starts_with("failed"))
+        .filter(|a| a.outcome.is_attempted())
         .map(|a| {
             let operation = match a.kind {
                 ActionKind::RotateDue | ActionKind::RotateBudget => "keys.rotate",
                 ActionKind::Deprecate => "keys.deprecate",
             };
             let mut e = trail.event(operation);
-            e.purposes = vec![a.purpose.clone()];
-            e.versions = vec![a.version];
+            e.purposes = vec![a.purpose.to_string()];
+            e.versions = vec![a.version.get()];
             let mut detail = json!({ "trigger": "rotate-due", "kind": a.kind, "reason": a.reason });
-            if let Some(error) = a.outcome.strip_prefix("failed: ") {
+            if let Some(error) = a.outcome.failure() {
                 e.result = "failed".into();
                 detail["error"] = json!(error);
             }
@@ -138,9 +141,9 @@ pub async fn change(
     if let VersionChange::Revoke(reason) = change {
         event.detail = Some(json!({ "reason": reason }));
     }
-    let outcome = service.change_version(&purpose, v, change).await;
+    let outcome = service.keys().change_version(&purpose, v, change).await;
     if let Ok(r) = &outcome {
-        let mut out = r.metadata_json();
+        let mut out = keyflow_server::wire::key_metadata(r);
         out["kekId"] = json!(r.kek_id);
         println!("{out}");
     }

@@ -21,7 +21,6 @@ pub mod trail;
 
 use std::sync::Arc;
 
-use keyflow_kms::audit::AuditStore;
 use keyflow_kms::keyflow_core::kek::Kek;
 use keyflow_kms::{kek_provider, Context, EncryptionService, Keystore};
 use keyflow_store_postgres::{PoolSettings, PostgresKeystore};
@@ -31,13 +30,9 @@ use crate::config::{Config, StoreLocation};
 use crate::error::CliError;
 use trail::Trail;
 
-/// The configured database, as the keystore and as the audit chain it also holds.
-pub struct Stores {
-    /// Key versions, tokens, policies.
-    pub keys: Arc<dyn Keystore>,
-    /// The audit chain.
-    pub audit: Arc<dyn AuditStore>,
-}
+/// The configured database, as the keystore and as the audit chain it also holds (the
+/// server's type: `serve` hands it over as it is).
+pub use keyflow_server::launch::Stores;
 
 /// Environment variable: `true` accepts an unverified link to PostgreSQL in production
 /// when it is a Unix-domain socket (nothing on the network to intercept it); logged.

@@ -144,7 +144,7 @@ async fn execute(
     let result = engine::run(db, transform, &options(args, operation), &bar).await;
     bar.finish();
     // Usage counts are persisted even when the run stopped on an error.
-    let flushed = service.flush_usage().await;
+    let flushed = service.ring().flush_usage().await;
     let report = result?;
     flushed?;
     Ok(report)
@@ -158,6 +158,7 @@ async fn print_report(
     verb: &str,
 ) -> Result<(), CliError> {
     let active: Vec<String> = service
+        .keys()
         .list(&VersionFilter {
             purpose: None,
             status: Some(KeyStatus::Active),

@@ -26,6 +26,7 @@ pub mod checkpoint;
 pub mod journal;
 mod journaled;
 pub mod log;
+pub mod prune;
 pub mod recover;
 pub mod verify;
 
@@ -37,6 +38,7 @@ use crate::keystore::StoreError;
 pub use chain::{AuditSealer, ChainBreak, ChainHead, ChainVerifier, StoredAudit};
 pub use checkpoint::{Checkpoint, CheckpointError, CheckpointKind};
 pub use journal::JournalMark;
+pub use prune::{check_prune, mac_from_hex};
 pub use verify::{PruneOutcome, Verified, VerifyError};
 
 /// Who or what produced an event.

@@ -226,6 +226,47 @@ fn now_millis() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// The statements on the checkpoint table, the same text for both databases (`$n`
+/// placeholders, which sqlx's SQLite driver binds by number): select, upsert and delete
+/// one `(table_name, column_name, operation)` row.
+fn checkpoint_select() -> String {
+    format!(
+        "SELECT state FROM {CHECKPOINT_TABLE} \
+         WHERE table_name = $1 AND column_name = $2 AND operation = $3"
+    )
+}
+
+fn checkpoint_upsert() -> String {
+    format!(
+        "INSERT INTO {CHECKPOINT_TABLE} (table_name, column_name, operation, state, updated_at) \
+         VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (table_name, column_name, operation) \
+         DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at"
+    )
+}
+
+fn checkpoint_delete() -> String {
+    format!(
+        "DELETE FROM {CHECKPOINT_TABLE} \
+         WHERE table_name = $1 AND column_name = $2 AND operation = $3"
+    )
+}
+
+/// `SELECT COUNT(*)` of the table.
+fn count_sql(spec: &TableSpec) -> String {
+    format!("SELECT COUNT(*) FROM {}", spec.table.quoted())
+}
+
+/// A fetched value: text, NULL, or (SQLite's dynamic typing) something else, never
+/// touched.
+fn cell(value: std::result::Result<Option<String>, sqlx::Error>) -> Cell {
+    match value {
+        Ok(None) => Cell::Null,
+        Ok(Some(s)) => Cell::Text(s),
+        Err(_) => Cell::NotText,
+    }
+}
+
 /// Which planned updates the database applied, from the ids its `RETURNING` gave back.
 fn written_flags(updates: &[Update], returned: &[RowId]) -> Vec<bool> {
     let set: std::collections::HashSet<&RowId> = returned.iter().collect();

@@ -10,8 +10,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions, SqliteRow};
 use sqlx::{Row as _, SqlitePool};
 
 use super::{
-    not_found, now_millis, written_flags, Backend, Cell, Checkpoint, IdKind, Operation,
-    PlanCheckpoint, Row, RowId, TableSpec, Update, CHECKPOINT_TABLE,
+    cell, checkpoint_delete, checkpoint_select, checkpoint_upsert, count_sql, not_found,
+    now_millis, written_flags, Backend, Checkpoint, IdKind, Operation, PlanCheckpoint, Row, RowId,
+    TableSpec, Update, CHECKPOINT_TABLE,
 };
 use crate::error::{Error, Result};
 
@@ -131,8 +132,9 @@ impl Backend for SqliteBackend {
     }
 
     async fn count_rows(&self) -> Result<u64> {
-        let sql = format!("SELECT COUNT(*) FROM {}", self.spec.table.quoted());
-        let n: i64 = sqlx::query_scalar(&sql).fetch_one(&self.pool).await?;
+        let n: i64 = sqlx::query_scalar(&count_sql(&self.spec))
+            .fetch_one(&self.pool)
+            .await?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
@@ -159,14 +161,9 @@ impl Backend for SqliteBackend {
         };
         rows.iter()
             .map(|r| {
-                let value = match r.try_get::<Option<String>, _>(1) {
-                    Ok(None) => Cell::Null,
-                    Ok(Some(s)) => Cell::Text(s),
-                    Err(_) => Cell::NotText,
-                };
                 Ok(Row {
                     id: self.decode_id(r)?,
-                    value,
+                    value: cell(r.try_get::<Option<String>, _>(1)),
                 })
             })
             .collect()
@@ -181,11 +178,7 @@ impl Backend for SqliteBackend {
         if exists.is_none() {
             return Ok(None);
         }
-        let sql = format!(
-            "SELECT state FROM {CHECKPOINT_TABLE} \
-             WHERE table_name = ?1 AND column_name = ?2 AND operation = ?3"
-        );
-        let state: Option<String> = sqlx::query_scalar(&sql)
+        let state: Option<String> = sqlx::query_scalar(&checkpoint_select())
             .bind(self.spec.table.as_str())
             .bind(self.spec.column.as_str())
             .bind(op.as_str())
@@ -217,13 +210,7 @@ impl Backend for SqliteBackend {
             }
         }
         let checkpoint = plan(&written_flags(updates, &returned))?;
-        let sql = format!(
-            "INSERT INTO {CHECKPOINT_TABLE} (table_name, column_name, operation, state, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5) \
-             ON CONFLICT (table_name, column_name, operation) \
-             DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at"
-        );
-        sqlx::query(&sql)
+        sqlx::query(&checkpoint_upsert())
             .bind(self.spec.table.as_str())
             .bind(self.spec.column.as_str())
             .bind(op.as_str())
@@ -239,11 +226,7 @@ impl Backend for SqliteBackend {
         if self.load_checkpoint(op).await?.is_none() {
             return Ok(());
         }
-        let sql = format!(
-            "DELETE FROM {CHECKPOINT_TABLE} \
-             WHERE table_name = ?1 AND column_name = ?2 AND operation = ?3"
-        );
-        sqlx::query(&sql)
+        sqlx::query(&checkpoint_delete())
             .bind(self.spec.table.as_str())
             .bind(self.spec.column.as_str())
             .bind(op.as_str())

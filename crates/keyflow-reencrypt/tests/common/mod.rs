@@ -67,6 +67,7 @@ impl Env {
 
     pub async fn rotate(&self, purpose: &str) {
         self.service
+            .keys()
             .rotate(&Purpose::new(purpose).unwrap())
             .await
             .unwrap();

@@ -151,7 +151,7 @@ fn ms(d: std::time::Duration) -> i64 {
 
 /// This process's counters now.
 pub fn sample(state: &AppState, now: i64) -> Sample {
-    let cache = state.service.cache_stats();
+    let cache = state.service.ring().cache_stats();
     let (decrypts, decrypt_errors) = state.metrics.decrypt_totals();
     Sample {
         at: now,
@@ -168,14 +168,8 @@ pub fn sample(state: &AppState, now: i64) -> Sample {
 /// windows from `current` against the sample history.
 pub async fn gather(state: &AppState, now: i64, current: &Sample) -> Result<Snapshot, KmsError> {
     let config = state.alerts.config();
-    let versions = state.service.list(&VersionFilter::default()).await?;
-    let policies: HashMap<_, _> = state
-        .service
-        .keystore()
-        .list_policies()
-        .await?
-        .into_iter()
-        .collect();
+    let versions = state.service.keys().list(&VersionFilter::default()).await?;
+    let policies: HashMap<_, _> = state.service.keys().policies().await?.into_iter().collect();
     let horizon = now.saturating_add(i64::from(config.expiring_days).saturating_mul(DAY_MS));
     let expiring = versions
         .iter()
@@ -352,7 +346,7 @@ pub(crate) async fn alerts_loop(state: AppState) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let now = state.service.clock().now_millis();
+        let now = state.service.ring().clock().now_millis();
         evaluate_pass(&state, now).await;
     }
 }

@@ -152,7 +152,7 @@ pub fn payload(alerts: &[Alert], at: i64, instance: &str) -> Value {
 /// A stable id of one alert of one instance (16 hex digits, as Alertmanager's).
 fn fingerprint(name: &str, instance: &str) -> String {
     let d = digest::digest(&digest::SHA256, format!("{name}\n{instance}").as_bytes());
-    d.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
+    keyflow_kms::keyflow_core::to_hex(&d.as_ref()[..8])
 }
 
 /// One POST of `body`; `Ok` on a 2xx answer.

@@ -102,7 +102,7 @@ const FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Audit records, newest first.
 #[utoipa::path(get, path = "/api/encryption/audit", params(AuditQuery),
-    responses((status = 200, description = "`{records, nextCursor}`: each record is the audit event (`time` in Unix ms, `source`, `actor`, `actorName`, `operation`, `route`, `client`, `requestId`, `purposes`, `versions`, `items`, `result`, `status`, `latencyUs`, `detail`; absent members were not known) with its chain sequence number `seq`; `nextCursor` (a string) is set when the page is full and goes in `cursor` for the next one, else null"),
+    responses((status = 200, description = "A page of records, newest first; `nextCursor` is set when the page is full and goes in `cursor` for the next one", body = crate::openapi::status::AuditPage),
               (status = 400, description = "A bad parameter (an instant that is not RFC 3339, a limit outside 1..1000, an unknown parameter)"),
               (status = 401), (status = 403, description = "Admin or auditor only"),
               (status = 503, description = "The audit trail is unavailable (or disabled)")),

@@ -57,7 +57,7 @@ fn decode_backup(text: &str) -> ApiResult<Vec<u8>> {
 
 /// Returns an encrypted backup of every key version (metadata and material).
 #[utoipa::path(post, path = "/api/encryption/keys/backup", request_body = BackupRequest,
-    responses((status = 200, description = "The backup file (application/octet-stream)"),
+    responses((status = 200, description = "The backup file (docs/backup-format.md)", content_type = "application/octet-stream", body = Vec<u8>),
               (status = 400, description = "Password shorter than 16 characters"), (status = 401),
               (status = 403, description = "Admin only")),
     security(("bearer" = [])))]
@@ -71,6 +71,7 @@ pub async fn backup(
     let password = password(&mut req.password)?;
     let result = state
         .service
+        .keys()
         .backup(&password)
         .await
         .map_err(ApiError::from);
@@ -103,7 +104,7 @@ pub async fn backup(
 
 /// Restores a backup (into an empty keystore, or merged); `dryRun` writes nothing.
 #[utoipa::path(post, path = "/api/encryption/keys/restore", request_body = RestoreRequest,
-    responses((status = 200, description = "`{dryRun, total, inserted, skipped, refused, versions}`"),
+    responses((status = 200, description = "What the restore did (or would do)", body = crate::openapi::admin::RestoreResponse),
               (status = 400), (status = 401), (status = 403, description = "Admin only"),
               (status = 409, description = "Conflicts with the keystore; nothing written"),
               (status = 422, description = "Wrong password or damaged file; nothing written")),
@@ -119,6 +120,7 @@ pub async fn restore(
     let bytes = Zeroizing::new(decode_backup(&req.backup)?);
     let result = state
         .service
+        .keys()
         .restore(&bytes, &password, req.dry_run)
         .await
         .map_err(ApiError::from);

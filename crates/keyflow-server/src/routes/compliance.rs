@@ -102,7 +102,8 @@ fn audit_facts(state: &AppState, head_seq: u64) -> AuditFacts {
 
 /// The compliance report.
 #[utoipa::path(get, path = "/api/encryption/compliance", params(ComplianceQuery),
-    responses((status = 200, description = "The report: JSON (`application/json`, schema ComplianceReport), Markdown (`text/markdown`) or one self-contained HTML page (`text/html`)", body = ComplianceReport),
+    responses((status = 200, description = "The report: JSON (`?format=json`, the default), Markdown (`markdown`) or one self-contained HTML page (`html`)",
+                content((ComplianceReport = "application/json"), (String = "text/markdown"), (String = "text/html"))),
               (status = 400, description = "`at` is not RFC 3339, `format` is not json, markdown or html, or an unknown parameter"),
               (status = 401), (status = 403, description = "Admin or auditor only")),
     security(("bearer" = [])))]
@@ -118,7 +119,7 @@ pub async fn report(
     })?;
     let (at, format) = q.parse()?;
     // Usage counts still in memory belong in the inventory.
-    if let Err(e) = state.service.flush_usage().await {
+    if let Err(e) = state.service.ring().flush_usage().await {
         tracing::warn!(error = %e, "usage flush before the compliance report failed");
     }
     let store = state.audit.as_ref().map(|t| t.store().clone());
@@ -136,7 +137,7 @@ pub async fn report(
         }
         None => 0,
     };
-    let now = state.service.clock().now_millis();
+    let now = state.service.ring().clock().now_millis();
     let deployment = state.deployment().cloned().unwrap_or_default();
     let snapshot = crate::compliance::gather(
         &state.service,

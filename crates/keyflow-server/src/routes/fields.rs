@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::Json;
+use keyflow_fields::path::Segment;
 use keyflow_fields::{
     decrypt_fields_with, document::ciphertexts, encrypt_fields, Binding, DecryptOptions,
     EncryptOptions, FieldSpec, FieldsError, Mode, SadPolicy, Selection, Selector,
@@ -36,6 +37,7 @@ pub enum FieldEntry {
         /// `randomized` (default), `deterministic` or `blindIndex`.
         mode: Option<String>,
         /// Blind-index bits (8..=256, default 32).
+        #[serde(default, deserialize_with = "crate::extract::field::optional_integer")]
         bits: Option<u16>,
     },
 }
@@ -57,6 +59,7 @@ pub struct EncryptFieldsRequest {
     #[serde(default)]
     pub auto_detect: bool,
     /// Document id bound into every value (a ciphertext moved to another document fails).
+    #[serde(default, deserialize_with = "crate::extract::field::document_id")]
     pub document_id: Option<String>,
     /// String pairs bound into every value (keys must not start with `kf.`).
     pub context: Option<BTreeMap<String, String>>,
@@ -78,6 +81,7 @@ pub struct DecryptFieldsRequest {
     /// Only these selectors (default: every KeyFlow ciphertext in the document).
     pub fields: Option<Vec<String>>,
     /// The document id given at encryption.
+    #[serde(default, deserialize_with = "crate::extract::field::document_id")]
     pub document_id: Option<String>,
     /// The context given at encryption.
     pub context: Option<BTreeMap<String, String>>,
@@ -121,6 +125,23 @@ pub(crate) fn api_error(e: FieldsError) -> ApiError {
 }
 
 fn field_spec(entry: FieldEntry) -> ApiResult<FieldSpec> {
+    let spec = parse_field_spec(entry)?;
+    // A blind index is written beside its field, so only an object member can carry
+    // one: a selector ending in an array index is refused whatever the document holds
+    // (it used to pass when it matched nothing).
+    let on_index = matches!(
+        spec.selector.segments().last(),
+        Some(Segment::Index(_) | Segment::AnyIndex)
+    );
+    if on_index && matches!(spec.mode, Mode::BlindIndex { .. }) {
+        return Err(ApiError::InvalidRequest(
+            "a blind-index field must end in a member name, not an array index".into(),
+        ));
+    }
+    Ok(spec)
+}
+
+fn parse_field_spec(entry: FieldEntry) -> ApiResult<FieldSpec> {
     match entry {
         FieldEntry::Spec(s) => s.parse().map_err(api_error),
         FieldEntry::Detailed { path, mode, bits } => {
@@ -173,7 +194,7 @@ fn outcome<T>(r: &ApiResult<T>) -> &'static str {
 
 /// Encrypts the selected (and/or auto-detected) fields of a document.
 #[utoipa::path(post, path = "/api/encryption/encrypt-fields", request_body = EncryptFieldsRequest,
-    responses((status = 200, description = "`{data, encryptedFields, alreadyEncrypted, blindIndexes, strippedFields}`"),
+    responses((status = 200, description = "The document with the selected values encrypted", body = crate::openapi::responses::EncryptFieldsResponse),
               (status = 400, description = "Malformed document, selector or option; auto-detection for a purpose without a list"),
               (status = 401), (status = 403), (status = 404, description = "Unknown purpose (strict mode)"), (status = 413),
               (status = 422, description = "Sensitive authentication data present and sadPolicy is reject")),
@@ -235,7 +256,7 @@ pub async fn encrypt(
 /// Decrypts the KeyFlow ciphertexts of a document (each authorized by the purpose in
 /// its own header) and removes blind-index members.
 #[utoipa::path(post, path = "/api/encryption/decrypt-fields", request_body = DecryptFieldsRequest,
-    responses((status = 200, description = "`{data, decryptedFields}`"),
+    responses((status = 200, description = "The document in clear", body = crate::openapi::responses::DecryptFieldsResponse),
               (status = 400), (status = 401), (status = 403, description = "A ciphertext's purpose is not granted"),
               (status = 413), (status = 422, description = "A value does not decrypt (the message names its path); `plaintext_refused`: ENCRYPTION_STRICT_MODE and a value that must be a ciphertext is in clear")),
     security(("bearer" = [])))]

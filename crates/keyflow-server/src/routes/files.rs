@@ -36,6 +36,7 @@ use keyflow_kms::keyflow_core::OsRng;
 use keyflow_stream::{
     read_header_async, AsyncDecryptor, AsyncEncryptor, Metadata, Sealer, StreamError,
 };
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
@@ -60,6 +61,7 @@ const VERSION_HEADER: &str = "x-keyflow-key-version";
 /// Query of `POST /files/encrypt`.
 #[derive(Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 pub struct FileEncryptQuery {
     /// Key ring to use (required).
     #[param(pattern = "^[A-Za-z][A-Za-z0-9_.-]{0,63}$")]
@@ -112,17 +114,16 @@ fn api_error(e: StreamError, limit: u64) -> ApiError {
     }
 }
 
+/// Every byte but RFC 3986's unreserved characters (`A-Z a-z 0-9 - . _ ~`).
+const NOT_UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// `name` percent-encoded for a header (RFC 3986 unreserved characters kept).
 fn percent_encode(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for b in name.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    utf8_percent_encode(name, NOT_UNRESERVED).to_string()
 }
 
 fn record(
@@ -148,7 +149,8 @@ fn record(
 /// Encrypts a streamed body.
 #[utoipa::path(post, path = "/api/encryption/files/encrypt", params(FileEncryptQuery),
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The plaintext, streamed"),
-    responses((status = 200, description = "The encrypted file (application/vnd.keyflow.file), streamed; `x-keyflow-key-version`. An upload that fails midway aborts the body."),
+    responses((status = 200, description = "The encrypted file (docs/file-format.md), streamed; `x-keyflow-key-version`. An upload that fails midway aborts the body.", content_type = "application/vnd.keyflow.file", body = Vec<u8>,
+                headers(("x-keyflow-key-version" = u32, description = "The key version used"))),
               (status = 400, description = "Missing purpose or bad metadata"), (status = 401), (status = 403),
               (status = 404, description = "Unknown purpose (strict mode)"), (status = 413, description = "Content-Length over KEYFLOW_MAX_FILE_BYTES")),
     security(("bearer" = [])))]
@@ -192,6 +194,7 @@ async fn encrypt_stream_inner(
     };
     let sealed = state
         .service
+        .ring()
         .with_active_key(&p, |dk| {
             Sealer::new(dk, &metadata, &OsRng).map(|s| (s, dk.version().get()))
         })
@@ -293,7 +296,8 @@ impl Finish {
 #[utoipa::path(post, path = "/api/encryption/files/decrypt",
     request_body(content((Vec<u8> = "application/vnd.keyflow.file"), (Vec<u8> = "application/octet-stream")),
         description = "The encrypted file, streamed (any content type is accepted)"),
-    responses((status = 200, description = "The plaintext, streamed, released one verified segment at a time; `content-type` from the metadata, `x-keyflow-file-name` (percent-encoded), `x-keyflow-file-size`. A segment failing after the first MiB aborts the body."),
+    responses((status = 200, description = "The plaintext, streamed, released one verified segment at a time; `content-type` from the metadata (any type; `application/octet-stream` when none), `x-keyflow-file-name` (percent-encoded), `x-keyflow-file-size`. A segment failing after the first MiB aborts the body.", content_type = "*/*", body = Vec<u8>,
+                headers(("x-keyflow-key-version" = u32, description = "The file's key version"))),
               (status = 401), (status = 403, description = "Purpose of the file not granted"),
               (status = 413), (status = 422, description = "Not a KeyFlow file, or it does not authenticate (within the first MiB)")),
     security(("bearer" = [])))]
@@ -351,6 +355,7 @@ async fn decrypt_stream_inner(
     };
     let opener = match state
         .service
+        .ring()
         .with_decrypt_key(header.purpose(), header.key_version(), |dk| header.open(dk))
         .await
     {
@@ -447,7 +452,7 @@ fn b64() -> base64::engine::GeneralPurpose {
 
 /// Encrypts a base64 file in JSON (compatibility route; bounded by the JSON limit).
 #[utoipa::path(post, path = "/api/encryption/encrypt-file", request_body = EncryptFileRequest,
-    responses((status = 200, description = "`{encryptedData (base64 of the KeyFlow file), keyVersion, size}`"),
+    responses((status = 200, description = "The KeyFlow file, base64", body = crate::openapi::responses::EncryptFileResponse),
               (status = 400), (status = 401), (status = 403), (status = 404), (status = 413)),
     security(("bearer" = [])))]
 pub async fn encrypt_file_json(
@@ -471,6 +476,7 @@ pub async fn encrypt_file_json(
     let limit = state.limits.json_body_bytes as u64;
     let result = state
         .service
+        .ring()
         .with_active_key(&p, |dk| {
             let sealer = Sealer::new(dk, &metadata, &OsRng)?;
             let mut out = Vec::with_capacity(data.len() + 1024);
@@ -503,7 +509,7 @@ pub async fn encrypt_file_json(
 
 /// Decrypts a base64 KeyFlow file in JSON (compatibility route).
 #[utoipa::path(post, path = "/api/encryption/decrypt-file", request_body = DecryptFileRequest,
-    responses((status = 200, description = "`{data (base64), fileName, mimeType, size}`"),
+    responses((status = 200, description = "The file and its metadata", body = crate::openapi::responses::DecryptFileResponse),
               (status = 400), (status = 401), (status = 403), (status = 422)),
     security(("bearer" = [])))]
 pub async fn decrypt_file_json(
@@ -522,6 +528,7 @@ pub async fn decrypt_file_json(
     who.require_purpose(header.purpose())?;
     let result = state
         .service
+        .ring()
         .with_decrypt_key(header.purpose(), header.key_version(), |dk| {
             let opener = header.open(dk)?;
             let meta = opener.metadata().clone();

@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use keyflow_kms::access::Role;
-use keyflow_kms::{KeyStatus, KeyVersionRecord, VersionFilter};
+use keyflow_kms::{KeyStatus, VersionFilter};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
@@ -43,6 +43,7 @@ pub struct RotateRequest {
 
 /// `GET /keys` query.
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only this purpose.
     #[param(pattern = "^[A-Za-z][A-Za-z0-9_.-]{0,63}$")]
@@ -53,7 +54,7 @@ pub struct ListQuery {
 
 /// Creates version 1 of a new purpose.
 #[utoipa::path(post, path = "/api/encryption/keys/generate", request_body = GenerateRequest,
-    responses((status = 201, description = "The new key's metadata"), (status = 400), (status = 401),
+    responses((status = 201, description = "The new key's metadata", body = crate::openapi::admin::KeyMetadata), (status = 400), (status = 401),
               (status = 403, description = "Admin only"), (status = 409, description = "Purpose exists")),
     security(("bearer" = [])))]
 pub async fn generate(
@@ -72,7 +73,12 @@ pub async fn generate(
             ));
         }
     }
-    let result = state.service.generate(&p).await.map_err(ApiError::from);
+    let result = state
+        .service
+        .keys()
+        .generate(&p)
+        .await
+        .map_err(ApiError::from);
     state.metrics.record(&OpRecord {
         op: Op::KeysGenerate,
         actor: who.id(),
@@ -84,12 +90,15 @@ pub async fn generate(
             .map_or_else(|e| e.status_and_code().1, |_| "ok"),
         request: &rid,
     });
-    Ok((StatusCode::CREATED, Json(result?.metadata_json())))
+    Ok((
+        StatusCode::CREATED,
+        Json(crate::wire::key_metadata(&result?)),
+    ))
 }
 
 /// Rotates a purpose.
 #[utoipa::path(post, path = "/api/encryption/keys/rotate", request_body = RotateRequest,
-    responses((status = 200, description = "`{purpose, oldVersion, newVersion}`"), (status = 400), (status = 401),
+    responses((status = 200, description = "The old and the new version", body = crate::openapi::admin::RotateResponse), (status = 400), (status = 401),
               (status = 403, description = "Admin only"), (status = 404, description = "Unknown purpose")),
     security(("bearer" = [])))]
 pub async fn rotate(
@@ -100,7 +109,12 @@ pub async fn rotate(
 ) -> ApiResult<Json<Value>> {
     who.require(&[Role::Admin])?;
     let p = purpose(&req.purpose)?;
-    let result = state.service.rotate(&p).await.map_err(ApiError::from);
+    let result = state
+        .service
+        .keys()
+        .rotate(&p)
+        .await
+        .map_err(ApiError::from);
     state.metrics.record(&OpRecord {
         op: Op::KeysRotate,
         actor: who.id(),
@@ -122,7 +136,7 @@ pub async fn rotate(
 
 /// Lists key metadata.
 #[utoipa::path(get, path = "/api/encryption/keys", params(ListQuery),
-    responses((status = 200, description = "`{keys, total}`"), (status = 400), (status = 401),
+    responses((status = 200, description = "The versions matching the filter", body = crate::openapi::admin::KeyList), (status = 400), (status = 401),
               (status = 403, description = "Admin or auditor only")),
     security(("bearer" = [])))]
 pub async fn list(
@@ -143,7 +157,7 @@ pub async fn list(
             })
             .transpose()?,
     };
-    let keys = state.service.list(&filter).await?;
+    let keys = state.service.keys().list(&filter).await?;
     state.metrics.record(&OpRecord {
         op: Op::KeysList,
         actor: who.id(),
@@ -155,6 +169,6 @@ pub async fn list(
     });
     Ok(Json(json!({
         "total": keys.len(),
-        "keys": keys.iter().map(KeyVersionRecord::metadata_json).collect::<Vec<_>>(),
+        "keys": keys.iter().map(crate::wire::key_metadata).collect::<Vec<_>>(),
     })))
 }

@@ -5,6 +5,7 @@ use axum::extract::State;
 use axum::Json;
 use keyflow_kms::access::Role;
 use keyflow_kms::clock::{Clock, SystemClock};
+use keyflow_kms::scheduler::ActionOutcome;
 use keyflow_kms::{KeyVersion, Policy, Purpose, VersionChange};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -28,6 +29,7 @@ pub struct VersionRequest {
     #[schema(pattern = "^[A-Za-z][A-Za-z0-9_.-]{0,63}$")]
     pub purpose: String,
     /// Version number.
+    #[serde(deserialize_with = "crate::extract::field::integer")]
     pub version: u32,
     /// Why (required to revoke).
     pub reason: Option<String>,
@@ -44,17 +46,22 @@ pub struct PolicyRequest {
     #[schema(pattern = "^[A-Za-z][A-Za-z0-9_.-]{0,63}$")]
     pub purpose: String,
     /// Rotation period, days (default 90).
+    #[serde(default, deserialize_with = "crate::extract::field::optional_integer")]
     pub rotation_days: Option<u32>,
     /// Grace period after rotation, days (default 30).
+    #[serde(default, deserialize_with = "crate::extract::field::optional_integer")]
     pub grace_days: Option<u32>,
     /// Warn window before the rotation date, days (default 7).
+    #[serde(default, deserialize_with = "crate::extract::field::optional_integer")]
     pub warn_days: Option<u32>,
     /// Encryptions per version before rotation (default 2^30).
+    #[serde(default, deserialize_with = "crate::extract::field::optional_integer")]
     pub max_encryptions: Option<u64>,
 }
 
 /// `GET /keys/policy` query.
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PolicyQuery {
     /// Key ring.
     #[param(pattern = "^[A-Za-z][A-Za-z0-9_.-]{0,63}$")]
@@ -150,6 +157,7 @@ async fn change(
     };
     let result = state
         .service
+        .keys()
         .change_version(&p, v, change)
         .await
         .map_err(ApiError::from);
@@ -162,13 +170,13 @@ async fn change(
         Some(v.get()),
         outcome(&result),
     );
-    Ok(Json(result?.metadata_json()))
+    Ok(Json(crate::wire::key_metadata(&result?)))
 }
 
 /// Revokes a version: it no longer decrypts (reversible). The active version cannot
 /// be revoked.
-#[utoipa::path(post, path = "/api/encryption/keys/revoke", request_body = VersionRequest,
-    responses((status = 200, description = "The version's metadata"), (status = 400), (status = 401),
+#[utoipa::path(post, path = "/api/encryption/keys/revoke", request_body = crate::openapi::admin::RevokeRequest,
+    responses((status = 200, description = "The version's metadata", body = crate::openapi::admin::KeyMetadata), (status = 400), (status = 401),
               (status = 403, description = "Admin only"), (status = 404, description = "Unknown version"),
               (status = 409, description = "Active or already revoked")),
     security(("bearer" = [])))]
@@ -182,8 +190,8 @@ pub async fn revoke(
 }
 
 /// Reinstates a revoked version (as `deprecated`).
-#[utoipa::path(post, path = "/api/encryption/keys/reinstate", request_body = VersionRequest,
-    responses((status = 200, description = "The version's metadata"), (status = 401), (status = 403),
+#[utoipa::path(post, path = "/api/encryption/keys/reinstate", request_body = crate::openapi::admin::ReinstateRequest,
+    responses((status = 200, description = "The version's metadata", body = crate::openapi::admin::KeyMetadata), (status = 401), (status = 403),
               (status = 404), (status = 409, description = "Not revoked")),
     security(("bearer" = [])))]
 pub async fn reinstate(
@@ -197,8 +205,8 @@ pub async fn reinstate(
 
 /// Destroys a revoked version's material (crypto-shredding; irreversible). Needs
 /// `"confirm": true`.
-#[utoipa::path(post, path = "/api/encryption/keys/destroy", request_body = VersionRequest,
-    responses((status = 200, description = "The version's metadata"), (status = 400, description = "Not confirmed"),
+#[utoipa::path(post, path = "/api/encryption/keys/destroy", request_body = crate::openapi::admin::DestroyRequest,
+    responses((status = 200, description = "The version's metadata", body = crate::openapi::admin::KeyMetadata), (status = 400, description = "Not confirmed"),
               (status = 401), (status = 403), (status = 404), (status = 409, description = "Not revoked")),
     security(("bearer" = [])))]
 pub async fn destroy(
@@ -216,7 +224,7 @@ fn policy_json(purpose: &Purpose, p: &Policy) -> Value {
 
 /// A purpose's rotation policy (the default when none was set).
 #[utoipa::path(get, path = "/api/encryption/keys/policy", params(PolicyQuery),
-    responses((status = 200, description = "`{purpose, policy}`"), (status = 401), (status = 403)),
+    responses((status = 200, description = "The purpose's policy", body = crate::openapi::admin::PolicyResponse), (status = 401), (status = 403)),
     security(("bearer" = [])))]
 pub async fn get_policy(
     State(state): State<AppState>,
@@ -226,7 +234,12 @@ pub async fn get_policy(
 ) -> ApiResult<Json<Value>> {
     who.require(&[Role::Admin, Role::Auditor])?;
     let p = purpose(&q.purpose)?;
-    let result = state.service.policy(&p).await.map_err(ApiError::from);
+    let result = state
+        .service
+        .keys()
+        .policy(&p)
+        .await
+        .map_err(ApiError::from);
     record(
         &state,
         Op::KeysPolicy,
@@ -241,7 +254,7 @@ pub async fn get_policy(
 
 /// Sets a purpose's rotation policy; omitted fields keep their current value.
 #[utoipa::path(post, path = "/api/encryption/keys/policy", request_body = PolicyRequest,
-    responses((status = 200, description = "`{purpose, policy}`"), (status = 400), (status = 401), (status = 403)),
+    responses((status = 200, description = "The purpose's policy", body = crate::openapi::admin::PolicyResponse), (status = 400), (status = 401), (status = 403)),
     security(("bearer" = [])))]
 pub async fn set_policy(
     State(state): State<AppState>,
@@ -252,12 +265,12 @@ pub async fn set_policy(
     who.require(&[Role::Admin])?;
     let p = purpose(&req.purpose)?;
     let result = async {
-        let mut policy = state.service.policy(&p).await?;
+        let mut policy = state.service.keys().policy(&p).await?;
         policy.rotation_days = req.rotation_days.unwrap_or(policy.rotation_days);
         policy.grace_days = req.grace_days.unwrap_or(policy.grace_days);
         policy.warn_days = req.warn_days.unwrap_or(policy.warn_days);
         policy.max_encryptions = req.max_encryptions.unwrap_or(policy.max_encryptions);
-        state.service.set_policy(&p, &policy).await?;
+        state.service.keys().set_policy(&p, &policy).await?;
         Ok::<_, keyflow_kms::KmsError>(policy)
     }
     .await
@@ -276,7 +289,7 @@ pub async fn set_policy(
 
 /// Runs one scheduler pass now (or plans one with `dryRun`), as of `at`.
 #[utoipa::path(post, path = "/api/encryption/keys/rotate-due", request_body = RotateDueRequest,
-    responses((status = 200, description = "The pass report: `{evaluatedAt, dryRun, ran, actions}`"),
+    responses((status = 200, description = "The pass report", body = crate::openapi::admin::PassReport),
               (status = 400), (status = 401), (status = 403)),
     security(("bearer" = [])))]
 pub async fn rotate_due(
@@ -295,13 +308,14 @@ pub async fn rotate_due(
     let holder = format!("api:{}", rid.0);
     let result = state
         .service
+        .keys()
         .scheduler_pass(at, req.dry_run, &holder, 60_000)
         .await
         .map_err(ApiError::from);
     if result.is_ok() && !req.dry_run {
         let _ = state
             .service
-            .keystore()
+            .keys()
             .release_lease(keyflow_kms::scheduler::SCHEDULER_LEASE, &holder)
             .await;
     }
@@ -316,9 +330,13 @@ pub async fn rotate_due(
     );
     let report = result?;
     // The keys this pass changed, in the request's audit record.
-    for a in report.actions.iter().filter(|a| a.outcome == "applied") {
-        rid.audit().add_purpose(&a.purpose);
-        rid.audit().add_version(a.version);
+    for a in report
+        .actions
+        .iter()
+        .filter(|a| a.outcome == ActionOutcome::Applied)
+    {
+        rid.audit().add_purpose(a.purpose.as_str());
+        rid.audit().add_version(a.version.get());
     }
     rid.audit().set_detail(json!({
         "dryRun": report.dry_run,
@@ -339,7 +357,7 @@ fn parse_rfc3339(s: &str) -> ApiResult<i64> {
 /// Re-encrypts ciphertexts under their purpose's active version; the plaintext never
 /// leaves the server. A value already under the active version comes back unchanged.
 #[utoipa::path(post, path = "/api/encryption/rewrap", request_body = RewrapRequest,
-    responses((status = 200, description = "`{encryptedData, fromVersion, toVersion, changed}` or `{results: [...]}`"),
+    responses((status = 200, description = "`Rewrapped` for `encryptedData`, `{results}` for `items`", body = crate::openapi::admin::RewrapResponse),
               (status = 400), (status = 401), (status = 403, description = "Purpose not granted"),
               (status = 422, description = "Ciphertext does not parse or authenticate")),
     security(("bearer" = [])))]

@@ -26,15 +26,16 @@ const DAY_MS: i64 = keyflow_kms::model::DAY_MS;
 /// Liveness and readiness: the keystore answers and the KEK is unlocked. The keystore
 /// check is cached ([`crate::health`]): at most one keystore query per second.
 #[utoipa::path(get, path = "/api/encryption/health",
-    responses((status = 200, description = "Ready"), (status = 503, description = "Alive but not ready")))]
+    responses((status = 200, description = "Ready", body = crate::openapi::status::Health), (status = 503, description = "Alive but not ready (the health shape), or overloaded (the error shape)", body = crate::openapi::status::HealthUnavailable)))]
 pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
     let check = crate::health::keystore_check(&state).await;
     let keystore_ok = check.ok;
     // With a staleness bound (servers), cached keys are only used while recently
     // confirmed against the keystore; past the bound this instance is not ready.
-    let staleness = state.service.cache_staleness();
+    let staleness = state.service.ring().cache_staleness();
     let cache_ok = state
         .service
+        .ring()
         .max_staleness()
         .is_none_or(|bound| staleness < bound);
     let ready = keystore_ok && cache_ok;
@@ -64,7 +65,7 @@ pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
 
 /// Key health metrics (the old shape) plus usage and cache figures.
 #[utoipa::path(get, path = "/api/encryption/status", params(StatusQuery),
-    responses((status = 200, description = "`{total, active, expiringSoon, deprecated, revoked, cacheSize, byPurpose, healthStatus, usage, cache, alerts, alertsEvaluatedAt, refusedRows, retiredKekFiles, audit}`; each alert is `{name, severity, firing, since, value, threshold, summary}` (docs/alerts.md); `?shape=legacy` makes `byPurpose` the old `[{_id, count}]`; `audit` is `{enabled, failClosed, failing, written, commits, failures, lastWrite, lastFailure, backlog, headSeq, verifiedThrough, verifiedAt, chainBroken?}`"),
+    responses((status = 200, description = "Key health metrics (the old shape: `total, active, expiringSoon, deprecated, revoked, cacheSize, byPurpose, healthStatus`) plus usage, cache, alerts (docs/alerts.md) and the audit writer's figures; `?shape=legacy` makes `byPurpose` the old `[{_id, count}]`", body = crate::openapi::status::Status),
               (status = 401), (status = 403, description = "Admin or auditor only")),
     security(("bearer" = [])))]
 pub async fn status(
@@ -84,18 +85,12 @@ pub async fn status(
         }
     };
     // Persist pending counts so the figures are current.
-    if let Err(e) = state.service.flush_usage().await {
+    if let Err(e) = state.service.ring().flush_usage().await {
         tracing::warn!(error = %e, "usage flush before status failed");
     }
-    let versions = state.service.list(&VersionFilter::default()).await?;
-    let policies: std::collections::HashMap<_, _> = state
-        .service
-        .keystore()
-        .list_policies()
-        .await
-        .map_err(keyflow_kms::KmsError::from)?
-        .into_iter()
-        .collect();
+    let versions = state.service.keys().list(&VersionFilter::default()).await?;
+    let policies: std::collections::HashMap<_, _> =
+        state.service.keys().policies().await?.into_iter().collect();
     let now = SystemClock.now_millis();
     let count = |s: KeyStatus| versions.iter().filter(|r| r.status == s).count();
     let mut by_purpose: BTreeMap<String, Value> = BTreeMap::new();
@@ -126,15 +121,11 @@ pub async fn status(
         }
     }
     let deprecated = count(KeyStatus::Deprecated);
-    let cache = state.service.cache_stats();
+    let cache = state.service.ring().cache_stats();
     let audit = audit_status(&state);
     // Rows written without the KEK (a forged token, a flipped state) are refused on
     // read; any since this server started is an alert (details in the log and trail).
-    let refused_rows = state
-        .service
-        .keystore()
-        .row_sealer()
-        .map_or(0, |s| s.refused());
+    let refused_rows = state.service.ring().refused_rows();
     // The five alerts of the old design, as the background evaluation left them (none
     // evaluated yet right after start), then the integrity alerts, read live.
     let (mut alerts, evaluated_at) = state.alerts.current();
@@ -188,6 +179,7 @@ pub async fn status(
 
 /// `GET /status` query.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StatusQuery {
     /// `current` (default): `byPurpose` is an object keyed by purpose; `legacy`: the old
     /// clients' array `[{_id, count}]` (count = key versions), the rest unchanged.
@@ -301,7 +293,7 @@ fn audit_status(state: &AppState) -> Value {
 
 /// Prometheus metrics (admin or auditor token).
 #[utoipa::path(get, path = "/metrics",
-    responses((status = 200, description = "Prometheus text format"), (status = 401), (status = 403)),
+    responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain", body = String), (status = 401), (status = 403)),
     security(("bearer" = [])))]
 pub async fn metrics(
     State(state): State<AppState>,
@@ -311,7 +303,7 @@ pub async fn metrics(
     let audit = state.audit.as_ref().map(|t| t.log().health());
     let mut body = state
         .metrics
-        .render(state.service.cache_stats(), state.uptime(), audit)
+        .render(state.service.ring().cache_stats(), state.uptime(), audit)
         .map_err(|e| ApiError::Internal(format!("metrics encoding: {e}")))?;
     body.push_str(
         &crate::alerts::render_metrics(&state.alerts)

@@ -129,7 +129,11 @@ impl Harness {
             ServiceConfig::default(),
         ));
         for p in [OWN, OTHER] {
-            service.generate(&Purpose::new(p).unwrap()).await.unwrap();
+            service
+                .keys()
+                .generate(&Purpose::new(p).unwrap())
+                .await
+                .unwrap();
         }
         let tokens = TokenCache::new(store.clone(), Arc::new(SystemClock));
         tokens.refresh().await.unwrap();
@@ -137,13 +141,13 @@ impl Harness {
             None => AuditTrail::start(
                 wrap(audit_store.clone()),
                 trail_sealer,
-                service.clock().clone(),
+                service.ring().clock().clone(),
                 policy,
             ),
             Some(dir) => AuditTrail::start_journaled(
                 wrap(audit_store.clone()),
                 trail_sealer,
-                service.clock().clone(),
+                service.ring().clock().clone(),
                 policy,
                 dir,
             )
@@ -259,24 +263,42 @@ impl Harness {
 
     /// Serves `app` with this TLS configuration (plain HTTP with `None`).
     pub async fn start_with(&self, app: Router, tls: Option<Arc<rustls::ServerConfig>>) -> Server {
+        let options = keyflow_server::serve::ServeOptions {
+            grace: Duration::from_secs(5),
+            ..keyflow_server::serve::ServeOptions::default()
+        };
+        self.start_with_options(app, tls, options).await
+    }
+
+    /// Serves `app` with this TLS configuration and these connection limits.
+    pub async fn start_with_options(
+        &self,
+        app: Router,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        options: keyflow_server::serve::ServeOptions,
+    ) -> Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(keyflow_server::serve::serve(
-            listener,
-            app,
-            tls.clone(),
-            async move {
-                // Also shuts down when the `Server` is dropped.
-                let _ = rx.await;
-            },
-            Duration::from_secs(5),
-        ));
+        let cert = tls.is_some().then(|| self.cert_der());
+        let task = tokio::spawn(async move {
+            keyflow_server::serve::serve_with(
+                listener,
+                app,
+                tls,
+                async move {
+                    // Also shuts down when the `Server` is dropped.
+                    let _ = rx.await;
+                },
+                &options,
+            )
+            .await
+        });
         Server {
             addr,
             shutdown: Some(tx),
             task,
-            cert: tls.is_some().then(|| self.cert_der()),
+            cert,
         }
     }
 

@@ -21,7 +21,7 @@ use keyflow_core::clock::{Clock, SystemClock};
 
 use crate::config::TransportConfig;
 use crate::error::TransportError;
-use crate::util::{original_uri, BoxFuture};
+use crate::util::{original_uri, Finish, ResponseFuture};
 pub use nonce::{MemoryNonceStore, NonceFuture, NonceOutcome, NonceStore};
 pub use sign::{
     canonical_string, canonical_string_v2, sign_request, sign_request_v2, SignedExtras,
@@ -179,19 +179,23 @@ fn is_length_limit(err: &(dyn StdError + 'static)) -> bool {
 }
 
 impl IntegrityPolicy {
-    /// `Ok(request)` (body re-attached) to go on, `Err` to refuse.
-    async fn verify(&self, req: Request) -> Result<Request, TransportError> {
+    /// Whether `req` is checked at all: on a required path, or signed while a secret
+    /// is configured. The common case (an unsigned request on a route that needs no
+    /// signature) is not, and passes without copying or allocating anything.
+    fn applies_to(&self, req: &Request) -> bool {
         let headers = req.headers();
         let signed = [&TIMESTAMP_HEADER, &NONCE_HEADER, &SIGNATURE_HEADER]
             .iter()
             .any(|h| headers.contains_key(*h));
-        let path = original_uri(&req).path();
+        let path = original_uri(req).path();
         let required = self.required_prefixes.iter().any(|p| under_prefix(path, p));
-        if !required && (!signed || self.key.is_none()) {
-            // The common case (an unsigned request on a route that needs no signature)
-            // passes without copying anything.
-            return Ok(req);
-        }
+        required || (signed && self.key.is_some())
+    }
+
+    /// `Ok(request)` (body re-attached) to go on, `Err` to refuse; for a request
+    /// [`Self::applies_to`].
+    async fn verify(&self, req: Request) -> Result<Request, TransportError> {
+        let headers = req.headers();
         let uri = original_uri(&req).clone();
         let Some(key) = &self.key else {
             return Err(TransportError::IntegrityUnavailable);
@@ -326,23 +330,28 @@ where
 {
     type Response = Response;
     type Error = S::Error;
-    type Future = BoxFuture<S::Error>;
+    type Future = ResponseFuture<S::Future, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        // The service that was polled ready is the one to call; leave a fresh clone.
+        if !self.policy.applies_to(&req) {
+            return ResponseFuture::inner(self.inner.call(req), Finish::Nothing);
+        }
+        // Verification is async (body, nonce store) and has no nameable future type:
+        // boxed, which is nothing next to buffering the body and the HMAC. The service
+        // that was polled ready is the one to call; leave a fresh clone.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let policy = self.policy.clone();
-        Box::pin(async move {
+        ResponseFuture::boxed(Box::pin(async move {
             match policy.verify(req).await {
                 Ok(req) => inner.call(req).await,
                 Err(err) => Ok(err.into_response()),
             }
-        })
+        }))
     }
 }
 
