@@ -95,18 +95,7 @@ fn selector_schema(star: bool) -> Value {
 const CONTEXT_KEY: &str = r"^(?:[^k]|k[^f]|kf[^.]|kf?$)";
 
 /// The purposes with detection lists (auto-detection refuses any other).
-const DETECTION_PURPOSES: [&str; 10] = [
-    "userData",
-    "financialData",
-    "healthData",
-    "documents",
-    "pciLevel1",
-    "pciLevel2",
-    "pii",
-    "financial",
-    "authentication",
-    "health",
-];
+const DETECTION_PURPOSES: &[&str] = keyflow_fields::names::KNOWN_PURPOSES;
 
 /// Any JSON value but `null` (the data routes refuse a `null` to encrypt).
 fn not_null() -> Value {
