@@ -195,16 +195,7 @@ pub async fn batch_decrypt(
             Err(e) => w.push_err(&e),
         }
     }
-    state.metrics.record(&OpRecord {
-        op: Op::BatchDecrypt,
-        actor: who.id(),
-        purpose: None,
-        key_version: None,
-        items: req.items.len(),
-        result: if w.all_ok() { "ok" } else { "partial_failure" },
-        request: &rid,
-    });
-    Ok(w.finish())
+    Ok(finish_batch_decrypt(&state, &who, &rid, req.items.len(), w))
 }
 
 /// `/batch/decrypt` when some items are legacy packages (transition reads): item by
@@ -248,14 +239,26 @@ async fn batch_decrypt_with_legacy(
             Err(e) => w.push_err(&e),
         }
     }
+    Ok(finish_batch_decrypt(state, who, rid, items.len(), w))
+}
+
+/// Records a `/batch/decrypt` (`ok`, or `partial_failure` when an item failed) and
+/// closes its answer: the one ending of both decrypt paths.
+fn finish_batch_decrypt(
+    state: &AppState,
+    who: &Principal,
+    rid: &RequestId,
+    items: usize,
+    w: BatchWriter,
+) -> Response {
     state.metrics.record(&OpRecord {
         op: Op::BatchDecrypt,
         actor: who.id(),
         purpose: None,
         key_version: None,
-        items: items.len(),
+        items,
         result: if w.all_ok() { "ok" } else { "partial_failure" },
         request: rid,
     });
-    Ok(w.finish())
+    w.finish()
 }
