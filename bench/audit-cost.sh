@@ -5,6 +5,8 @@
 # /proc/PID/stat), the number that matters (target: audit on ≤ 1.15× off).
 #
 #   bench/audit-cost.sh [DURATION] [ROUNDS]      (defaults: 8s 3)
+#   BEFORE=/tmp/keyflow-old bench/audit-cost.sh   (also an older binary, audit on, in
+#                                                  its own keystore: an A/B of a change)
 #
 # Needs wrk and `cargo build --release -p keyflow-cli`. Server on core 0, wrk on core 1.
 set -euo pipefail
@@ -18,7 +20,12 @@ command -v wrk >/dev/null || { echo "wrk missing: apt-get install -y wrk" >&2; e
 rm -rf "$OUT"; mkdir -p "$OUT"
 export KEYFLOW_DATA_DIR=$OUT/data KEK_PASSWORD=bench-password-bench-password-00 KEYFLOW_LOG=warn
 "$KF" init >/dev/null
-TOKEN=$("$KF" tokens create --role admin --name bench)
+TOKEN_AFTER=$("$KF" tokens create --role admin --name bench)
+if [[ -n ${BEFORE:-} ]]; then
+  # Its own keystore: the two binaries may not share migrations.
+  KEYFLOW_DATA_DIR=$OUT/data-before "$BEFORE" init >/dev/null
+  TOKEN_BEFORE=$(KEYFLOW_DATA_DIR=$OUT/data-before "$BEFORE" tokens create --role admin --name bench)
+fi
 echo '{"data":"123-45-6789","purpose":"userData"}' > "$OUT/w1.json"
 python3 - "$OUT/w3.json" <<'PY'
 import json, sys
@@ -35,9 +42,12 @@ LUA
 trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-level() { # audit workload path body
-  local audit=$1 name=$2 path=$3 body=$4
-  KEYFLOW_AUDIT=$audit taskset -c 0 "$KF" serve --listen 127.0.0.1:18095 > "$OUT/serve-$audit.log" 2>&1 &
+level() { # audit workload path body [before]
+  local audit=$1 name=$2 path=$3 body=$4 bin=$KF data=$OUT/data TOKEN=$TOKEN_AFTER
+  if [[ ${5:-} == before ]]; then
+    bin=$BEFORE data=$OUT/data-before TOKEN=$TOKEN_BEFORE audit=on
+  fi
+  KEYFLOW_DATA_DIR=$data KEYFLOW_AUDIT=$audit taskset -c 0 "$bin" serve --listen 127.0.0.1:18095 > "$OUT/serve-$audit.log" 2>&1 &
   local pid=$!
   for _ in $(seq 50); do curl -s http://127.0.0.1:18095/api/encryption/health >/dev/null && break; sleep 0.2; done
   BODY=$body TOKEN=$TOKEN taskset -c 1 wrk -t1 -c16 -d2s -s "$OUT/post.lua" "http://127.0.0.1:18095$path" >/dev/null
@@ -46,7 +56,9 @@ level() { # audit workload path body
   out=$(BODY=$body TOKEN=$TOKEN taskset -c 1 wrk -t1 -c16 -d"$DUR" --latency -s "$OUT/post.lua" "http://127.0.0.1:18095$path")
   t1=$(date +%s.%N); c1=$(cpu_ticks "$pid")
   kill "$pid"; wait "$pid" 2>/dev/null || true
-  python3 - "$name" "$audit" "$t0" "$t1" "$c0" "$c1" "$(getconf CLK_TCK)" <<PY | tee -a "$OUT/results.md"
+  local label="audit $audit"
+  [[ ${5:-} == before ]] && label="before, audit on"
+  python3 - "$name" "$label" "$t0" "$t1" "$c0" "$c1" "$(getconf CLK_TCK)" <<PY | tee -a "$OUT/results.md"
 import re, sys
 name, audit, t0, t1, c0, c1, hz = sys.argv[1:8]
 out = """$out"""
@@ -56,7 +68,7 @@ rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 reqs = int(re.search(r"(\d+) requests in", out).group(1))
 bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
 cpu_s = (int(c1) - int(c0)) / int(hz)
-print(f"| {name} | audit {audit} | {rps:,.0f} | {cpu_s / reqs * 1e6:.1f} | {bad.group(1) if bad else 0} |")
+print(f"| {name} | {audit} | {rps:,.0f} | {cpu_s / reqs * 1e6:.1f} | {bad.group(1) if bad else 0} |")
 PY
 }
 
@@ -64,9 +76,10 @@ echo "$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xarg
 echo "| workload | audit | req/s | server CPU µs/request | non-2xx |"
 echo "|---|---|---:|---:|---:|"
 for _ in $(seq "$ROUNDS"); do
-  for audit in on off; do
-    level "$audit" W1 /api/encryption/encrypt "$OUT/w1.json"
-    level "$audit" W3 /api/encryption/batch/encrypt "$OUT/w3.json"
+  for audit in on off before; do
+    [[ $audit == before && -z ${BEFORE:-} ]] && continue
+    level "$audit" W1 /api/encryption/encrypt "$OUT/w1.json" "$audit"
+    level "$audit" W3 /api/encryption/batch/encrypt "$OUT/w3.json" "$audit"
   done
 done
 echo "audit records written: $("$KF" audit list --limit 1 --json 2>/dev/null | head -c 200)"

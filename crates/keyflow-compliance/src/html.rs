@@ -4,22 +4,15 @@
 
 use std::fmt::Write;
 
-use crate::report::{Control, Report, Status};
+use crate::report::{Control, Report, Status, INVENTORY_COLUMNS};
 
 /// Escapes text for HTML element content and quoted attribute values.
 pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for ch in text.chars() {
-        match ch {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+    crate::util::escape_with(text, |c| match c {
+        '"' => Some("&quot;"),
+        '\'' => Some("&#39;"),
+        _ => None,
+    })
 }
 
 /// The page's only style sheet, inline (a server sends its hash as the CSP's
@@ -119,12 +112,7 @@ pub fn render(r: &Report) -> String {
         }
     }
     out.push_str("</div>");
-    for (title, controls) in [
-        ("PCI DSS v4.0.1", &r.standards.pci_dss),
-        ("GDPR", &r.standards.gdpr),
-        ("NIST SP 800-57 Part 1", &r.standards.nist),
-        ("ISO/IEC 27001:2022", &r.standards.iso27001),
-    ] {
+    for (title, controls) in r.standards.titled() {
         let _ = write!(out, "<h2>{title}</h2>");
         for c in controls {
             control(&mut out, c);
@@ -146,23 +134,20 @@ pub fn render(r: &Report) -> String {
     out.push_str("</table>");
     let _ = write!(
         out,
-        "<h2>Cryptographic inventory ({} key versions)</h2><table><tr><th>Key</th><th>Status</th><th>Algorithm</th><th>Created</th><th>Age (d)</th><th>Cryptoperiod (d)</th><th>Encryptions</th><th>KEK</th></tr>",
+        "<h2>Cryptographic inventory ({} key versions)</h2><table><tr>",
         r.inventory.len()
     );
+    for (header, _) in INVENTORY_COLUMNS {
+        let _ = write!(out, "<th>{header}</th>");
+    }
+    out.push_str("</tr>");
     for k in &r.inventory {
-        let _ = write!(
-            out,
-            r#"<tr><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td><td class="num">{}</td><td class="num">{}</td><td class="num">{}</td><td>{}</td></tr>"#,
-            escape(&k.key_id),
-            if k.legacy { " (legacy)" } else { "" },
-            escape(&k.status),
-            escape(&k.algorithm),
-            escape(&k.created),
-            k.age_days,
-            k.cryptoperiod_days,
-            k.encryptions,
-            escape(&k.kek_id),
-        );
+        out.push_str("<tr>");
+        for ((_, number), cell) in INVENTORY_COLUMNS.iter().zip(k.cells()) {
+            let class = if *number { r#" class="num""# } else { "" };
+            let _ = write!(out, "<td{class}>{}</td>", escape(&cell));
+        }
+        out.push_str("</tr>");
     }
     out.push_str("</table><h2>Implementation</h2><pre>");
     let implementation =

@@ -3,23 +3,16 @@
 
 use std::fmt::Write;
 
-use crate::report::{Report, Status};
+use crate::report::{Report, Status, INVENTORY_COLUMNS};
 
 /// Escapes text for a Markdown paragraph or table cell: HTML-significant characters
 /// become entities, pipes and newlines cannot break a table row.
 pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for ch in text.chars() {
-        match ch {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '|' => out.push_str("\\|"),
-            '\n' | '\r' => out.push(' '),
-            c => out.push(c),
-        }
-    }
-    out
+    crate::util::escape_with(text, |c| match c {
+        '|' => Some("\\|"),
+        '\n' | '\r' => Some(" "),
+        _ => None,
+    })
 }
 
 fn label(s: Status) -> &'static str {
@@ -52,12 +45,7 @@ pub fn render(r: &Report) -> String {
         s.fail,
         s.not_applicable
     );
-    for (title, controls) in [
-        ("PCI DSS v4.0.1", &r.standards.pci_dss),
-        ("GDPR", &r.standards.gdpr),
-        ("NIST SP 800-57 Part 1", &r.standards.nist),
-        ("ISO/IEC 27001:2022", &r.standards.iso27001),
-    ] {
+    for (title, controls) in r.standards.titled() {
         let _ = writeln!(out, "## {title}\n");
         for c in controls {
             let _ = writeln!(
@@ -95,25 +83,15 @@ pub fn render(r: &Report) -> String {
         "\n## Cryptographic inventory ({} key versions)\n",
         r.inventory.len()
     );
-    let _ = writeln!(
-        out,
-        "| Key | Status | Algorithm | Created | Age (d) | Cryptoperiod (d) | Encryptions | KEK |"
-    );
-    let _ = writeln!(out, "|---|---|---|---|--:|--:|--:|---|");
+    let headers: Vec<&str> = INVENTORY_COLUMNS.iter().map(|(h, _)| *h).collect();
+    let _ = writeln!(out, "| {} |", headers.join(" | "));
+    for (_, number) in INVENTORY_COLUMNS {
+        out.push_str(if number { "|--:" } else { "|---" });
+    }
+    out.push_str("|\n");
     for k in &r.inventory {
-        let _ = writeln!(
-            out,
-            "| {}{} | {} | {} | {} | {} | {} | {} | {} |",
-            escape(&k.key_id),
-            if k.legacy { " (legacy)" } else { "" },
-            escape(&k.status),
-            escape(&k.algorithm),
-            escape(&k.created),
-            k.age_days,
-            k.cryptoperiod_days,
-            k.encryptions,
-            escape(&k.kek_id)
-        );
+        let cells: Vec<String> = k.cells().iter().map(|c| escape(c)).collect();
+        let _ = writeln!(out, "| {} |", cells.join(" | "));
     }
     out
 }

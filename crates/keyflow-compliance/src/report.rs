@@ -178,6 +178,16 @@ impl Standards {
             .chain(self.nist.iter().map(|c| ("nist", c)))
             .chain(self.iso27001.iter().map(|c| ("iso27001", c)))
     }
+
+    /// Each standard's controls under the title the rendered reports give it.
+    pub fn titled(&self) -> [(&'static str, &[Control]); 4] {
+        [
+            ("PCI DSS v4.0.1", &self.pci_dss),
+            ("GDPR", &self.gdpr),
+            ("NIST SP 800-57 Part 1", &self.nist),
+            ("ISO/IEC 27001:2022", &self.iso27001),
+        ]
+    }
 }
 
 /// How many controls have each status.
@@ -199,6 +209,7 @@ pub struct Summary {
 /// One line of the cryptographic inventory (PCI DSS 3.6.1.1).
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = InventoryEntry))]
 pub struct InventoryItem {
     /// `purpose:vN`.
     pub key_id: String,
@@ -226,6 +237,36 @@ pub struct InventoryItem {
     pub kek_id: String,
     /// Imported from the legacy system.
     pub legacy: bool,
+}
+
+/// The inventory table's columns as the rendered reports show them: the header, and
+/// whether the column holds a number (right-aligned).
+pub const INVENTORY_COLUMNS: [(&str, bool); 8] = [
+    ("Key", false),
+    ("Status", false),
+    ("Algorithm", false),
+    ("Created", false),
+    ("Age (d)", true),
+    ("Cryptoperiod (d)", true),
+    ("Encryptions", true),
+    ("KEK", false),
+];
+
+impl InventoryItem {
+    /// The row's cells under [`INVENTORY_COLUMNS`], as text (each renderer escapes).
+    pub fn cells(&self) -> [String; 8] {
+        let legacy = if self.legacy { " (legacy)" } else { "" };
+        [
+            format!("{}{legacy}", self.key_id),
+            self.status.clone(),
+            self.algorithm.clone(),
+            self.created.clone(),
+            self.age_days.to_string(),
+            self.cryptoperiod_days.to_string(),
+            self.encryptions.to_string(),
+            self.kek_id.clone(),
+        ]
+    }
 }
 
 /// An old report label and the controls that now answer it.

@@ -1,4 +1,4 @@
-//! Small helpers: time arithmetic and number formatting.
+//! Small helpers: time arithmetic, number formatting and escaping.
 
 use crate::snapshot::{KeyFact, PolicyFact, Snapshot};
 
@@ -69,6 +69,22 @@ pub fn default_policy(purpose: &str) -> PolicyFact {
         max_encryptions: 1 << 30,
         explicit: false,
     }
+}
+
+/// `text` with `&`, `<` and `>` as HTML entities (both renderers' outputs may be read
+/// as HTML), and each character `more` maps replaced by what it maps to.
+pub fn escape_with(text: &str, more: impl Fn(char) -> Option<&'static str>) -> String {
+    let mut out = String::with_capacity(text.len());
+    for ch in text.chars() {
+        match (ch, more(ch)) {
+            (_, Some(replacement)) => out.push_str(replacement),
+            ('&', None) => out.push_str("&amp;"),
+            ('<', None) => out.push_str("&lt;"),
+            ('>', None) => out.push_str("&gt;"),
+            (c, None) => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -9,6 +9,11 @@ use crate::Error;
 
 /// What kind of value is being masked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "openapi",
+    derive(utoipa::ToSchema),
+    schema(rename_all = "camelCase", description = "The masks.")
+)]
 pub enum MaskType {
     /// Card number: `*` × (len − 4) + last 4 (spaces and dashes removed first).
     Card,

@@ -107,26 +107,9 @@ impl Counts {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use keyflow_fields::keyflow_kms::keyflow_core::{
-        envelope::write, Context, DataKey, KeyVersion, OsRng, PayloadKind, Purpose, SecretKey,
-    };
 
     fn ciphertext() -> String {
-        let key = DataKey::derive(
-            Purpose::new("userData").unwrap(),
-            KeyVersion::FIRST,
-            &SecretKey::from_slice(&[7; 32]).unwrap(),
-        )
-        .unwrap();
-        let env = key
-            .encrypt(
-                PayloadKind::Text,
-                b"4532015112830366",
-                &Context::new(),
-                &OsRng,
-            )
-            .unwrap();
-        write::to_text(&env)
+        keyflow_testkit::ciphertext(b"4532015112830366")
     }
 
     fn counts(cells: &[&str]) -> Counts {

@@ -54,5 +54,15 @@ impl From<sqlx::Error> for Error {
     }
 }
 
+impl Error {
+    /// The error of a failed connect to the target shown as `shown` (redacted).
+    pub(crate) fn connect(shown: &str) -> impl Fn(sqlx::Error) -> Error + Copy + '_ {
+        move |e| Error::Connect {
+            target: shown.to_owned(),
+            reason: e.to_string(),
+        }
+    }
+}
+
 /// Result with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

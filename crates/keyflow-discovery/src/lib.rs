@@ -226,8 +226,8 @@ impl Target {
         let mut total = 0;
         for t in plan.tables.iter().filter(|t| !t.columns.is_empty()) {
             total += match self {
-                Target::Sqlite(pool, _) => sqlite::count_rows(pool, t).await?,
-                Target::Postgres(pool, _) => postgres::count_rows(pool, t).await?,
+                Target::Sqlite(pool, _) => keyset::count_rows(pool, t).await?,
+                Target::Postgres(pool, _) => keyset::count_rows(pool, t).await?,
             };
         }
         progress.start(total);

@@ -12,10 +12,7 @@ use crate::error::{Error, Result};
 use crate::{keyset, quoted, ColumnPlan, KeyPlan, Progress, TablePlan};
 
 pub(crate) async fn connect(url: &str, shown: &str) -> Result<PgPool> {
-    let connect_error = |e: sqlx::Error| Error::Connect {
-        target: shown.to_owned(),
-        reason: e.to_string(),
-    };
+    let connect_error = Error::connect(shown);
     let options = PgConnectOptions::from_str(url).map_err(connect_error)?;
     // One direct attempt first: a pool retries refused connections until its acquire
     // timeout (30 s), and a wrong host or port should fail at once.
@@ -84,13 +81,6 @@ pub(crate) async fn table_plan(pool: &PgPool, name: String) -> Result<TablePlan>
     Ok(TablePlan { name, columns, key })
 }
 
-pub(crate) async fn count_rows(pool: &PgPool, t: &TablePlan) -> Result<u64> {
-    let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {}", quoted(&t.name)))
-        .fetch_one(pool)
-        .await?;
-    Ok(u64::try_from(n).unwrap_or(0))
-}
-
 /// (key expressions, their types) of `t`.
 fn keys(t: &TablePlan) -> Vec<(String, String)> {
     match &t.key {
@@ -109,9 +99,7 @@ pub(crate) async fn scan_table(
     progress: &dyn Progress,
 ) -> Result<u64> {
     let keys = keys(t);
-    if keys.is_empty() {
-        return Err(Error::Database(format!("table '{}' has no key", t.name)));
-    }
+    keyset::require_key(t, &keys)?;
     let key_list = keys
         .iter()
         .map(|(k, _)| k.as_str())
@@ -148,27 +136,8 @@ pub(crate) async fn scan_table(
         keys.len() + 1
     );
     let nk = keys.len();
-    let fetch = |last: Option<Vec<String>>| {
-        let (first, next) = (&first, &next);
-        async move {
-            let rows: Vec<PgRow> = match last {
-                None => {
-                    sqlx::query(first)
-                        .bind(i64::from(page))
-                        .fetch_all(pool)
-                        .await?
-                }
-                Some(key) => {
-                    let mut q = sqlx::query(next);
-                    for k in &key {
-                        q = q.bind(k.as_str());
-                    }
-                    q.bind(i64::from(page)).fetch_all(pool).await?
-                }
-            };
-            Ok(rows)
-        }
-    };
+    let fetch =
+        |last| keyset::fetch_page(pool, &first, &next, page, last, |q, k: String| q.bind(k));
     let count = |row: &PgRow| -> Result<()> {
         for (i, c) in counts.iter_mut().enumerate() {
             if let Some(v) = row.try_get::<Option<&str>, _>(nk + i)? {

@@ -4,8 +4,9 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions, SqliteRow};
-use sqlx::{Row as _, SqlitePool, TypeInfo as _, ValueRef as _};
+use sqlx::query::Query;
+use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqlitePoolOptions, SqliteRow};
+use sqlx::{Row as _, Sqlite, SqlitePool, TypeInfo as _, ValueRef as _};
 
 use crate::count::Counts;
 use crate::error::{Error, Result};
@@ -13,10 +14,7 @@ use crate::{keyset, quoted, ColumnPlan, KeyPlan, Progress, TablePlan};
 
 /// Opens `url` read-only; never creates a file.
 pub(crate) async fn connect(url: &str, shown: &str) -> Result<SqlitePool> {
-    let connect_error = |e: sqlx::Error| Error::Connect {
-        target: shown.to_owned(),
-        reason: e.to_string(),
-    };
+    let connect_error = Error::connect(shown);
     let options = SqliteConnectOptions::from_str(url)
         .map_err(connect_error)?
         .create_if_missing(false)
@@ -111,13 +109,6 @@ pub(crate) async fn table_plan(pool: &SqlitePool, name: String) -> Result<TableP
     Ok(TablePlan { name, columns, key })
 }
 
-pub(crate) async fn count_rows(pool: &SqlitePool, t: &TablePlan) -> Result<u64> {
-    let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {}", quoted(&t.name)))
-        .fetch_one(pool)
-        .await?;
-    Ok(u64::try_from(n).unwrap_or(0))
-}
-
 /// A key value as read, bound back as the same storage class.
 #[derive(Clone, Debug)]
 enum KeyValue {
@@ -143,6 +134,19 @@ fn read_key(row: &SqliteRow, i: usize) -> Result<KeyValue> {
     })
 }
 
+/// Binds a key value back as the storage class it was read in.
+fn bind_key<'q>(
+    q: Query<'q, Sqlite, SqliteArguments<'q>>,
+    key: KeyValue,
+) -> Query<'q, Sqlite, SqliteArguments<'q>> {
+    match key {
+        KeyValue::Int(v) => q.bind(v),
+        KeyValue::Real(v) => q.bind(v),
+        KeyValue::Text(v) => q.bind(v),
+        KeyValue::Blob(v) => q.bind(v),
+    }
+}
+
 fn key_names(t: &TablePlan) -> Vec<String> {
     match &t.key {
         KeyPlan::Rowid(alias) => vec![(*alias).to_owned()],
@@ -160,9 +164,7 @@ pub(crate) async fn scan_table(
     progress: &dyn Progress,
 ) -> Result<u64> {
     let keys = key_names(t);
-    if keys.is_empty() {
-        return Err(Error::Database(format!("table '{}' has no key", t.name)));
-    }
+    keyset::require_key(t, &keys)?;
     let key_list = keys.join(", ");
     let cols: Vec<String> = t.columns.iter().map(|c| quoted(&c.name)).collect();
     let select = format!(
@@ -178,32 +180,7 @@ pub(crate) async fn scan_table(
         keys.len() + 1
     );
     let nk = keys.len();
-    let fetch = |last: Option<Vec<KeyValue>>| {
-        let (first, next) = (&first, &next);
-        async move {
-            let rows: Vec<SqliteRow> = match last {
-                None => {
-                    sqlx::query(first)
-                        .bind(i64::from(page))
-                        .fetch_all(pool)
-                        .await?
-                }
-                Some(key) => {
-                    let mut q = sqlx::query(next);
-                    for k in key {
-                        q = match k {
-                            KeyValue::Int(v) => q.bind(v),
-                            KeyValue::Real(v) => q.bind(v),
-                            KeyValue::Text(v) => q.bind(v),
-                            KeyValue::Blob(v) => q.bind(v),
-                        };
-                    }
-                    q.bind(i64::from(page)).fetch_all(pool).await?
-                }
-            };
-            Ok(rows)
-        }
-    };
+    let fetch = |last| keyset::fetch_page(pool, &first, &next, page, last, bind_key);
     let count = |row: &SqliteRow| -> Result<()> {
         for (i, c) in counts.iter_mut().enumerate() {
             count_cell(row, nk + i, c)?;

@@ -318,22 +318,10 @@ fn walk<'a>(v: &'a Value, at: &mut Vec<StepRef<'a>>, out: &mut Vec<Finding>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use keyflow_kms::keyflow_core::{
-        envelope::write, Context, DataKey, KeyVersion, OsRng, PayloadKind, Purpose, SecretKey,
-    };
     use serde_json::json;
 
     fn ciphertext() -> String {
-        let key = DataKey::derive(
-            Purpose::new("userData").unwrap(),
-            KeyVersion::FIRST,
-            &SecretKey::from_slice(&[7; 32]).unwrap(),
-        )
-        .unwrap();
-        let env = key
-            .encrypt(PayloadKind::Text, b"123-45-6789", &Context::new(), &OsRng)
-            .unwrap();
-        write::to_text(&env)
+        keyflow_testkit::ciphertext(b"123-45-6789")
     }
 
     #[test]

@@ -208,69 +208,47 @@ mod sql {
 
     use super::{BlindIndexValue, Encrypted};
 
-    impl<T, DB: Database> Type<DB> for Encrypted<T>
-    where
-        String: Type<DB>,
-    {
-        fn type_info() -> DB::TypeInfo {
-            <String as Type<DB>>::type_info()
-        }
-        fn compatible(ty: &DB::TypeInfo) -> bool {
-            <String as Type<DB>>::compatible(ty)
-        }
+    /// `Type`, `Encode` and `Decode` of a value stored as its text: `|v| text` reads the
+    /// text of a value, `parse` makes one from a decoded `String` (refusing what is not
+    /// one).
+    macro_rules! text_column {
+        ($ty:ident $(<$g:ident>)?, |$v:ident| $text:expr, $parse:expr) => {
+            impl<$($g,)? DB: Database> Type<DB> for $ty$(<$g>)?
+            where
+                String: Type<DB>,
+            {
+                fn type_info() -> DB::TypeInfo {
+                    <String as Type<DB>>::type_info()
+                }
+                fn compatible(ty: &DB::TypeInfo) -> bool {
+                    <String as Type<DB>>::compatible(ty)
+                }
+            }
+
+            impl<'q, $($g,)? DB: Database> Encode<'q, DB> for $ty$(<$g>)?
+            where
+                String: Encode<'q, DB>,
+            {
+                fn encode_by_ref(
+                    &self,
+                    buf: &mut <DB as Database>::ArgumentBuffer<'q>,
+                ) -> Result<IsNull, BoxDynError> {
+                    let $v = self;
+                    $text.encode_by_ref(buf)
+                }
+            }
+
+            impl<'r, $($g,)? DB: Database> Decode<'r, DB> for $ty$(<$g>)?
+            where
+                String: Decode<'r, DB>,
+            {
+                fn decode(value: <DB as Database>::ValueRef<'r>) -> Result<Self, BoxDynError> {
+                    Ok($parse(String::decode(value)?)?)
+                }
+            }
+        };
     }
 
-    impl<'q, T, DB: Database> Encode<'q, DB> for Encrypted<T>
-    where
-        String: Encode<'q, DB>,
-    {
-        fn encode_by_ref(
-            &self,
-            buf: &mut <DB as Database>::ArgumentBuffer<'q>,
-        ) -> Result<IsNull, BoxDynError> {
-            self.text.encode_by_ref(buf)
-        }
-    }
-
-    impl<'r, T, DB: Database> Decode<'r, DB> for Encrypted<T>
-    where
-        String: Decode<'r, DB>,
-    {
-        fn decode(value: <DB as Database>::ValueRef<'r>) -> Result<Self, BoxDynError> {
-            Ok(Encrypted::from_ciphertext(String::decode(value)?)?)
-        }
-    }
-
-    impl<DB: Database> Type<DB> for BlindIndexValue
-    where
-        String: Type<DB>,
-    {
-        fn type_info() -> DB::TypeInfo {
-            <String as Type<DB>>::type_info()
-        }
-        fn compatible(ty: &DB::TypeInfo) -> bool {
-            <String as Type<DB>>::compatible(ty)
-        }
-    }
-
-    impl<'q, DB: Database> Encode<'q, DB> for BlindIndexValue
-    where
-        String: Encode<'q, DB>,
-    {
-        fn encode_by_ref(
-            &self,
-            buf: &mut <DB as Database>::ArgumentBuffer<'q>,
-        ) -> Result<IsNull, BoxDynError> {
-            self.0.encode_by_ref(buf)
-        }
-    }
-
-    impl<'r, DB: Database> Decode<'r, DB> for BlindIndexValue
-    where
-        String: Decode<'r, DB>,
-    {
-        fn decode(value: <DB as Database>::ValueRef<'r>) -> Result<Self, BoxDynError> {
-            Ok(BlindIndexValue::new(String::decode(value)?)?)
-        }
-    }
+    text_column!(Encrypted<T>, |e| e.text, Encrypted::from_ciphertext);
+    text_column!(BlindIndexValue, |b| b.0, BlindIndexValue::new);
 }

@@ -55,6 +55,15 @@ fn rec(purpose: &str, version: u32, now: i64) -> KeyVersionRecord {
     }
 }
 
+/// Version `n` of `purpose` as stored (it must exist).
+async fn stored(store: &dyn Keystore, purpose: &str, n: u32) -> KeyVersionRecord {
+    store
+        .get_version(&p(purpose), v(n))
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("{purpose} v{n} is stored"))
+}
+
 /// Rotates `purpose` once as a client would: read the active version, try to insert
 /// the next, retry on conflict. Returns the version it created.
 async fn rotate_once(store: &dyn Keystore, purpose: &str) -> u32 {
@@ -267,11 +276,7 @@ pub async fn first_version_and_lookups(store: Arc<dyn Keystore>) {
         CreateOutcome::AlreadyExists,
         "create_first: second call changes nothing"
     );
-    let got = store
-        .get_version(&p("userData"), v(1))
-        .await
-        .unwrap()
-        .unwrap();
+    let got = stored(&*store, "userData", 1).await;
     assert_eq!(
         got, first,
         "record round-trips exactly (wrapped bytes included)"
@@ -303,11 +308,7 @@ pub async fn rotation_semantics(store: Arc<dyn Keystore>) {
         RotateOutcome::Rotated
     );
     assert_ring(&*store, "financialData", 2).await;
-    let old = store
-        .get_version(&p("financialData"), v(1))
-        .await
-        .unwrap()
-        .unwrap();
+    let old = stored(&*store, "financialData", 1).await;
     assert_eq!(
         old.status_changed_at, 20,
         "rotation stamps the demoted version"
@@ -418,11 +419,7 @@ pub async fn usage_counters(store: Arc<dyn Keystore>) {
     for t in tasks {
         t.await.unwrap();
     }
-    let r = store
-        .get_version(&p("userData"), v(1))
-        .await
-        .unwrap()
-        .unwrap();
+    let r = stored(&*store, "userData", 1).await;
     assert_eq!(
         r.encryptions,
         40 * 4096,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use keyflow_kms::keystore::{Keystore, WriteOutcome};
 use keyflow_kms::model::{KeyStatus, Policy, RewrappedKey, StatusChange, StatusOutcome};
 
-use crate::{p, rec, rotate_once, v};
+use crate::{p, rec, rotate_once, stored, v};
 
 /// Policies are absent until set, then round-trip exactly and can be replaced.
 pub async fn policies(store: Arc<dyn Keystore>) {
@@ -60,11 +60,7 @@ pub async fn status_changes(store: Arc<dyn Keystore>) {
         StatusOutcome::Changed
     );
     assert!(store.generation().await.unwrap() > g0, "generation bumped");
-    let r = store
-        .get_version(&p("userData"), v(1))
-        .await
-        .unwrap()
-        .unwrap();
+    let r = stored(&*store, "userData", 1).await;
     assert_eq!((r.status, r.status_changed_at), (Revoked, 100));
     assert_eq!(r.revoked_reason.as_deref(), Some("laptop stolen"));
     assert!(r.wrapped_key.is_some(), "revocation keeps the material");
@@ -105,11 +101,7 @@ pub async fn status_changes(store: Arc<dyn Keystore>) {
         store.set_status(&reinstate).await.unwrap(),
         StatusOutcome::Changed
     );
-    let r = store
-        .get_version(&p("userData"), v(1))
-        .await
-        .unwrap()
-        .unwrap();
+    let r = stored(&*store, "userData", 1).await;
     assert_eq!((r.status, r.revoked_reason), (Deprecated, None));
     store
         .set_status(&change(1, &[Rotating, Deprecated], Revoked, 400))
@@ -122,11 +114,7 @@ pub async fn status_changes(store: Arc<dyn Keystore>) {
             .unwrap(),
         StatusOutcome::Changed
     );
-    let r = store
-        .get_version(&p("userData"), v(1))
-        .await
-        .unwrap()
-        .unwrap();
+    let r = stored(&*store, "userData", 1).await;
     assert_eq!(r.status, Destroyed);
     assert_eq!(r.wrapped_key, None, "destroyed: material erased");
     assert_eq!(r.revoked_reason.as_deref(), Some("laptop stolen"));

@@ -115,7 +115,9 @@ pub fn retired_path(path: &Path, kek_id: &str) -> PathBuf {
     sibling(path, &format!("retired-{kek_id}"))
 }
 
-pub(crate) fn sibling(path: &Path, suffix: &str) -> PathBuf {
+/// `<path>.<suffix>`: a file beside `path`, named after it (`kek` when `path` has no
+/// file name).
+pub fn sibling(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path
         .file_name()
         .map(|n| n.to_os_string())

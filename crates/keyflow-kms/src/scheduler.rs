@@ -33,6 +33,17 @@ pub enum ActionKind {
     Deprecate,
 }
 
+impl ActionKind {
+    /// The operation an audit record of this action names (a rotation, whatever its
+    /// trigger, is `keys.rotate`, as when an admin rotates).
+    pub fn operation(self) -> &'static str {
+        match self {
+            ActionKind::RotateDue | ActionKind::RotateBudget => "keys.rotate",
+            ActionKind::Deprecate => "keys.deprecate",
+        }
+    }
+}
+
 /// One planned (and, unless a dry run, applied) action. Serializes as before the
 /// fields were typed: `purpose` a string, `version` a number, `outcome` its text.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use keyflow_core::kek::Kek;
 use keyflow_core::OsRng;
@@ -154,6 +155,37 @@ fn a_dead_writers_journal_is_recovered_without_loss_or_duplicates() {
             .unwrap();
         assert!(again.is_empty());
     });
+}
+
+/// At load, records that arrive while a drain transaction commits wait for the next
+/// interval: one transaction per interval, not one per commit time (which would make each
+/// transaction only as large as one commit's time gathers).
+#[tokio::test(start_paused = true)]
+async fn records_arriving_during_a_commit_wait_for_the_next_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let kek = Kek::generate(&OsRng).unwrap();
+    let memory = Arc::new(MemoryKeystore::new());
+    // Each transaction takes 20 ms; a record arrives every 2 ms for 500 ms.
+    let store = Arc::new(FlakyAudit::slow(memory.clone(), Duration::from_millis(20)));
+    let log = journaled(store.clone(), &kek, dir.path());
+    for i in 0..250 {
+        log.record(event(i)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    log.flush().await.unwrap();
+    assert_eq!(
+        ids(&*memory).await,
+        expected(0..250),
+        "every record, in order"
+    );
+    // 50 ms of gathering + 20 ms of commit per transaction: ~8 in 500 ms, plus the
+    // flush's. Starting the next transaction as soon as one commits would take ~23.
+    let transactions = store.journaled_appends.load(Ordering::SeqCst);
+    assert!(
+        (2..=10).contains(&transactions),
+        "{transactions} transactions for 500 ms of records"
+    );
+    log.close().await.unwrap();
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use keyflow_kms::audit::verify::{
 };
 use keyflow_kms::audit::{
     AuditEvent, AuditFilter, AuditSealer, AuditStore, ChainBreak, ChainHead, Checkpoint,
-    CheckpointError, JournalMark, Source, StoredAudit,
+    CheckpointError, EncodedEvent, JournalMark, Source, StoredAudit,
 };
 use keyflow_kms::StoreError;
 use keyflow_testkit::MemoryKeystore;
@@ -51,7 +51,7 @@ impl AuditStore for Tampered {
     async fn append_audit_from(
         &self,
         sealer: &AuditSealer,
-        events: &[AuditEvent],
+        events: &[EncodedEvent],
         mark: &JournalMark,
     ) -> Result<ChainHead, StoreError> {
         self.inner.append_audit_from(sealer, events, mark).await

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use keyflow_kms::{Context, EncryptionService};
+use keyflow_kms::{Context, EncryptionService, Purpose};
 use keyflow_legacy::fields::{is_legacy_document, legacy_fields, ENCRYPTED, ENCRYPTION_VERSION};
 use keyflow_legacy::package::typed_value;
 use keyflow_legacy::{convert, LegacyError, LegacyKeyring, Package};
@@ -125,6 +125,24 @@ fn answer(plaintext: &[u8]) -> Value {
     }
 }
 
+/// Parses the legacy package `text` and loads the legacy key ring, once `who` may use
+/// the purpose of the package's key (an unknown or unusable key fails as decryption).
+async fn authorized(
+    reads: &LegacyReads,
+    state: &AppState,
+    who: &Principal,
+    text: &str,
+) -> Result<(Package, Arc<LegacyKeyring>, Purpose), ApiError> {
+    let package = Package::parse(text).map_err(api_error)?;
+    let ring = reads.ring(&state.service).await?;
+    let purpose = ring
+        .purpose_of(&package.key_id)
+        .ok_or(ApiError::DecryptionFailed)?
+        .clone();
+    who.require_purpose(&purpose)?;
+    Ok((package, ring, purpose))
+}
+
 /// Decrypts `text` if it is a legacy package and transition reads are on (`None`:
 /// not for this module). Returns the answer and the purpose it was authorized under.
 pub async fn decrypt_package(
@@ -134,13 +152,7 @@ pub async fn decrypt_package(
 ) -> Option<Result<(Value, String), ApiError>> {
     let reads = applies(state, text)?;
     let result = async {
-        let package = Package::parse(text).map_err(api_error)?;
-        let ring = reads.ring(&state.service).await?;
-        let purpose = ring
-            .purpose_of(&package.key_id)
-            .ok_or(ApiError::DecryptionFailed)?
-            .clone();
-        who.require_purpose(&purpose)?;
+        let (package, ring, purpose) = authorized(reads, state, who, text).await?;
         let (_, plaintext) = ring.open_package(&package).map_err(api_error)?;
         Ok((answer(&plaintext), purpose.to_string()))
     }
@@ -159,12 +171,7 @@ pub async fn rewrap_package(
 ) -> Option<Result<Value, ApiError>> {
     let reads = applies(state, text)?;
     let result = async {
-        let package = Package::parse(text).map_err(api_error)?;
-        let ring = reads.ring(&state.service).await?;
-        let purpose = ring
-            .purpose_of(&package.key_id)
-            .ok_or(ApiError::DecryptionFailed)?;
-        who.require_purpose(purpose)?;
+        let (package, ring, _) = authorized(reads, state, who, text).await?;
         let ct = convert::convert_package(&state.service, &ring, text, ctx)
             .await
             .map_err(api_error)?;

@@ -40,6 +40,23 @@ impl Modify for BearerAuth {
     }
 }
 
+/// Every operation of `doc`, whatever its method (the API uses these five).
+fn operations_mut(
+    doc: &mut utoipa::openapi::OpenApi,
+) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
+    doc.paths.paths.values_mut().flat_map(|item| {
+        [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+    })
+}
+
 /// Every operation whose request body is JSON also answers 415 (`unsupported_media_type`)
 /// when the request's `Content-Type` is not `application/json` (the check is in
 /// [`crate::extract::JsonBody`], shared by every such route, so it is documented here
@@ -56,24 +73,15 @@ impl Modify for JsonOnly {
                 Content::new(Some(Ref::from_schema_name("ErrorBody"))),
             )
             .build();
-        for item in doc.paths.paths.values_mut() {
-            let operations = [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
-            ];
-            for op in operations.into_iter().flatten() {
-                let json = op
-                    .request_body
-                    .as_ref()
-                    .is_some_and(|b| b.content.contains_key("application/json"));
-                if json {
-                    op.responses
-                        .responses
-                        .insert("415".into(), refused.clone().into());
-                }
+        for op in operations_mut(doc) {
+            let json = op
+                .request_body
+                .as_ref()
+                .is_some_and(|b| b.content.contains_key("application/json"));
+            if json {
+                op.responses
+                    .responses
+                    .insert("415".into(), refused.clone().into());
             }
         }
     }
@@ -97,42 +105,33 @@ impl Modify for ErrorResponses {
                 .build()
                 .into()
         };
-        for item in doc.paths.paths.values_mut() {
-            let operations = [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
-            ];
-            for op in operations.into_iter().flatten() {
-                let takes_input = op.request_body.is_some()
-                    || op.parameters.as_ref().is_some_and(|p| !p.is_empty());
-                let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
-                let responses = &mut op.responses.responses;
-                let mut add = |code: &str, text: &str| {
-                    responses
-                        .entry(code.into())
-                        .or_insert_with(|| response(text));
-                };
-                if takes_input {
-                    add(
-                        "400",
-                        "The query string or body does not parse, or a value is invalid",
-                    );
-                }
-                if secured {
-                    add("401", "Missing, unknown, expired or revoked token");
-                    add("403", "The token's role or purposes do not allow this");
-                }
-                add("503", "Overloaded, the audit trail cannot be written (fail closed), or the keystore is unavailable");
-                // Documented error codes without a body schema get the error shape.
-                for (code, resp) in responses.iter_mut() {
-                    let is_error = code.starts_with('4') || code.starts_with('5');
-                    if let (true, RefOr::T(r)) = (is_error, resp) {
-                        if r.content.is_empty() {
-                            r.content.insert("application/json".into(), error());
-                        }
+        for op in operations_mut(doc) {
+            let takes_input =
+                op.request_body.is_some() || op.parameters.as_ref().is_some_and(|p| !p.is_empty());
+            let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
+            let responses = &mut op.responses.responses;
+            let mut add = |code: &str, text: &str| {
+                responses
+                    .entry(code.into())
+                    .or_insert_with(|| response(text));
+            };
+            if takes_input {
+                add(
+                    "400",
+                    "The query string or body does not parse, or a value is invalid",
+                );
+            }
+            if secured {
+                add("401", "Missing, unknown, expired or revoked token");
+                add("403", "The token's role or purposes do not allow this");
+            }
+            add("503", "Overloaded, the audit trail cannot be written (fail closed), or the keystore is unavailable");
+            // Documented error codes without a body schema get the error shape.
+            for (code, resp) in responses.iter_mut() {
+                let is_error = code.starts_with('4') || code.starts_with('5');
+                if let (true, RefOr::T(r)) = (is_error, resp) {
+                    if r.content.is_empty() {
+                        r.content.insert("application/json".into(), error());
                     }
                 }
             }
@@ -164,7 +163,7 @@ impl Modify for ErrorResponses {
         lifecycle::RewrapRequest,
         compliance::ComplianceReport, compliance::ComplianceSummary,
         compliance::ComplianceStandards, compliance::ComplianceControl,
-        compliance::InventoryEntry, compliance::LegacyEntry,
+        keyflow_compliance::report::InventoryItem, compliance::LegacyEntry,
     )),
     modifiers(&BearerAuth, &JsonOnly, &ErrorResponses)
 )]

@@ -20,7 +20,7 @@ use std::time::Duration;
 use keyflow_kms::audit::verify::{self, PruneOutcome, Verified, VerifyError};
 use keyflow_kms::audit::{AuditEvent, AuditSealer, AuditStore, ChainHead, Source};
 use keyflow_kms::clock::rfc3339;
-use keyflow_kms::scheduler::{ActionKind, PassReport, SCHEDULER_LEASE};
+use keyflow_kms::scheduler::{PassReport, SCHEDULER_LEASE};
 use keyflow_kms::KmsError;
 use serde_json::json;
 use tokio::task::JoinSet;
@@ -224,10 +224,7 @@ pub fn scheduler_events(
                 .iter()
                 .filter(|a| a.outcome.is_attempted())
                 .map(|a| {
-                    let operation = match a.kind {
-                        ActionKind::RotateDue | ActionKind::RotateBudget => "keys.rotate",
-                        ActionKind::Deprecate => "keys.deprecate",
-                    };
+                    let operation = a.kind.operation();
                     let mut e = AuditEvent::new(now, Source::Scheduler, actor.clone(), operation);
                     e.purposes = vec![a.purpose.to_string()];
                     e.versions = vec![a.version.get()];
@@ -513,7 +510,7 @@ const DAY_MS: i64 = keyflow_kms::model::DAY_MS;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use keyflow_kms::scheduler::{Action, ActionOutcome};
+    use keyflow_kms::scheduler::{Action, ActionKind, ActionOutcome};
 
     #[test]
     fn scheduler_passes_become_audit_events() {

@@ -14,7 +14,7 @@ use common::{bounded, client_config, Client};
 use keyflow_kms::audit::{AuditStore, MAX_PAGE};
 use keyflow_kms::ServiceConfig;
 use keyflow_server::launch::{self, Stores};
-use keyflow_server::settings::{Backend, ServeArgs, ServeError, Settings, Site};
+use keyflow_server::settings::{Backend, ServeArgs, ServeError, Settings, Site, SiteFacts};
 use keyflow_store_sqlite::SqliteKeystore;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
@@ -25,12 +25,14 @@ use tokio::sync::oneshot;
 /// with no KEK password configured (dev mode generates one).
 fn site(data: &Path) -> Site {
     Site {
-        production: false,
-        data_dir: data.to_owned(),
-        kek_path: data.join("kek.json"),
-        audit_journal_dir: data.join("audit-journal"),
-        service: ServiceConfig::default(),
-        backend: Backend::Sqlite(data.join("keyflow.db")),
+        facts: SiteFacts {
+            production: false,
+            data_dir: data.to_owned(),
+            kek_path: data.join("kek.json"),
+            audit_journal_dir: data.join("audit-journal"),
+            service: ServiceConfig::default(),
+            backend: Backend::Sqlite(data.join("keyflow.db")),
+        },
         kek_password: Err("KEK_PASSWORD is not set (nor KEYFLOW_KEK_PASSWORD_FILE)".into()),
     }
 }
@@ -127,10 +129,8 @@ fn settings_refuse_what_keyflow_serve_refuses_before_opening_the_keystore() {
         Err(ServeError::Config(m)) => m,
         other => panic!("{flags:?}: expected a configuration error, got {other:?}"),
     };
-    let production = Site {
-        production: true,
-        ..site(&data)
-    };
+    let mut production = site(&data);
+    production.facts.production = true;
     assert_eq!(
         refused(&["--dev"], production),
         "--dev is refused in production"

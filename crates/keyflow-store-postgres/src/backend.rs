@@ -10,8 +10,8 @@ use keyflow_kms::keyflow_core::to_hex;
 use keyflow_kms::keystore::StoreError;
 use keyflow_store_sql::rows::audit::{purposes_column, seq_column, COLUMNS as AUDIT_COLUMNS};
 use keyflow_store_sql::rows::SqlRow;
-use keyflow_store_sql::{bind_all, db_error, Backend, Stmt, Tx};
-use sqlx::postgres::PgRow;
+use keyflow_store_sql::{db_error, Backend, Tx};
+use sqlx::postgres::{PgQueryResult, PgRow};
 use sqlx::{PgPool, Postgres};
 use tokio::sync::Notify;
 
@@ -39,43 +39,8 @@ impl Backend for PostgresBackend {
         &self.pool
     }
 
-    async fn execute(
-        &self,
-        tx: Option<&mut Tx<Self>>,
-        stmt: &Stmt<'_>,
-    ) -> Result<u64, sqlx::Error> {
-        let query = bind_all(sqlx::query(stmt.sql()), stmt.args());
-        let done = match tx {
-            Some(tx) => query.execute(&mut **tx).await?,
-            None => query.execute(&self.pool).await?,
-        };
-        Ok(done.rows_affected())
-    }
-
-    async fn fetch_optional(
-        &self,
-        tx: Option<&mut Tx<Self>>,
-        stmt: &Stmt<'_>,
-    ) -> Result<Option<Self::Row>, sqlx::Error> {
-        let query = bind_all(sqlx::query(stmt.sql()), stmt.args());
-        let row = match tx {
-            Some(tx) => query.fetch_optional(&mut **tx).await?,
-            None => query.fetch_optional(&self.pool).await?,
-        };
-        Ok(row.map(SqlRow))
-    }
-
-    async fn fetch_all(
-        &self,
-        tx: Option<&mut Tx<Self>>,
-        stmt: &Stmt<'_>,
-    ) -> Result<Vec<Self::Row>, sqlx::Error> {
-        let query = bind_all(sqlx::query(stmt.sql()), stmt.args());
-        let rows = match tx {
-            Some(tx) => query.fetch_all(&mut **tx).await?,
-            None => query.fetch_all(&self.pool).await?,
-        };
-        Ok(rows.into_iter().map(SqlRow).collect())
+    fn rows_affected(done: &PgQueryResult) -> u64 {
+        done.rows_affected()
     }
 
     /// In one statement, one array per column (one round trip whatever the batch).

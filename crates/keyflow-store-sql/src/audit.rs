@@ -14,12 +14,12 @@ use async_trait::async_trait;
 use keyflow_core::to_hex;
 use keyflow_kms::audit::{
     check_prune, AuditEvent, AuditFilter, AuditSealer, AuditStore, ChainHead, Checkpoint,
-    JournalMark, StoredAudit,
+    EncodedEvent, JournalMark, StoredAudit,
 };
 use keyflow_kms::keystore::StoreError;
 
 use crate::rows::audit::{
-    anchor, escape_purpose, head, page, record, seq_column, stored_mac, ANCHOR_COLUMNS, COLUMNS,
+    anchor, escape_purpose, head, record, seq_column, stored_mac, ANCHOR_COLUMNS, COLUMNS,
 };
 use crate::rows::Columns;
 use crate::{Backend, SqlKeystore, Stmt, Txn};
@@ -60,29 +60,17 @@ impl<B: Backend> SqlKeystore<B> {
     async fn append(
         &self,
         sealer: &AuditSealer,
-        events: &[AuditEvent],
+        events: &[EncodedEvent],
         mark: Option<&JournalMark>,
     ) -> Result<ChainHead, StoreError> {
         if events.is_empty() {
             return self.audit_head().await;
         }
         let mut tx = self.begin_audit().await?;
-        let mut head = read_head(&mut tx, true).await?;
-        let mut sealed = Vec::with_capacity(events.len());
-        for event in events {
-            let seq = head
-                .seq
-                .checked_add(1)
-                .ok_or_else(|| StoreError::Backend("the audit chain is full".into()))?;
-            let record = sealer
-                .seal(&head.mac, seq, event)
-                .map_err(|e| StoreError::Backend(format!("cannot seal an audit event: {e}")))?;
-            head = ChainHead {
-                seq,
-                mac: record.mac,
-            };
-            sealed.push(record);
-        }
+        let head = read_head(&mut tx, true).await?;
+        let (sealed, head) = sealer
+            .seal_after(head, events)
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
         self.backend.insert_audit(tx.raw(), &sealed).await?;
         tx.exec(
             Stmt::new("UPDATE keyflow_audit_head SET seq = $1, mac = $2 WHERE id = 1")
@@ -113,13 +101,15 @@ impl<B: Backend> AuditStore for SqlKeystore<B> {
         sealer: &AuditSealer,
         events: &[AuditEvent],
     ) -> Result<ChainHead, StoreError> {
-        self.append(sealer, events, None).await
+        let events = EncodedEvent::all(events)
+            .map_err(|e| StoreError::Backend(format!("cannot encode an audit event: {e}")))?;
+        self.append(sealer, &events, None).await
     }
 
     async fn append_audit_from(
         &self,
         sealer: &AuditSealer,
-        events: &[AuditEvent],
+        events: &[EncodedEvent],
         mark: &JournalMark,
     ) -> Result<ChainHead, StoreError> {
         self.append(sealer, events, Some(mark)).await
@@ -253,7 +243,7 @@ impl<B: Backend> AuditStore for SqlKeystore<B> {
         for arg in args {
             stmt = stmt.bind(arg);
         }
-        let rows = self.all(stmt.bind(page(filter.limit))).await?;
+        let rows = self.all(stmt.bind(i64::from(filter.page_size()))).await?;
         rows.iter().map(record).collect()
     }
 }

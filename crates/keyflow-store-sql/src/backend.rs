@@ -1,5 +1,6 @@
-//! What a SQL backend supplies: running a [`Stmt`] on its pool or inside a
-//! transaction, and the few places where its SQL differs (the dialect).
+//! What a SQL backend supplies: its driver and pool (statements run through
+//! [`Driver`], written once for both), and the few places where its SQL differs (the
+//! dialect).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,43 +11,29 @@ use keyflow_kms::keystore::StoreError;
 use sqlx::{Database, Pool, Transaction};
 use tokio::sync::Notify;
 
+use crate::driver::Driver;
 use crate::rows::Columns;
-use crate::stmt::Stmt;
 
 /// A transaction of backend `B`.
 pub type Tx<B> = Transaction<'static, <B as Backend>::Db>;
 
 /// A SQL database the keystore runs on. The statements, the transactions and the row
-/// decoding live in this crate, written once; a backend connects, migrates, runs
-/// statements and says where its SQL differs.
+/// decoding live in this crate, written once; a backend connects, migrates, names its
+/// driver ([`Driver`] runs the statements) and says where its SQL differs.
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
-    /// The sqlx driver.
-    type Db: Database;
+    /// The sqlx driver (every driver that binds [`Stmt`](crate::Stmt)'s values is a
+    /// [`Driver`]).
+    type Db: Driver;
     /// A fetched row.
-    type Row: Columns + Send + Sync;
+    type Row: Columns + Send + Sync + From<<Self::Db as Database>::Row>;
 
     /// The connection pool.
     fn pool(&self) -> &Pool<Self::Db>;
 
-    /// Runs `stmt` (inside `tx`, or on the pool) and returns the number of rows it
-    /// changed.
-    async fn execute(&self, tx: Option<&mut Tx<Self>>, stmt: &Stmt<'_>)
-        -> Result<u64, sqlx::Error>;
-
-    /// Runs `stmt` and returns its first row, if any.
-    async fn fetch_optional(
-        &self,
-        tx: Option<&mut Tx<Self>>,
-        stmt: &Stmt<'_>,
-    ) -> Result<Option<Self::Row>, sqlx::Error>;
-
-    /// Runs `stmt` and returns every row.
-    async fn fetch_all(
-        &self,
-        tx: Option<&mut Tx<Self>>,
-        stmt: &Stmt<'_>,
-    ) -> Result<Vec<Self::Row>, sqlx::Error>;
+    /// How many rows a statement changed (sqlx's drivers each have their own result
+    /// type, with no common accessor).
+    fn rows_affected(done: &<Self::Db as Database>::QueryResult) -> u64;
 
     // --- The dialect ---
 

@@ -82,6 +82,30 @@ pub(crate) async fn check_kek<B: Backend>(
 }
 
 impl<B: Backend> SqlKeystore<B> {
+    /// Begins the transaction of a restore or an import: bumps the generation, checks
+    /// the KEK, and inserts every one of `records` as new. `None` when one could not be
+    /// (`is_conflict` says which driver errors mean that): everything is rolled back.
+    pub(crate) async fn begin_inserting(
+        &self,
+        records: &[KeyVersionRecord],
+        is_conflict: fn(&sqlx::Error) -> bool,
+    ) -> Result<Option<Txn<'_, B>>, StoreError> {
+        let sealer = self.sealer()?;
+        let mut tx = self.begin().await?;
+        tx.bump().await?;
+        check_kek(&mut tx, records).await?;
+        for r in records {
+            match insert_version(&mut tx, r, false, &sealer).await {
+                Ok(1) => {}
+                // A failed statement may have aborted the transaction: roll it all back.
+                Ok(_) => return conflict(tx).await.map(|_| None),
+                Err(e) if is_conflict(&e) => return conflict(tx).await.map(|_| None),
+                Err(e) => return Err(db_error(e)),
+            }
+        }
+        Ok(Some(tx))
+    }
+
     async fn version_where(
         &self,
         condition: &str,
@@ -296,19 +320,9 @@ impl<B: Backend> KeyVersions for SqlKeystore<B> {
         &self,
         records: &[KeyVersionRecord],
     ) -> Result<WriteOutcome, StoreError> {
-        let sealer = self.sealer()?;
-        let mut tx = self.begin().await?;
-        tx.bump().await?;
-        check_kek(&mut tx, records).await?;
-        for r in records {
-            match insert_version(&mut tx, r, false, &sealer).await {
-                Ok(1) => {}
-                // A failed statement may have aborted the transaction: roll it all back.
-                Ok(_) => return conflict(tx).await,
-                Err(e) if is_insert_conflict(&e) => return conflict(tx).await,
-                Err(e) => return Err(db_error(e)),
-            }
-        }
+        let Some(tx) = self.begin_inserting(records, is_insert_conflict).await? else {
+            return Ok(WriteOutcome::Conflict);
+        };
         tx.commit().await?;
         Ok(WriteOutcome::Applied)
     }

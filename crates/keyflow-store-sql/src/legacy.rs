@@ -8,7 +8,6 @@ use keyflow_kms::legacy::LegacyKeyRecord;
 use keyflow_kms::model::KeyVersionRecord;
 
 use crate::error::is_constraint_violation;
-use crate::keys::{check_kek, insert_version};
 use crate::rows::Columns;
 use crate::{conflict, db_error, Backend, SqlKeystore, Stmt};
 
@@ -41,18 +40,12 @@ impl<B: Backend> LegacyKeys for SqlKeystore<B> {
         versions: &[KeyVersionRecord],
         keys: &[LegacyKeyRecord],
     ) -> Result<WriteOutcome, StoreError> {
-        let sealer = self.sealer()?;
-        let mut tx = self.begin().await?;
-        tx.bump().await?;
-        check_kek(&mut tx, versions).await?;
-        for r in versions {
-            match insert_version(&mut tx, r, false, &sealer).await {
-                Ok(1) => {}
-                Ok(_) => return conflict(tx).await,
-                Err(e) if is_constraint_violation(&e) => return conflict(tx).await,
-                Err(e) => return Err(db_error(e)),
-            }
-        }
+        let Some(mut tx) = self
+            .begin_inserting(versions, is_constraint_violation)
+            .await?
+        else {
+            return Ok(WriteOutcome::Conflict);
+        };
         for k in keys {
             let done = tx
                 .try_exec(

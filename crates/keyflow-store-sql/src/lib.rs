@@ -36,6 +36,7 @@ mod access;
 mod audit;
 mod backend;
 mod coordination;
+mod driver;
 mod error;
 mod kek;
 mod keys;
@@ -44,6 +45,7 @@ pub mod rows;
 mod stmt;
 
 pub use backend::{Backend, FileBackend, Tx, UrlBackend};
+pub use driver::Driver;
 pub use error::db_error;
 pub use stmt::{bind_all, Arg, Stmt};
 
@@ -89,20 +91,26 @@ impl<B: Backend> SqlKeystore<B> {
 
     /// Runs `stmt` on the pool; the number of rows it changed.
     pub(crate) async fn exec(&self, stmt: Stmt<'_>) -> Result<u64, StoreError> {
-        self.backend.execute(None, &stmt).await.map_err(db_error)
+        let done = B::Db::execute_stmt(self.backend.pool(), None, &stmt)
+            .await
+            .map_err(db_error)?;
+        Ok(B::rows_affected(&done))
     }
 
     /// Runs `stmt` on the pool; its first row.
     pub(crate) async fn one(&self, stmt: Stmt<'_>) -> Result<Option<B::Row>, StoreError> {
-        self.backend
-            .fetch_optional(None, &stmt)
+        let row = B::Db::fetch_optional_stmt(self.backend.pool(), None, &stmt)
             .await
-            .map_err(db_error)
+            .map_err(db_error)?;
+        Ok(row.map(B::Row::from))
     }
 
     /// Runs `stmt` on the pool; every row.
     pub(crate) async fn all(&self, stmt: Stmt<'_>) -> Result<Vec<B::Row>, StoreError> {
-        self.backend.fetch_all(None, &stmt).await.map_err(db_error)
+        let rows = B::Db::fetch_all_stmt(self.backend.pool(), None, &stmt)
+            .await
+            .map_err(db_error)?;
+        Ok(rows.into_iter().map(B::Row::from).collect())
     }
 
     /// Begins a transaction.
@@ -161,23 +169,24 @@ impl<B: Backend> Txn<'_, B> {
 
     /// Runs `stmt`, keeping the driver's error (to tell a constraint violation).
     pub(crate) async fn try_exec(&mut self, stmt: Stmt<'_>) -> Result<u64, sqlx::Error> {
-        self.backend.execute(Some(&mut self.tx), &stmt).await
+        let done = B::Db::execute_stmt(self.backend.pool(), Some(&mut self.tx), &stmt).await?;
+        Ok(B::rows_affected(&done))
     }
 
     /// Runs `stmt`; its first row.
     pub(crate) async fn one(&mut self, stmt: Stmt<'_>) -> Result<Option<B::Row>, StoreError> {
-        self.backend
-            .fetch_optional(Some(&mut self.tx), &stmt)
+        let row = B::Db::fetch_optional_stmt(self.backend.pool(), Some(&mut self.tx), &stmt)
             .await
-            .map_err(db_error)
+            .map_err(db_error)?;
+        Ok(row.map(B::Row::from))
     }
 
     /// Runs `stmt`; every row.
     pub(crate) async fn all(&mut self, stmt: Stmt<'_>) -> Result<Vec<B::Row>, StoreError> {
-        self.backend
-            .fetch_all(Some(&mut self.tx), &stmt)
+        let rows = B::Db::fetch_all_stmt(self.backend.pool(), Some(&mut self.tx), &stmt)
             .await
-            .map_err(db_error)
+            .map_err(db_error)?;
+        Ok(rows.into_iter().map(B::Row::from).collect())
     }
 
     /// Bumps the change generation (see [`Backend::BUMP_GENERATION`]).
@@ -249,6 +258,11 @@ macro_rules! keystore_migrations {
                 8,
                 "legacy keys",
                 include_str!(concat!($dir, "/0008_legacy_keys.sql")),
+            ),
+            (
+                9,
+                "audit lean indexes",
+                include_str!(concat!($dir, "/0009_audit_lean_indexes.sql")),
             ),
         ])
     };

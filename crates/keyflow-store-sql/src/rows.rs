@@ -34,6 +34,12 @@ pub trait Columns {
 /// types).
 pub struct SqlRow<R>(pub R);
 
+impl<R> From<R> for SqlRow<R> {
+    fn from(row: R) -> Self {
+        SqlRow(row)
+    }
+}
+
 impl<R> Columns for SqlRow<R>
 where
     R: Row,
@@ -135,17 +141,9 @@ pub fn trusted_versions<C: Columns>(
     rows: impl IntoIterator<Item = C>,
     sealer: &RowSealer,
 ) -> Result<Vec<KeyVersionRecord>, StoreError> {
-    let mut out = Vec::new();
-    for row in rows {
-        let record = version_record(&row)?;
-        if sealer
-            .check_version(&record, row_mac(&row)?.as_deref())
-            .is_ok()
-        {
-            out.push(record);
-        }
-    }
-    Ok(out)
+    trusted(rows, version_record, |r, mac| {
+        sealer.check_version(r, mac).is_ok()
+    })
 }
 
 /// The `api_tokens` rows that pass their MAC check. A row that fails is refused —
@@ -156,13 +154,22 @@ pub fn trusted_tokens<C: Columns>(
     rows: impl IntoIterator<Item = C>,
     sealer: &RowSealer,
 ) -> Result<Vec<TokenRecord>, StoreError> {
+    trusted(rows, token_record, |r, mac| {
+        sealer.check_token(r, mac).is_ok()
+    })
+}
+
+/// The records of `rows` whose MAC `passes` its check; a row that does not decode is
+/// an error.
+fn trusted<C: Columns, R>(
+    rows: impl IntoIterator<Item = C>,
+    decode: impl Fn(&C) -> Result<R, StoreError>,
+    passes: impl Fn(&R, Option<&[u8]>) -> bool,
+) -> Result<Vec<R>, StoreError> {
     let mut out = Vec::new();
     for row in rows {
-        let record = token_record(&row)?;
-        if sealer
-            .check_token(&record, row_mac(&row)?.as_deref())
-            .is_ok()
-        {
+        let record = decode(&row)?;
+        if passes(&record, row_mac(&row)?.as_deref()) {
             out.push(record);
         }
     }

@@ -6,9 +6,9 @@
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::buf::SegmentBuf;
-use crate::error::{Result, StreamError};
-use crate::format::{header_len, HeaderLen, Opener, ParsedHeader, Sealer};
-use crate::read::OpenState;
+use crate::error::Result;
+use crate::format::{Opener, ParsedHeader, Sealer};
+use crate::read::{HeaderRead, Opening};
 use crate::write::SealState;
 
 /// Reads into `buf` until it is full or the input ends; returns the bytes read.
@@ -29,21 +29,11 @@ async fn fill<R: AsyncRead + Unpin + ?Sized>(r: &mut R, buf: &mut [u8]) -> std::
 pub async fn read_header_async<R: AsyncRead + Unpin + ?Sized>(
     reader: &mut R,
 ) -> Result<ParsedHeader> {
-    let mut buf = Vec::with_capacity(256);
-    let mut want = crate::format::HEADER_PREFIX_LEN;
+    let mut header = HeaderRead::new();
     loop {
-        let have = buf.len();
-        buf.resize(want, 0);
-        let n = fill(reader, &mut buf[have..]).await?;
-        if have + n < want {
-            buf.truncate(have + n);
-            header_len(&buf)?;
-            return Err(StreamError::InvalidHeader);
-        }
-        match header_len(&buf)? {
-            HeaderLen::NeedAtLeast(n) => want = n,
-            HeaderLen::Exactly(n) if n == buf.len() => return ParsedHeader::parse(&buf),
-            HeaderLen::Exactly(n) => want = n,
+        let n = fill(reader, header.space()).await?;
+        if let Some(parsed) = header.filled(n)? {
+            return Ok(parsed);
         }
     }
 }
@@ -108,68 +98,42 @@ impl<R: AsyncRead + Unpin> AsyncEncryptor<R> {
 /// at the latest when the input ends.
 pub struct AsyncDecryptor<R> {
     reader: R,
-    state: OpenState,
-    buf: SegmentBuf,
-    carry: usize,
-    failed: bool,
+    opening: Opening,
 }
 
 impl<R> std::fmt::Debug for AsyncDecryptor<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AsyncDecryptor")
-            .field("verified_so_far", &self.state.total())
-            .field("done", &self.state.done)
-            .finish_non_exhaustive()
+        self.opening.debug(f, "AsyncDecryptor")
     }
 }
 
 impl<R: AsyncRead + Unpin> AsyncDecryptor<R> {
     /// Decrypts what follows the header in `reader`.
     pub fn new(reader: R, opener: Opener) -> Self {
-        let state = OpenState::new(opener);
-        let buf = SegmentBuf::new(state.window());
         Self {
             reader,
-            state,
-            buf,
-            carry: 0,
-            failed: false,
+            opening: Opening::new(opener),
         }
     }
 
     /// The next verified segment's plaintext, or `None` after the last one.
     /// Not cancel-safe: a future dropped before it completes loses the input it read.
     pub async fn next_chunk(&mut self) -> Result<Option<&[u8]>> {
-        if self.failed {
-            return Err(StreamError::DecryptionFailed);
-        }
-        if self.state.done {
+        let Some(space) = self.opening.space()? else {
             return Ok(None);
-        }
-        if self.carry == 1 {
-            self.buf[0] = self.buf[self.state.layout.sealed()];
-        }
-        let filled = self.carry + fill(&mut self.reader, &mut self.buf[self.carry..]).await?;
-        match self.state.open_next(&mut self.buf, filled) {
-            Ok(n) => {
-                self.carry = usize::from(!self.state.done);
-                Ok(Some(&self.buf[..n]))
-            }
-            Err(e) => {
-                self.failed = true;
-                Err(e)
-            }
-        }
+        };
+        let read = fill(&mut self.reader, space).await?;
+        self.opening.open(read).map(Some)
     }
 
     /// Plaintext bytes verified so far.
     pub fn verified_len(&self) -> u64 {
-        self.state.total()
+        self.opening.verified_len()
     }
 
     /// Whether the last segment has been verified.
     pub fn is_done(&self) -> bool {
-        self.state.done
+        self.opening.is_done()
     }
 
     /// The underlying reader (e.g. to discard the rest of a refused upload).

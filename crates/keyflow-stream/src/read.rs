@@ -11,23 +11,57 @@ use crate::write::fill;
 /// Reads and parses a header from the start of `reader`, consuming exactly the header.
 /// Not yet authenticated: look up the key it names, then [`ParsedHeader::open`].
 pub fn read_header<R: Read + ?Sized>(reader: &mut R) -> Result<ParsedHeader> {
-    let mut buf = Vec::with_capacity(256);
-    let mut want = crate::format::HEADER_PREFIX_LEN;
+    let mut header = HeaderRead::new();
     loop {
-        let have = buf.len();
-        buf.resize(want, 0);
-        let n = fill(reader, &mut buf[have..])?;
-        if have + n < want {
-            buf.truncate(have + n);
+        let n = fill(reader, header.space())?;
+        if let Some(parsed) = header.filled(n)? {
+            return Ok(parsed);
+        }
+    }
+}
+
+/// Reading exactly a header, the same for the sync and async readers: the bytes the
+/// header so far says it needs go into [`Self::space`]; [`Self::filled`] says how many
+/// came and parses the header once complete.
+pub(crate) struct HeaderRead {
+    buf: Vec<u8>,
+    have: usize,
+    want: usize,
+}
+
+impl HeaderRead {
+    pub(crate) fn new() -> Self {
+        Self {
+            buf: Vec::with_capacity(256),
+            have: 0,
+            want: crate::format::HEADER_PREFIX_LEN,
+        }
+    }
+
+    /// Where the next bytes go; a reader fills it or reaches the end of its input.
+    pub(crate) fn space(&mut self) -> &mut [u8] {
+        self.buf.resize(self.want, 0);
+        &mut self.buf[self.have..]
+    }
+
+    /// `n` bytes went into [`Self::space`]: the header once complete, `None` while
+    /// more is needed.
+    pub(crate) fn filled(&mut self, n: usize) -> Result<Option<ParsedHeader>> {
+        self.have += n;
+        if self.have < self.want {
+            self.buf.truncate(self.have);
             // A short input still gets a precise answer: not KeyFlow, or truncated.
-            header_len(&buf)?;
+            header_len(&self.buf)?;
             return Err(StreamError::InvalidHeader);
         }
-        match header_len(&buf)? {
-            HeaderLen::NeedAtLeast(n) => want = n,
-            HeaderLen::Exactly(n) if n == buf.len() => return ParsedHeader::parse(&buf),
-            HeaderLen::Exactly(n) => want = n,
+        match header_len(&self.buf)? {
+            HeaderLen::NeedAtLeast(n) => self.want = n,
+            HeaderLen::Exactly(n) if n == self.buf.len() => {
+                return ParsedHeader::parse(&self.buf).map(Some)
+            }
+            HeaderLen::Exactly(n) => self.want = n,
         }
+        Ok(None)
     }
 }
 
@@ -99,51 +133,32 @@ impl OpenState {
     }
 }
 
-/// A `Read` adapter that decrypts a file whose header was already read and opened.
-///
-/// Each segment is authenticated before any of its bytes are returned. A truncated,
-/// reordered or extended file is an error (`InvalidData` wrapping
-/// [`StreamError::DecryptionFailed`]) at the point it is detected — at the latest when
-/// the input ends — never a silent short read.
-pub struct Decryptor<R: Read> {
-    inner: R,
+/// What the sync and async decryptors share: the state, the segment buffer, the
+/// carried byte and whether a segment failed. They differ only in how they fill
+/// [`Self::space`].
+pub(crate) struct Opening {
     state: OpenState,
     buf: SegmentBuf,
     /// Bytes of `buf` holding input (ciphertext) not yet opened: 0 or 1 carried byte.
     carry: usize,
-    /// Verified plaintext not yet returned: `buf[pos..end]`.
-    pos: usize,
-    end: usize,
     failed: bool,
 }
 
-impl<R: Read> std::fmt::Debug for Decryptor<R> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Decryptor")
-            .field("verified_so_far", &self.state.total())
-            .field("done", &self.state.done)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<R: Read> Decryptor<R> {
-    /// Decrypts the segments that follow the header in `inner`.
-    pub fn new(inner: R, opener: Opener) -> Self {
+impl Opening {
+    pub(crate) fn new(opener: Opener) -> Self {
         let state = OpenState::new(opener);
         let buf = SegmentBuf::new(state.window());
         Self {
-            inner,
             state,
             buf,
             carry: 0,
-            pos: 0,
-            end: 0,
             failed: false,
         }
     }
 
-    /// The next verified segment's plaintext, or `None` after the last one.
-    pub fn next_segment(&mut self) -> Result<Option<&[u8]>> {
+    /// Where the input of the next segment goes: `None` after the last segment, an
+    /// error once a segment failed.
+    pub(crate) fn space(&mut self) -> Result<Option<&mut [u8]>> {
         if self.failed {
             return Err(StreamError::DecryptionFailed);
         }
@@ -154,11 +169,16 @@ impl<R: Read> Decryptor<R> {
         if self.carry == 1 {
             self.buf[0] = self.buf[self.state.layout.sealed()];
         }
-        let filled = self.carry + fill(&mut self.inner, &mut self.buf[self.carry..])?;
-        match self.state.open_next(&mut self.buf, filled) {
+        Ok(Some(&mut self.buf[self.carry..]))
+    }
+
+    /// Opens the next segment once `read` bytes went into [`Self::space`] (fewer than
+    /// it holds: the input ended). Returns the verified plaintext.
+    pub(crate) fn open(&mut self, read: usize) -> Result<&[u8]> {
+        match self.state.open_next(&mut self.buf, self.carry + read) {
             Ok(n) => {
                 self.carry = usize::from(!self.state.done);
-                Ok(Some(&self.buf[..n]))
+                Ok(&self.buf[..n])
             }
             Err(e) => {
                 self.failed = true;
@@ -168,13 +188,72 @@ impl<R: Read> Decryptor<R> {
     }
 
     /// Plaintext bytes verified so far.
-    pub fn verified_len(&self) -> u64 {
+    pub(crate) fn verified_len(&self) -> u64 {
         self.state.total()
     }
 
     /// Whether the last segment has been verified.
-    pub fn is_done(&self) -> bool {
+    pub(crate) fn is_done(&self) -> bool {
         self.state.done
+    }
+
+    /// The reader's `Debug`: progress only, never a byte of the buffer.
+    pub(crate) fn debug(&self, f: &mut std::fmt::Formatter<'_>, name: &str) -> std::fmt::Result {
+        f.debug_struct(name)
+            .field("verified_so_far", &self.verified_len())
+            .field("done", &self.is_done())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A `Read` adapter that decrypts a file whose header was already read and opened.
+///
+/// Each segment is authenticated before any of its bytes are returned. A truncated,
+/// reordered or extended file is an error (`InvalidData` wrapping
+/// [`StreamError::DecryptionFailed`]) at the point it is detected — at the latest when
+/// the input ends — never a silent short read.
+pub struct Decryptor<R: Read> {
+    inner: R,
+    opening: Opening,
+    /// Verified plaintext not yet returned: `buf[pos..end]` of the opening's buffer.
+    pos: usize,
+    end: usize,
+}
+
+impl<R: Read> std::fmt::Debug for Decryptor<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.opening.debug(f, "Decryptor")
+    }
+}
+
+impl<R: Read> Decryptor<R> {
+    /// Decrypts the segments that follow the header in `inner`.
+    pub fn new(inner: R, opener: Opener) -> Self {
+        Self {
+            inner,
+            opening: Opening::new(opener),
+            pos: 0,
+            end: 0,
+        }
+    }
+
+    /// The next verified segment's plaintext, or `None` after the last one.
+    pub fn next_segment(&mut self) -> Result<Option<&[u8]>> {
+        let Some(space) = self.opening.space()? else {
+            return Ok(None);
+        };
+        let read = fill(&mut self.inner, space)?;
+        self.opening.open(read).map(Some)
+    }
+
+    /// Plaintext bytes verified so far.
+    pub fn verified_len(&self) -> u64 {
+        self.opening.verified_len()
+    }
+
+    /// Whether the last segment has been verified.
+    pub fn is_done(&self) -> bool {
+        self.opening.is_done()
     }
 }
 
@@ -194,7 +273,7 @@ impl<R: Read> Read for Decryptor<R> {
             }
         }
         let k = out.len().min(self.end - self.pos);
-        out[..k].copy_from_slice(&self.buf[self.pos..self.pos + k]);
+        out[..k].copy_from_slice(&self.opening.buf[self.pos..self.pos + k]);
         self.pos += k;
         Ok(k)
     }

@@ -1,13 +1,15 @@
 //! [`FlakyAudit`]: an audit store whose appends fail while a switch is on, for the
-//! fail-closed and retry tests.
+//! fail-closed and retry tests; it also counts journaled appends and can make each take
+//! a while, for the drain's batching tests.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use keyflow_kms::audit::{
-    AuditEvent, AuditFilter, AuditSealer, AuditStore, ChainHead, Checkpoint, JournalMark,
-    StoredAudit,
+    AuditEvent, AuditFilter, AuditSealer, AuditStore, ChainHead, Checkpoint, EncodedEvent,
+    JournalMark, StoredAudit,
 };
 use keyflow_kms::keystore::StoreError;
 
@@ -17,14 +19,25 @@ pub struct FlakyAudit {
     inner: Arc<dyn AuditStore>,
     /// Set: appends fail.
     pub failing: Arc<AtomicBool>,
+    /// Journaled appends (transactions) so far, failed ones included.
+    pub journaled_appends: AtomicUsize,
+    /// How long each journaled append takes (a database commit's time), on tokio's clock.
+    delay: Duration,
 }
 
 impl FlakyAudit {
     /// `inner`, appending normally until the switch is set.
     pub fn new(inner: Arc<dyn AuditStore>) -> Self {
+        Self::slow(inner, Duration::ZERO)
+    }
+
+    /// [`new`](Self::new), each journaled append taking `delay`.
+    pub fn slow(inner: Arc<dyn AuditStore>, delay: Duration) -> Self {
         Self {
             inner,
             failing: Arc::new(AtomicBool::new(false)),
+            journaled_appends: AtomicUsize::new(0),
+            delay,
         }
     }
 
@@ -50,9 +63,13 @@ impl AuditStore for FlakyAudit {
     async fn append_audit_from(
         &self,
         sealer: &AuditSealer,
-        events: &[AuditEvent],
+        events: &[EncodedEvent],
         mark: &JournalMark,
     ) -> Result<ChainHead, StoreError> {
+        self.journaled_appends.fetch_add(1, Ordering::SeqCst);
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
         self.check()?;
         self.inner.append_audit_from(sealer, events, mark).await
     }

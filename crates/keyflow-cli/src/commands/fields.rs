@@ -134,6 +134,16 @@ fn selection(lists: &[String]) -> Result<Selection, CliError> {
     Ok(sel)
 }
 
+/// The one JSON document on standard input (at most `MAX_DOCUMENT_BYTES`).
+fn stdin_document() -> Result<Value, CliError> {
+    let mut buf = Vec::new();
+    std::io::stdin()
+        .lock()
+        .take(MAX_DOCUMENT_BYTES as u64 + 1)
+        .read_to_end(&mut buf)?;
+    parse_json(&buf, None)
+}
+
 /// Feeds each input document to `f` and prints what it returns; `f` gets the 1-based
 /// line number with --lines. Errors are prefixed with the line.
 async fn each_document<F, Fut>(lines: bool, mut f: F) -> Result<(), CliError>
@@ -143,12 +153,7 @@ where
 {
     let mut out = std::io::stdout().lock();
     if !lines {
-        let mut buf = Vec::new();
-        std::io::stdin()
-            .lock()
-            .take(MAX_DOCUMENT_BYTES as u64 + 1)
-            .read_to_end(&mut buf)?;
-        let doc = parse_json(&buf, None)?;
+        let doc = stdin_document()?;
         let v = f(doc).await?;
         writeln!(out, "{v}")?;
         return Ok(out.flush()?);
@@ -315,12 +320,7 @@ pub fn scan(args: &ScanArgs) -> Result<(), CliError> {
             findings.extend(detect::scan(&doc).into_iter().map(|f| (Some(i + 1), f)));
         }
     } else {
-        let mut buf = Vec::new();
-        std::io::stdin()
-            .lock()
-            .take(MAX_DOCUMENT_BYTES as u64 + 1)
-            .read_to_end(&mut buf)?;
-        let doc = parse_json(&buf, None)?;
+        let doc = stdin_document()?;
         findings.extend(detect::scan(&doc).into_iter().map(|f| (None, f)));
     }
     let mut out = std::io::stdout().lock();

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use clap::Subcommand;
 use keyflow_kms::keyflow_core::OsRng;
 use keyflow_stream::{
-    decrypt, encrypt, read_header, Metadata, Sealer, SeekableDecryptor, StreamError,
+    decrypt, encrypt, read_header, Metadata, Opener, Sealer, SeekableDecryptor, StreamError,
 };
 
 use super::{open_service, parse_purpose};
@@ -217,7 +217,9 @@ async fn encrypt_file(
     out.commit()
 }
 
-async fn decrypt_file(config: &Config, input: &Path, output: &Path) -> Result<(), CliError> {
+/// Opens `input` and its header under the key the header names: the reader is left
+/// at the first segment.
+async fn open_file(config: &Config, input: &Path) -> Result<(Input, Opener), CliError> {
     let mut reader = Input::open(input)?;
     let header = read_header(&mut reader).map_err(stream_error)?;
     let service = open_service(config).await?;
@@ -226,20 +228,18 @@ async fn decrypt_file(config: &Config, input: &Path, output: &Path) -> Result<()
         .with_decrypt_key(header.purpose(), header.key_version(), |dk| header.open(dk))
         .await?
         .map_err(stream_error)?;
+    Ok((reader, opener))
+}
+
+async fn decrypt_file(config: &Config, input: &Path, output: &Path) -> Result<(), CliError> {
+    let (reader, opener) = open_file(config, input).await?;
     let mut out = Output::create(output)?;
     decrypt(reader, &mut out, opener).map_err(stream_error)?;
     out.commit()
 }
 
 async fn inspect(config: &Config, input: &Path) -> Result<(), CliError> {
-    let mut reader = Input::open(input)?;
-    let header = read_header(&mut reader).map_err(stream_error)?;
-    let service = open_service(config).await?;
-    let opener = service
-        .ring()
-        .with_decrypt_key(header.purpose(), header.key_version(), |dk| header.open(dk))
-        .await?
-        .map_err(stream_error)?;
+    let (reader, opener) = open_file(config, input).await?;
     let meta = opener.metadata().clone();
     let (purpose, version, segment) = (
         opener.purpose().to_string(),

@@ -2,7 +2,7 @@
 
 use keyflow_kms::audit::AuditEvent;
 use keyflow_kms::clock::{parse_rfc3339, Clock, SystemClock};
-use keyflow_kms::scheduler::{Action, ActionKind};
+use keyflow_kms::scheduler::Action;
 use keyflow_kms::{KeyVersion, Policy, VersionChange};
 use serde_json::json;
 
@@ -97,10 +97,7 @@ async fn record_pass(trail: &Trail, actions: &[Action], dry_run: bool) -> Result
         .iter()
         .filter(|a| a.outcome.is_attempted())
         .map(|a| {
-            let operation = match a.kind {
-                ActionKind::RotateDue | ActionKind::RotateBudget => "keys.rotate",
-                ActionKind::Deprecate => "keys.deprecate",
-            };
+            let operation = a.kind.operation();
             let mut e = trail.event(operation);
             e.purposes = vec![a.purpose.to_string()];
             e.versions = vec![a.version.get()];

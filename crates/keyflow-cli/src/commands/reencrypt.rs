@@ -231,9 +231,34 @@ async fn print_report(
     }
 }
 
+/// What a run does: its checkpoint operation, and how the summary names a value it
+/// changed (or, in a dry run, would change).
+struct Job {
+    operation: Operation,
+    did: &'static str,
+    would: &'static str,
+}
+
+const REENCRYPT: Job = Job {
+    operation: Operation::Reencrypt,
+    did: "re-encrypted",
+    would: "would re-encrypt",
+};
+
+const FROM_LEGACY: Job = Job {
+    operation: Operation::FromLegacy,
+    did: "converted",
+    would: "would convert",
+};
+
+const MIGRATE: Job = Job {
+    operation: Operation::Migrate,
+    did: "encrypted",
+    would: "would encrypt",
+};
+
 /// Runs, prints the census, and records the run with its census (never the target URL,
 /// which may hold a password, nor any value of the table).
-#[allow(clippy::too_many_arguments)] // one call site per command, each argument distinct
 async fn run_audited(
     service: &EncryptionService,
     trail: &Trail,
@@ -241,10 +266,10 @@ async fn run_audited(
     db: &dyn keyflow_reencrypt::Backend,
     transform: &mut dyn ValueTransform,
     args: &TargetArgs,
-    operation: Operation,
-    verb: &str,
+    job: &Job,
 ) -> Result<(), CliError> {
-    let outcome = match execute(service, db, transform, args, operation).await {
+    let verb = if args.dry_run { job.would } else { job.did };
+    let outcome = match execute(service, db, transform, args, job.operation).await {
         Ok(report) => {
             let c = &report.census;
             event.items = Some(c.rows);
@@ -291,23 +316,8 @@ pub async fn reencrypt(config: &Config, args: &ReencryptArgs) -> Result<(), CliE
         return from_legacy(&service, &trail, &*db, context, args).await;
     }
     let mut transform = Rewrap::new(&service, context);
-    let verb = if a.dry_run {
-        "would re-encrypt"
-    } else {
-        "re-encrypted"
-    };
     let event = trail.event("reencrypt");
-    run_audited(
-        &service,
-        &trail,
-        event,
-        &*db,
-        &mut transform,
-        a,
-        Operation::Reencrypt,
-        verb,
-    )
-    .await
+    run_audited(&service, &trail, event, &*db, &mut transform, a, &REENCRYPT).await
 }
 
 /// `keyflow reencrypt --from-legacy`: converts legacy packages or field documents.
@@ -334,23 +344,8 @@ async fn from_legacy(
     };
     let mut transform = FromLegacy::new(service, &ring, column, context);
     let a = &args.target;
-    let verb = if a.dry_run {
-        "would convert"
-    } else {
-        "converted"
-    };
     let event = trail.event("reencrypt.from-legacy");
-    run_audited(
-        service,
-        trail,
-        event,
-        db,
-        &mut transform,
-        a,
-        Operation::FromLegacy,
-        verb,
-    )
-    .await
+    run_audited(service, trail, event, db, &mut transform, a, &FROM_LEGACY).await
 }
 
 /// `keyflow migrate`: encrypts plaintext values in place; ciphertexts are kept.
@@ -363,20 +358,5 @@ pub async fn migrate(config: &Config, args: &MigrateArgs) -> Result<(), CliError
     let mut event = trail.event("migrate");
     event.purposes = vec![purpose.to_string()];
     let mut transform = EncryptPlaintext::new(&service, purpose, context, args.deterministic);
-    let verb = if a.dry_run {
-        "would encrypt"
-    } else {
-        "encrypted"
-    };
-    run_audited(
-        &service,
-        &trail,
-        event,
-        &*db,
-        &mut transform,
-        a,
-        Operation::Migrate,
-        verb,
-    )
-    .await
+    run_audited(&service, &trail, event, &*db, &mut transform, a, &MIGRATE).await
 }

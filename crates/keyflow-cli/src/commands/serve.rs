@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::Path;
 
 use keyflow_server::launch;
-use keyflow_server::settings::{Backend, PasswordText, ServeArgs, Settings, Site};
+use keyflow_server::settings::{Backend, PasswordText, ServeArgs, Settings, Site, SiteFacts};
 
 use super::open_stores;
 use crate::config::{Config, StoreLocation};
@@ -14,12 +14,14 @@ use crate::error::CliError;
 /// What the global options and the environment resolved, as the server takes it.
 fn site(config: &Config, data_dir: &Path) -> Site {
     Site {
-        production: config.production,
-        data_dir: data_dir.to_owned(),
-        kek_path: config.kek_path.clone(),
-        audit_journal_dir: config.audit_journal_dir.clone(),
-        service: config.service_config(),
-        backend: backend(&config.store),
+        facts: SiteFacts {
+            production: config.production,
+            data_dir: data_dir.to_owned(),
+            kek_path: config.kek_path.clone(),
+            audit_journal_dir: config.audit_journal_dir.clone(),
+            service: config.service_config(),
+            backend: backend(&config.store),
+        },
         kek_password: config
             .kek_password_text()
             .map(PasswordText::new)

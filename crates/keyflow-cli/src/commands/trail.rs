@@ -26,6 +26,7 @@ use std::sync::Arc;
 
 use keyflow_kms::audit::{AuditEvent, AuditSealer, AuditStore, Source};
 use keyflow_kms::clock::{Clock, SystemClock};
+use keyflow_kms::kek_provider::sibling;
 use keyflow_kms::keyflow_core::kek::Kek;
 use keyflow_kms::KmsError;
 use serde::{Deserialize, Serialize};
@@ -192,17 +193,7 @@ impl Trail {
 
 /// `<KEK_PATH>.failed-unlocks`.
 pub fn notes_path(kek_path: &Path) -> PathBuf {
-    kek_path.with_file_name(sibling_name(kek_path, "failed-unlocks"))
-}
-
-fn sibling_name(path: &Path, suffix: &str) -> std::ffi::OsString {
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_else(|| "kek".into());
-    name.push(".");
-    name.push(suffix);
-    name
+    sibling(kek_path, "failed-unlocks")
 }
 
 /// One failed unlock, as noted before any KEK was available.
@@ -299,14 +290,14 @@ impl Claimed {
 }
 
 fn claim_notes(notes: &Path) -> Option<Claimed> {
-    let file = notes.with_file_name(sibling_name(
+    let file = sibling(
         notes,
         &format!(
             "claimed-{}-{}",
             std::process::id(),
             SystemClock.now_millis()
         ),
-    ));
+    );
     match fs::rename(notes, &file) {
         Ok(()) => {}
         Err(e) if e.kind() == ErrorKind::NotFound => return None,

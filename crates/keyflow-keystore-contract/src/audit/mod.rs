@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 use keyflow_kms::audit::{
     AuditEvent, AuditFilter, AuditSealer, AuditStore, ChainBreak, ChainHead, ChainVerifier,
-    JournalMark, Source, StoredAudit,
+    EncodedEvent, JournalMark, Source, StoredAudit,
 };
 use keyflow_kms::keyflow_core::kek::Kek;
 use keyflow_kms::keyflow_core::OsRng;
@@ -122,18 +122,7 @@ pub fn seal_after(
     head: ChainHead,
     events: &[AuditEvent],
 ) -> Vec<StoredAudit> {
-    let mut head = head;
-    events
-        .iter()
-        .map(|e| {
-            let r = sealer.seal(&head.mac, head.seq + 1, e).unwrap();
-            head = ChainHead {
-                seq: r.seq,
-                mac: r.mac,
-            };
-            r
-        })
-        .collect()
+    sealer.seal_after(head, &encoded(events)).unwrap().0
 }
 
 pub(super) fn head_of(records: &[StoredAudit]) -> ChainHead {
@@ -288,6 +277,11 @@ pub async fn appends_chain(store: Arc<dyn AuditStore>, sealer: &AuditSealer) {
     );
 }
 
+/// `events`, encoded as the journal encodes them.
+fn encoded(events: &[AuditEvent]) -> Vec<EncodedEvent> {
+    EncodedEvent::all(events).unwrap()
+}
+
 /// A journaled append moves its journal's mark in the same transaction; marks are per
 /// journal, move on with each append (an empty one moves nothing), and are forgotten on
 /// request.
@@ -298,17 +292,17 @@ pub async fn journal_marks(store: Arc<dyn AuditStore>, sealer: &AuditSealer) {
     };
     assert_eq!(store.audit_journal_mark("a").await.unwrap(), None);
     let head = store
-        .append_audit_from(sealer, &[event(1), event(2)], &mark("a", 2))
+        .append_audit_from(sealer, &encoded(&[event(1), event(2)]), &mark("a", 2))
         .await
         .unwrap();
     assert_eq!(head.seq, 2, "audit: a journaled append extends the chain");
     assert_eq!(store.audit_journal_mark("a").await.unwrap(), Some(2));
     store
-        .append_audit_from(sealer, &[event(3)], &mark("b", 7))
+        .append_audit_from(sealer, &encoded(&[event(3)]), &mark("b", 7))
         .await
         .unwrap();
     store
-        .append_audit_from(sealer, &[event(4)], &mark("a", 3))
+        .append_audit_from(sealer, &encoded(&[event(4)]), &mark("a", 3))
         .await
         .unwrap();
     assert_eq!(
@@ -325,15 +319,15 @@ pub async fn journal_marks(store: Arc<dyn AuditStore>, sealer: &AuditSealer) {
         "audit: journaled and plain appends make one chain"
     );
     // A drain-sized batch (more rows than any one INSERT statement takes).
-    let big: Vec<AuditEvent> = (5..=304).map(event).collect();
+    let big: Vec<AuditEvent> = (5..=1004).map(event).collect();
     let head = store
-        .append_audit_from(sealer, &big, &mark("a", 303))
+        .append_audit_from(sealer, &encoded(&big), &mark("a", 303))
         .await
         .unwrap();
-    assert_eq!(head.seq, 304, "audit: a large batch is appended whole");
+    assert_eq!(head.seq, 1004, "audit: a large batch is appended whole");
     assert_eq!(
         verify(&*store, sealer, 100).await.map(|h| h.seq),
-        Ok(304),
+        Ok(1004),
         "audit: a large batch continues the chain in order"
     );
     assert_eq!(store.audit_journal_mark("a").await.unwrap(), Some(303));

@@ -9,24 +9,14 @@ use keyflow_kms::audit::{
 
 use super::{awkward_events, event, scan_all, seal_after, verify};
 
-/// The reference semantics of [`AuditFilter`] (without the limit).
-fn matches(f: &AuditFilter, r: &StoredAudit) -> bool {
-    f.since.is_none_or(|t| r.time >= t)
-        && f.until.is_none_or(|t| r.time < t)
-        && f.actor.as_ref().is_none_or(|a| *a == r.actor)
-        && f.purpose.as_ref().is_none_or(|p| r.purposes.contains(p))
-        && f.operation.as_ref().is_none_or(|o| *o == r.operation)
-        && f.result.as_ref().is_none_or(|x| *x == r.result)
-        && f.before.is_none_or(|b| r.seq < b)
-}
-
+/// What a query must return: the newest records meeting [`AuditFilter::matches`], one
+/// page of [`AuditFilter::page_size`].
 fn expect(records: &[StoredAudit], f: &AuditFilter) -> Vec<StoredAudit> {
-    let limit = if f.limit == 0 { MAX_PAGE } else { f.limit };
     records
         .iter()
         .rev()
-        .filter(|r| matches(f, r))
-        .take(usize::try_from(limit.min(MAX_PAGE)).unwrap())
+        .filter(|r| f.matches(r))
+        .take(usize::try_from(f.page_size()).unwrap())
         .cloned()
         .collect()
 }
@@ -216,7 +206,7 @@ pub async fn pages_and_cursor(store: Arc<dyn AuditStore>, sealer: &AuditSealer) 
         }
         let want: Vec<StoredAudit> = newest
             .iter()
-            .filter(|r| matches(&filter, r))
+            .filter(|r| filter.matches(r))
             .cloned()
             .collect();
         assert_eq!(walked.len(), want.len(), "audit cursor: every record once");

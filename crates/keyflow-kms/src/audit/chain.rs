@@ -60,6 +60,35 @@ impl StoredAudit {
     }
 }
 
+/// An event with its canonical JSON, encoded once: the journal writes that text and the
+/// chain seals and stores the same text, so a journaled record is encoded once, not
+/// twice.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncodedEvent {
+    /// The event.
+    pub event: AuditEvent,
+    /// Its canonical JSON (what the MAC covers).
+    pub body: String,
+}
+
+impl EncodedEvent {
+    /// Encodes `event`.
+    pub fn new(event: AuditEvent) -> Result<Self, serde_json::Error> {
+        let body = serde_json::to_string(&event)?;
+        Ok(Self { event, body })
+    }
+
+    /// Encodes each of `events`.
+    pub fn all(events: &[AuditEvent]) -> Result<Vec<Self>, serde_json::Error> {
+        events.iter().cloned().map(Self::new).collect()
+    }
+}
+
+/// The chain has reached the largest sequence number a store can hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the audit chain is full")]
+pub struct ChainFull;
+
 /// Seals events with the audit key of one KEK.
 pub struct AuditSealer {
     key: MacKey,
@@ -113,6 +142,48 @@ impl AuditSealer {
         event: &AuditEvent,
     ) -> Result<StoredAudit, serde_json::Error> {
         let body = serde_json::to_string(event)?;
+        Ok(self.seal_body(prev, seq, event, body))
+    }
+
+    /// `events` sealed one after another after `head`: the records and the new head.
+    /// Refused, sealing nothing, when a sequence number would pass `i64::MAX` (what the
+    /// SQL backends' column holds).
+    pub fn seal_after(
+        &self,
+        head: ChainHead,
+        events: &[EncodedEvent],
+    ) -> Result<(Vec<StoredAudit>, ChainHead), ChainFull> {
+        let mut head = head;
+        let mut sealed = Vec::with_capacity(events.len());
+        for event in events {
+            let seq = head
+                .seq
+                .checked_add(1)
+                .filter(|s| i64::try_from(*s).is_ok())
+                .ok_or(ChainFull)?;
+            let record = self.seal_encoded(&head.mac, seq, event);
+            head = ChainHead {
+                seq,
+                mac: record.mac,
+            };
+            sealed.push(record);
+        }
+        Ok((sealed, head))
+    }
+
+    /// [`seal`](Self::seal) of an event already encoded (the journal's text), without
+    /// encoding it again.
+    pub fn seal_encoded(&self, prev: &[u8; 32], seq: u64, e: &EncodedEvent) -> StoredAudit {
+        self.seal_body(prev, seq, &e.event, e.body.clone())
+    }
+
+    fn seal_body(
+        &self,
+        prev: &[u8; 32],
+        seq: u64,
+        event: &AuditEvent,
+        body: String,
+    ) -> StoredAudit {
         let seq_be = seq.to_be_bytes();
         let kek_len = u16::try_from(self.kek_id.len())
             .unwrap_or(u16::MAX)
@@ -120,7 +191,7 @@ impl AuditSealer {
         let mac = self
             .key
             .sign(&mac_input(prev, &seq_be, &kek_len, &self.kek_id, &body));
-        Ok(StoredAudit {
+        StoredAudit {
             seq,
             kek_id: self.kek_id.clone(),
             time: event.time,
@@ -130,7 +201,7 @@ impl AuditSealer {
             purposes: event.purposes.clone(),
             body,
             mac,
-        })
+        }
     }
 
     /// HMAC of `parts` under the audit key (checkpoints use it with their own domain).
@@ -288,7 +359,7 @@ impl<'k> ChainVerifier<'k> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::Source;
+    use crate::audit::{AuditFilter, Source, MAX_PAGE};
     use keyflow_core::OsRng;
 
     fn chain(sealer: &AuditSealer, n: u64) -> Vec<StoredAudit> {
@@ -321,6 +392,131 @@ mod tests {
             seq: r.seq,
             mac: r.mac,
         })
+    }
+
+    #[test]
+    fn a_batch_sealed_after_a_head_is_the_chain_sealed_one_by_one() {
+        let s = AuditSealer::new(&Kek::generate(&OsRng).unwrap()).unwrap();
+        let one_by_one = chain(&s, 5);
+        let events: Vec<EncodedEvent> = one_by_one
+            .iter()
+            .map(|r| EncodedEvent::new(r.event().unwrap()).unwrap())
+            .collect();
+        let (first, mid) = s.seal_after(ChainHead::default(), &events[..2]).unwrap();
+        let (rest, end) = s.seal_after(mid, &events[2..]).unwrap();
+        assert_eq!([first, rest].concat(), one_by_one);
+        assert_eq!(end, head(&one_by_one));
+        assert_eq!(verify(&s, &one_by_one, end), Ok(end));
+        // Past what a store's signed 64-bit column holds: refused, nothing sealed.
+        let last = ChainHead {
+            seq: i64::MAX as u64,
+            mac: end.mac,
+        };
+        assert_eq!(s.seal_after(last, &events[..1]), Err(ChainFull));
+        assert_eq!(
+            s.seal_after(last, &[]).map(|(r, h)| (r.len(), h)),
+            Ok((0, last))
+        );
+    }
+
+    #[test]
+    fn a_filter_matches_exactly_and_pages_within_the_cap() {
+        let s = AuditSealer::new(&Kek::generate(&OsRng).unwrap()).unwrap();
+        let r = &chain(&s, 3)[1];
+        let all = AuditFilter::default();
+        assert!(all.matches(r));
+        for (f, want) in [
+            (
+                AuditFilter {
+                    actor: Some("tok1".into()),
+                    ..all.clone()
+                },
+                true,
+            ),
+            (
+                AuditFilter {
+                    actor: Some("tok".into()),
+                    ..all.clone()
+                },
+                false,
+            ),
+            (
+                AuditFilter {
+                    purpose: Some("userData".into()),
+                    ..all.clone()
+                },
+                true,
+            ),
+            (
+                AuditFilter {
+                    purpose: Some("userdata".into()),
+                    ..all.clone()
+                },
+                false,
+            ),
+            (
+                AuditFilter {
+                    operation: Some("encrypt".into()),
+                    ..all.clone()
+                },
+                true,
+            ),
+            (
+                AuditFilter {
+                    result: Some("denied".into()),
+                    ..all.clone()
+                },
+                false,
+            ),
+            (
+                AuditFilter {
+                    since: Some(r.time),
+                    until: Some(r.time + 1),
+                    ..all.clone()
+                },
+                true,
+            ),
+            (
+                AuditFilter {
+                    until: Some(r.time),
+                    ..all.clone()
+                },
+                false,
+            ),
+            (
+                AuditFilter {
+                    before: Some(r.seq),
+                    ..all.clone()
+                },
+                false,
+            ),
+            (
+                AuditFilter {
+                    before: Some(r.seq + 1),
+                    ..all.clone()
+                },
+                true,
+            ),
+        ] {
+            assert_eq!(f.matches(r), want, "{f:?}");
+        }
+        assert_eq!(all.page_size(), MAX_PAGE);
+        assert_eq!(
+            AuditFilter {
+                limit: 7,
+                ..all.clone()
+            }
+            .page_size(),
+            7
+        );
+        assert_eq!(
+            AuditFilter {
+                limit: u32::MAX,
+                ..all
+            }
+            .page_size(),
+            MAX_PAGE
+        );
     }
 
     #[test]

@@ -35,7 +35,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::keystore::StoreError;
 
-pub use chain::{AuditSealer, ChainBreak, ChainHead, ChainVerifier, StoredAudit};
+pub use chain::{
+    AuditSealer, ChainBreak, ChainFull, ChainHead, ChainVerifier, EncodedEvent, StoredAudit,
+};
 pub use checkpoint::{Checkpoint, CheckpointError, CheckpointKind};
 pub use journal::JournalMark;
 pub use prune::{check_prune, mac_from_hex};
@@ -156,6 +158,30 @@ pub struct AuditFilter {
 /// The most records one query returns.
 pub const MAX_PAGE: u32 = 1000;
 
+impl AuditFilter {
+    /// Whether `r` meets every condition set (the limit aside): the semantics every
+    /// store implements, exact matches only (no wildcard, prefix or case folding).
+    pub fn matches(&self, r: &StoredAudit) -> bool {
+        self.since.is_none_or(|t| r.time >= t)
+            && self.until.is_none_or(|t| r.time < t)
+            && self.actor.as_ref().is_none_or(|a| *a == r.actor)
+            && self.purpose.as_ref().is_none_or(|p| r.purposes.contains(p))
+            && self.operation.as_ref().is_none_or(|o| *o == r.operation)
+            && self.result.as_ref().is_none_or(|x| *x == r.result)
+            && self.before.is_none_or(|b| r.seq < b)
+    }
+
+    /// How many records a page holds: `limit`, 0 meaning [`MAX_PAGE`], at most
+    /// [`MAX_PAGE`].
+    pub fn page_size(&self) -> u32 {
+        if self.limit == 0 {
+            MAX_PAGE
+        } else {
+            self.limit.min(MAX_PAGE)
+        }
+    }
+}
+
 /// Persistence of the audit chain. One chain per database, shared by every process that
 /// writes to it; appends are serialized by the store (a row lock on the chain head).
 #[async_trait]
@@ -169,13 +195,14 @@ pub trait AuditStore: Send + Sync + 'static {
         events: &[AuditEvent],
     ) -> Result<ChainHead, StoreError>;
 
-    /// [`append_audit`](Self::append_audit), and in the same transaction records that
-    /// journal `mark.journal` has reached the chain through its entry `mark.through`
-    /// (see [`journal`]): a crash after the commit never appends those entries twice.
+    /// [`append_audit`](Self::append_audit) of events the journal already encoded (their
+    /// text is sealed as it is), and in the same transaction records that journal
+    /// `mark.journal` has reached the chain through its entry `mark.through` (see
+    /// [`journal`]): a crash after the commit never appends those entries twice.
     async fn append_audit_from(
         &self,
         sealer: &AuditSealer,
-        events: &[AuditEvent],
+        events: &[EncodedEvent],
         mark: &JournalMark,
     ) -> Result<ChainHead, StoreError>;
 

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::journal::{self, JournalError, JournalMark, Recovered};
 use super::log::MAX_BATCH;
-use super::{AuditEvent, AuditSealer, AuditStore, Source};
+use super::{AuditEvent, AuditSealer, AuditStore, EncodedEvent, Source};
 use crate::clock::Clock;
 use crate::keystore::StoreError;
 
@@ -133,6 +133,8 @@ async fn append(
         if i + 1 == chunks.len() {
             events.push(note.clone());
         }
+        let events = EncodedEvent::all(&events)
+            .map_err(|e| StoreError::Backend(format!("cannot encode an audit event: {e}")))?;
         let mark = JournalMark {
             journal: id.to_owned(),
             through,

@@ -1,14 +1,16 @@
-//! Database I/O: one small [`Backend`] per database over sqlx's typed drivers.
+//! Database I/O: one [`Backend`], [`SqlBackend`], over sqlx's typed drivers.
 //!
-//! sqlx's `any` driver was not used: placeholders (`?` / `$n`), array binding (PostgreSQL
-//! updates a whole batch through `unnest`), catalog queries and type checks differ, and
-//! two ~200-line implementations say exactly what SQL runs where.
+//! sqlx's `any` driver was not used: array binding (PostgreSQL updates a whole batch
+//! through `unnest`), catalog queries and type checks differ. What is the same for both
+//! databases (the checkpoint table, counting, paging, the batch's transaction) is
+//! written once in `sql`, generic over a small [`Dialect`]; `postgres` and `sqlite` say
+//! exactly what SQL differs where.
 
 mod postgres;
+mod sql;
 mod sqlite;
 
 use std::fmt;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -18,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::ident::Ident;
 
 pub use postgres::PostgresBackend;
+pub use sql::{Dialect, SqlBackend};
 pub use sqlite::SqliteBackend;
 
 /// Name of the checkpoint table the engine creates in the target database.
@@ -43,6 +46,15 @@ impl TableSpec {
             column: Ident::new("column", column)?,
             id_column: Ident::new("id column", id_column)?,
         })
+    }
+
+    /// The table, value column and id column, quoted for SQL.
+    pub fn quoted(&self) -> (String, String, String) {
+        (
+            self.table.quoted(),
+            self.column.quoted(),
+            self.id_column.quoted(),
+        )
     }
 }
 
@@ -161,11 +173,11 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    fn to_json(&self) -> Result<String> {
+    pub(crate) fn to_json(&self) -> Result<String> {
         serde_json::to_string(self).map_err(|e| Error::Checkpoint(e.to_string()))
     }
 
-    fn from_json(s: &str) -> Result<Self> {
+    pub(crate) fn from_json(s: &str) -> Result<Self> {
         serde_json::from_str(s).map_err(|e| Error::Checkpoint(e.to_string()))
     }
 }
@@ -218,64 +230,4 @@ pub async fn connect(url: &str, spec: &TableSpec) -> Result<Box<dyn Backend>> {
             "scheme '{scheme}' (use sqlite:PATH or postgres://…)"
         )))
     }
-}
-
-fn now_millis() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-/// The statements on the checkpoint table, the same text for both databases (`$n`
-/// placeholders, which sqlx's SQLite driver binds by number): select, upsert and delete
-/// one `(table_name, column_name, operation)` row.
-fn checkpoint_select() -> String {
-    format!(
-        "SELECT state FROM {CHECKPOINT_TABLE} \
-         WHERE table_name = $1 AND column_name = $2 AND operation = $3"
-    )
-}
-
-fn checkpoint_upsert() -> String {
-    format!(
-        "INSERT INTO {CHECKPOINT_TABLE} (table_name, column_name, operation, state, updated_at) \
-         VALUES ($1, $2, $3, $4, $5) \
-         ON CONFLICT (table_name, column_name, operation) \
-         DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at"
-    )
-}
-
-fn checkpoint_delete() -> String {
-    format!(
-        "DELETE FROM {CHECKPOINT_TABLE} \
-         WHERE table_name = $1 AND column_name = $2 AND operation = $3"
-    )
-}
-
-/// `SELECT COUNT(*)` of the table.
-fn count_sql(spec: &TableSpec) -> String {
-    format!("SELECT COUNT(*) FROM {}", spec.table.quoted())
-}
-
-/// A fetched value: text, NULL, or (SQLite's dynamic typing) something else, never
-/// touched.
-fn cell(value: std::result::Result<Option<String>, sqlx::Error>) -> Cell {
-    match value {
-        Ok(None) => Cell::Null,
-        Ok(Some(s)) => Cell::Text(s),
-        Err(_) => Cell::NotText,
-    }
-}
-
-/// Which planned updates the database applied, from the ids its `RETURNING` gave back.
-fn written_flags(updates: &[Update], returned: &[RowId]) -> Vec<bool> {
-    let set: std::collections::HashSet<&RowId> = returned.iter().collect();
-    updates.iter().map(|u| set.contains(&u.id)).collect()
-}
-
-fn not_found(spec: &TableSpec, what: &str, name: &Ident) -> Error {
-    Error::Schema(format!(
-        "{what} '{name}' not found in table '{}' (names are case-sensitive)",
-        spec.table
-    ))
 }

@@ -46,6 +46,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::audit::{API, ROUTES, UNKNOWN};
+use crate::error::ApiError;
 use crate::extract::RequestId;
 
 mod op;
@@ -250,6 +251,54 @@ pub struct OpRecord<'a> {
     /// The request (its id, also in the `x-request-id` response header, and its audit
     /// slot).
     pub request: &'a RequestId,
+}
+
+impl<'a> OpRecord<'a> {
+    /// One item of `op` by `actor` in `request`, `ok`, no purpose nor version: the
+    /// methods below set what differs.
+    pub fn new(op: Op, actor: &'a str, request: &'a RequestId) -> Self {
+        Self {
+            op,
+            actor,
+            purpose: None,
+            key_version: None,
+            items: 1,
+            result: "ok",
+            request,
+        }
+    }
+
+    /// The purpose involved, if one.
+    pub fn purpose(self, purpose: Option<&'a str>) -> Self {
+        Self { purpose, ..self }
+    }
+
+    /// The key version involved, if one.
+    pub fn key_version(self, key_version: Option<u32>) -> Self {
+        Self {
+            key_version,
+            ..self
+        }
+    }
+
+    /// Items (fields, batch entries) processed.
+    pub fn items(self, items: usize) -> Self {
+        Self { items, ..self }
+    }
+
+    /// The outcome as given (`ok`, an error code, `partial_failure`).
+    pub fn result(self, result: &'a str) -> Self {
+        Self { result, ..self }
+    }
+
+    /// The outcome of `result`: `ok`, or its error's code.
+    pub fn outcome<T>(self, result: &Result<T, ApiError>) -> Self {
+        self.result(
+            result
+                .as_ref()
+                .map_or_else(|e| e.status_and_code().1, |_| "ok"),
+        )
+    }
 }
 
 impl Metrics {

@@ -5,6 +5,7 @@
 //! the schema), so they cannot drift apart silently.
 #![allow(dead_code)] // documentation only: the types are never built
 
+use keyflow_core::mask::MaskType;
 use utoipa::ToSchema;
 
 /// The text form of a ciphertext: `kf1:` and unpadded URL-safe base64 of the binary
@@ -182,26 +183,6 @@ pub struct MaskResponse {
     /// The mask applied.
     #[schema(value_type = MaskType, rename = "type")]
     pub kind: String,
-}
-
-/// The masks.
-#[derive(ToSchema)]
-#[schema(rename_all = "camelCase")]
-pub enum MaskType {
-    /// `************9012`.
-    Card,
-    /// As `card`.
-    BankAccount,
-    /// `***-**-6789`.
-    Ssn,
-    /// `(***) ***-` and the last 4.
-    Phone,
-    /// `u***@example.com`.
-    Email,
-    /// Country code, stars, last 4.
-    Iban,
-    /// First and last character kept.
-    Default,
 }
 
 /// `POST /encrypt-fields`. Paths are concrete (`cards[0].cardNumber`).

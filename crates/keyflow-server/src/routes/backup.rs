@@ -75,17 +75,9 @@ pub async fn backup(
         .backup(&password)
         .await
         .map_err(ApiError::from);
-    state.metrics.record(&OpRecord {
-        op: Op::KeysBackup,
-        actor: who.id(),
-        purpose: None,
-        key_version: None,
-        items: 1,
-        result: result
-            .as_ref()
-            .map_or_else(|e| e.status_and_code().1, |_| "ok"),
-        request: &rid,
-    });
+    state
+        .metrics
+        .record(&OpRecord::new(Op::KeysBackup, who.id(), &rid).outcome(&result));
     let bytes = result?;
     Ok((
         StatusCode::OK,
@@ -124,16 +116,10 @@ pub async fn restore(
         .restore(&bytes, &password, req.dry_run)
         .await
         .map_err(ApiError::from);
-    state.metrics.record(&OpRecord {
-        op: Op::KeysRestore,
-        actor: who.id(),
-        purpose: None,
-        key_version: None,
-        items: result.as_ref().map_or(0, |r| r.total),
-        result: result
-            .as_ref()
-            .map_or_else(|e| e.status_and_code().1, |_| "ok"),
-        request: &rid,
-    });
+    state.metrics.record(
+        &OpRecord::new(Op::KeysRestore, who.id(), &rid)
+            .items(result.as_ref().map_or(0, |r| r.total))
+            .outcome(&result),
+    );
     Ok(Json(result?))
 }

@@ -197,7 +197,7 @@ pub struct ComplianceReport {
     /// How this deployment implements the cryptography.
     pub implementation: serde_json::Value,
     /// Every key version: purpose, algorithm, status, created, cryptoperiod, usage.
-    pub inventory: Vec<InventoryEntry>,
+    pub inventory: Vec<keyflow_compliance::report::InventoryItem>,
     /// The old report's labels (PCI DSS 3.2.1, ISO/IEC 27001:2013) and the controls that
     /// answer them.
     pub legacy_mapping: Vec<LegacyEntry>,
@@ -252,39 +252,6 @@ pub struct ComplianceControl {
     pub measurements: Option<serde_json::Value>,
     /// What to do (absent when passing).
     pub remediation: Option<String>,
-}
-
-/// One key version of the inventory.
-#[derive(ToSchema)]
-#[schema(rename_all = "camelCase")]
-#[allow(dead_code)]
-pub struct InventoryEntry {
-    /// `purpose:vN`.
-    pub key_id: String,
-    /// Key ring.
-    pub purpose: String,
-    /// Version.
-    pub version: u32,
-    /// Algorithm.
-    pub algorithm: String,
-    /// Lifecycle state.
-    pub status: String,
-    /// Created (RFC 3339).
-    pub created: String,
-    /// Age at the evaluation instant, days.
-    pub age_days: i64,
-    /// The policy's cryptoperiod, days.
-    pub cryptoperiod_days: u32,
-    /// The policy's warning window, days.
-    pub warn_days: u32,
-    /// Encryptions made.
-    pub encryptions: u64,
-    /// The policy's encryption budget.
-    pub budget: u64,
-    /// The wrapping KEK.
-    pub kek_id: String,
-    /// Imported from the legacy system.
-    pub legacy: bool,
 }
 
 /// An old label.

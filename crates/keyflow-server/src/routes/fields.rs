@@ -185,13 +185,6 @@ fn binding(
     Ok(b)
 }
 
-fn outcome<T>(r: &ApiResult<T>) -> &'static str {
-    match r {
-        Ok(_) => "ok",
-        Err(e) => e.status_and_code().1,
-    }
-}
-
 /// Encrypts the selected (and/or auto-detected) fields of a document.
 #[utoipa::path(post, path = "/api/encryption/encrypt-fields", request_body = EncryptFieldsRequest,
     responses((status = 200, description = "The document with the selected values encrypted", body = crate::openapi::responses::EncryptFieldsResponse),
@@ -234,15 +227,12 @@ pub async fn encrypt(
     let result = encrypt_fields(&state.service, doc, &selection, &p, &options)
         .await
         .map_err(api_error);
-    state.metrics.record(&OpRecord {
-        op: Op::EncryptFields,
-        actor: who.id(),
-        purpose: Some(p.as_str()),
-        key_version: None,
-        items: result.as_ref().map_or(0, |(_, r)| r.encrypted.len()),
-        result: outcome(&result),
-        request: &rid,
-    });
+    state.metrics.record(
+        &OpRecord::new(Op::EncryptFields, who.id(), &rid)
+            .purpose(Some(p.as_str()))
+            .items(result.as_ref().map_or(0, |(_, r)| r.encrypted.len()))
+            .outcome(&result),
+    );
     let (data, report) = result?;
     Ok(Json(json!({
         "data": data,
@@ -305,15 +295,12 @@ pub async fn decrypt(
     let result = decrypt_fields_with(&state.service, doc, selectors.as_deref(), &b, &options)
         .await
         .map_err(api_error);
-    state.metrics.record(&OpRecord {
-        op: Op::DecryptFields,
-        actor: who.id(),
-        purpose: one_purpose,
-        key_version: None,
-        items: found.len(),
-        result: outcome(&result),
-        request: &rid,
-    });
+    state.metrics.record(
+        &OpRecord::new(Op::DecryptFields, who.id(), &rid)
+            .purpose(one_purpose)
+            .items(found.len())
+            .outcome(&result),
+    );
     let (data, report) = result?;
     if !legacy_fields.is_empty() {
         let mut decrypted = legacy_fields;

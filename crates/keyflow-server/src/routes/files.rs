@@ -126,26 +126,6 @@ fn percent_encode(name: &str) -> String {
     utf8_percent_encode(name, NOT_UNRESERVED).to_string()
 }
 
-fn record(
-    state: &AppState,
-    op: Op,
-    who: &str,
-    purpose: &str,
-    version: Option<u32>,
-    result: &str,
-    rid: &RequestId,
-) {
-    state.metrics.record(&OpRecord {
-        op,
-        actor: who,
-        purpose: Some(purpose),
-        key_version: version,
-        items: 1,
-        result,
-        request: rid,
-    });
-}
-
 /// Encrypts a streamed body.
 #[utoipa::path(post, path = "/api/encryption/files/encrypt", params(FileEncryptQuery),
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The plaintext, streamed"),
@@ -204,14 +184,10 @@ async fn encrypt_stream_inner(
     let (sealer, version) = match sealed {
         Ok(s) => s,
         Err(e) => {
-            record(
-                &state,
-                Op::FileEncrypt,
-                who.id(),
-                p.as_str(),
-                None,
-                e.status_and_code().1,
-                &rid,
+            state.metrics.record(
+                &OpRecord::new(Op::FileEncrypt, who.id(), &rid)
+                    .purpose(Some(p.as_str()))
+                    .result(e.status_and_code().1),
             );
             return Err(e);
         }
@@ -273,14 +249,11 @@ struct Finish {
 
 impl Finish {
     fn log(&self, result: &str) {
-        record(
-            &self.state,
-            self.op,
-            &self.who,
-            &self.purpose,
-            Some(self.version),
-            result,
-            &self.rid,
+        self.state.metrics.record(
+            &OpRecord::new(self.op, &self.who, &self.rid)
+                .purpose(Some(&self.purpose))
+                .key_version(Some(self.version))
+                .result(result),
         );
     }
 
@@ -342,14 +315,11 @@ async fn decrypt_stream_inner(
     let p = header.purpose().to_string();
     let version = header.key_version().get();
     let fail = |e: ApiError| {
-        record(
-            &state,
-            Op::FileDecrypt,
-            who.id(),
-            &p,
-            Some(version),
-            e.status_and_code().1,
-            &rid,
+        state.metrics.record(
+            &OpRecord::new(Op::FileDecrypt, who.id(), &rid)
+                .purpose(Some(&p))
+                .key_version(Some(version))
+                .result(e.status_and_code().1),
         );
         e
     };
@@ -402,14 +372,10 @@ async fn decrypt_stream_inner(
     rid.audit().note_key(&p, Some(version), 1);
     if dec.is_done() {
         // The whole file verified: an ordinary response with a length.
-        record(
-            &state,
-            Op::FileDecrypt,
-            who.id(),
-            &p,
-            Some(version),
-            "ok",
-            &rid,
+        state.metrics.record(
+            &OpRecord::new(Op::FileDecrypt, who.id(), &rid)
+                .purpose(Some(&p))
+                .key_version(Some(version)),
         );
         return Ok((resp_headers, head).into_response());
     }
@@ -488,16 +454,11 @@ pub async fn encrypt_file_json(
         .map_err(ApiError::from)
         .and_then(|r| r.map_err(|e| api_error(e, limit)));
     let version = result.as_ref().ok().map(|(_, v)| *v);
-    record(
-        &state,
-        Op::FileEncrypt,
-        who.id(),
-        p.as_str(),
-        version,
-        result
-            .as_ref()
-            .map_or_else(|e| e.status_and_code().1, |_| "ok"),
-        &rid,
+    state.metrics.record(
+        &OpRecord::new(Op::FileEncrypt, who.id(), &rid)
+            .purpose(Some(p.as_str()))
+            .key_version(version)
+            .outcome(&result),
     );
     let (file, version) = result?;
     Ok(Json(json!({
@@ -539,16 +500,11 @@ pub async fn decrypt_file_json(
         .await
         .map_err(ApiError::from)
         .and_then(|r| r.map_err(|e| api_error(e, limit)));
-    record(
-        &state,
-        Op::FileDecrypt,
-        who.id(),
-        header.purpose().as_str(),
-        Some(header.key_version().get()),
-        result
-            .as_ref()
-            .map_or_else(|e| e.status_and_code().1, |_| "ok"),
-        &rid,
+    state.metrics.record(
+        &OpRecord::new(Op::FileDecrypt, who.id(), &rid)
+            .purpose(Some(header.purpose().as_str()))
+            .key_version(Some(header.key_version().get()))
+            .outcome(&result),
     );
     let (meta, plain) = result?;
     Ok(Json(json!({

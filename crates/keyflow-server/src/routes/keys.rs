@@ -79,17 +79,12 @@ pub async fn generate(
         .generate(&p)
         .await
         .map_err(ApiError::from);
-    state.metrics.record(&OpRecord {
-        op: Op::KeysGenerate,
-        actor: who.id(),
-        purpose: Some(p.as_str()),
-        key_version: result.as_ref().ok().map(|r| r.version.get()),
-        items: 1,
-        result: result
-            .as_ref()
-            .map_or_else(|e| e.status_and_code().1, |_| "ok"),
-        request: &rid,
-    });
+    state.metrics.record(
+        &OpRecord::new(Op::KeysGenerate, who.id(), &rid)
+            .purpose(Some(p.as_str()))
+            .key_version(result.as_ref().ok().map(|r| r.version.get()))
+            .outcome(&result),
+    );
     Ok((
         StatusCode::CREATED,
         Json(crate::wire::key_metadata(&result?)),
@@ -115,17 +110,12 @@ pub async fn rotate(
         .rotate(&p)
         .await
         .map_err(ApiError::from);
-    state.metrics.record(&OpRecord {
-        op: Op::KeysRotate,
-        actor: who.id(),
-        purpose: Some(p.as_str()),
-        key_version: result.as_ref().ok().map(|r| r.new_version.get()),
-        items: 1,
-        result: result
-            .as_ref()
-            .map_or_else(|e| e.status_and_code().1, |_| "ok"),
-        request: &rid,
-    });
+    state.metrics.record(
+        &OpRecord::new(Op::KeysRotate, who.id(), &rid)
+            .purpose(Some(p.as_str()))
+            .key_version(result.as_ref().ok().map(|r| r.new_version.get()))
+            .outcome(&result),
+    );
     let r = result?;
     Ok(Json(json!({
         "purpose": r.purpose.as_str(),
@@ -158,15 +148,11 @@ pub async fn list(
             .transpose()?,
     };
     let keys = state.service.keys().list(&filter).await?;
-    state.metrics.record(&OpRecord {
-        op: Op::KeysList,
-        actor: who.id(),
-        purpose: filter.purpose.as_ref().map(|p| p.as_str()),
-        key_version: None,
-        items: keys.len(),
-        result: "ok",
-        request: &rid,
-    });
+    state.metrics.record(
+        &OpRecord::new(Op::KeysList, who.id(), &rid)
+            .purpose(filter.purpose.as_ref().map(|p| p.as_str()))
+            .items(keys.len()),
+    );
     Ok(Json(json!({
         "total": keys.len(),
         "keys": keys.iter().map(crate::wire::key_metadata).collect::<Vec<_>>(),

@@ -95,30 +95,6 @@ fn version(n: u32) -> ApiResult<KeyVersion> {
     KeyVersion::new(n).map_err(|e| ApiError::InvalidRequest(format!("version: {e}")))
 }
 
-fn record(
-    state: &AppState,
-    op: Op,
-    who: &Principal,
-    rid: &RequestId,
-    purpose: Option<&Purpose>,
-    key_version: Option<u32>,
-    result: &str,
-) {
-    state.metrics.record(&OpRecord {
-        op,
-        actor: who.id(),
-        purpose: purpose.map(Purpose::as_str),
-        key_version,
-        items: 1,
-        result,
-        request: rid,
-    });
-}
-
-fn outcome<T>(r: &Result<T, ApiError>) -> &'static str {
-    r.as_ref().map_or_else(|e| e.status_and_code().1, |_| "ok")
-}
-
 /// Which change a route asks for (the revoke reason comes from the body).
 #[derive(Clone, Copy)]
 enum Action {
@@ -161,14 +137,11 @@ async fn change(
         .change_version(&p, v, change)
         .await
         .map_err(ApiError::from);
-    record(
-        &state,
-        Op::KeysLifecycle,
-        &who,
-        &rid,
-        Some(&p),
-        Some(v.get()),
-        outcome(&result),
+    state.metrics.record(
+        &OpRecord::new(Op::KeysLifecycle, who.id(), &rid)
+            .purpose(Some(p.as_str()))
+            .key_version(Some(v.get()))
+            .outcome(&result),
     );
     Ok(Json(crate::wire::key_metadata(&result?)))
 }
@@ -218,8 +191,22 @@ pub async fn destroy(
     change(state, who, rid, req, Action::Destroy).await
 }
 
-fn policy_json(purpose: &Purpose, p: &Policy) -> Value {
-    json!({ "purpose": purpose.as_str(), "policy": p })
+/// Records a policy request and answers with the purpose's policy.
+fn policy_answer(
+    state: &AppState,
+    who: &Principal,
+    rid: &RequestId,
+    purpose: &Purpose,
+    result: ApiResult<Policy>,
+) -> ApiResult<Json<Value>> {
+    state.metrics.record(
+        &OpRecord::new(Op::KeysPolicy, who.id(), rid)
+            .purpose(Some(purpose.as_str()))
+            .outcome(&result),
+    );
+    Ok(Json(
+        json!({ "purpose": purpose.as_str(), "policy": result? }),
+    ))
 }
 
 /// A purpose's rotation policy (the default when none was set).
@@ -240,16 +227,7 @@ pub async fn get_policy(
         .policy(&p)
         .await
         .map_err(ApiError::from);
-    record(
-        &state,
-        Op::KeysPolicy,
-        &who,
-        &rid,
-        Some(&p),
-        None,
-        outcome(&result),
-    );
-    Ok(Json(policy_json(&p, &result?)))
+    policy_answer(&state, &who, &rid, &p, result)
 }
 
 /// Sets a purpose's rotation policy; omitted fields keep their current value.
@@ -275,16 +253,7 @@ pub async fn set_policy(
     }
     .await
     .map_err(ApiError::from);
-    record(
-        &state,
-        Op::KeysPolicy,
-        &who,
-        &rid,
-        Some(&p),
-        None,
-        outcome(&result),
-    );
-    Ok(Json(policy_json(&p, &result?)))
+    policy_answer(&state, &who, &rid, &p, result)
 }
 
 /// Runs one scheduler pass now (or plans one with `dryRun`), as of `at`.
@@ -319,15 +288,9 @@ pub async fn rotate_due(
             .release_lease(keyflow_kms::scheduler::SCHEDULER_LEASE, &holder)
             .await;
     }
-    record(
-        &state,
-        Op::KeysRotateDue,
-        &who,
-        &rid,
-        None,
-        None,
-        outcome(&result),
-    );
+    state
+        .metrics
+        .record(&OpRecord::new(Op::KeysRotateDue, who.id(), &rid).outcome(&result));
     let report = result?;
     // The keys this pass changed, in the request's audit record.
     for a in report
@@ -392,7 +355,9 @@ pub async fn rewrap(
     match (req.encrypted_data, req.items) {
         (Some(ct), None) => {
             let result = one(ct).await;
-            record(&state, Op::Rewrap, &who, &rid, None, None, outcome(&result));
+            state
+                .metrics
+                .record(&OpRecord::new(Op::Rewrap, who.id(), &rid).outcome(&result));
             Ok(Json(result?))
         }
         (None, Some(items)) => {
@@ -405,15 +370,9 @@ pub async fn rewrap(
             for ct in items {
                 results.push(one(ct).await.unwrap_or_else(|e| e.body()));
             }
-            state.metrics.record(&OpRecord {
-                op: Op::Rewrap,
-                actor: who.id(),
-                purpose: None,
-                key_version: None,
-                items: results.len(),
-                result: "ok",
-                request: &rid,
-            });
+            state
+                .metrics
+                .record(&OpRecord::new(Op::Rewrap, who.id(), &rid).items(results.len()));
             Ok(Json(json!({ "results": results })))
         }
         _ => Err(ApiError::InvalidRequest(

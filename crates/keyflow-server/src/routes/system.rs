@@ -147,15 +147,9 @@ pub async fn status(
     } else {
         json!(by_purpose)
     };
-    state.metrics.record(&OpRecord {
-        op: Op::Status,
-        actor: who.id(),
-        purpose: None,
-        key_version: None,
-        items: versions.len(),
-        result: "ok",
-        request: &rid,
-    });
+    state
+        .metrics
+        .record(&OpRecord::new(Op::Status, who.id(), &rid).items(versions.len()));
     Ok(Json(json!({
         "total": versions.len(),
         "active": count(KeyStatus::Active),

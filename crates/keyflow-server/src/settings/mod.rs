@@ -103,18 +103,8 @@ pub enum Backend {
 /// shared with every other command, so not part of [`ServeArgs`].
 #[derive(Debug)]
 pub struct Site {
-    /// Production (`KEYFLOW_ENV`/`NODE_ENV`, [`keyflow_transport::Environment`]).
-    pub production: bool,
-    /// The data directory (dev mode keeps its password and certificate there).
-    pub data_dir: PathBuf,
-    /// The KEK file.
-    pub kek_path: PathBuf,
-    /// Where the server keeps its audit journal.
-    pub audit_journal_dir: PathBuf,
-    /// The service's settings (strict mode, cache TTL); the server adds its own.
-    pub service: ServiceConfig,
-    /// The keystore's kind.
-    pub backend: Backend,
+    /// Everything but the password (kept in [`Settings::site`]).
+    pub facts: SiteFacts,
     /// The KEK password, or why it could not be read (a configuration error unless
     /// dev mode generates one).
     pub kek_password: Result<PasswordText, String>,
@@ -164,18 +154,19 @@ pub struct Settings {
     pub legacy_reads: bool,
 }
 
-/// [`Site`] without the password (moved into [`Settings::password`]).
+/// What the process resolved before `serve`, but the password (which becomes
+/// [`Settings::password`]).
 #[derive(Debug, Clone)]
 pub struct SiteFacts {
-    /// Production.
+    /// Production (`KEYFLOW_ENV`/`NODE_ENV`, [`keyflow_transport::Environment`]).
     pub production: bool,
-    /// The data directory.
+    /// The data directory (dev mode keeps its password and certificate there).
     pub data_dir: PathBuf,
     /// The KEK file.
     pub kek_path: PathBuf,
-    /// The audit journal's directory.
+    /// Where the server keeps its audit journal.
     pub audit_journal_dir: PathBuf,
-    /// The service's settings.
+    /// The service's settings (strict mode, cache TTL); the server adds its own.
     pub service: ServiceConfig,
     /// The keystore's kind.
     pub backend: Backend,
@@ -187,11 +178,16 @@ impl Settings {
     /// also creates the generated KEK password and the self-signed certificate when
     /// missing.
     pub fn resolve(args: &ServeArgs, site: Site) -> Result<Self, ServeError> {
-        if args.dev && site.production {
+        let Site {
+            facts,
+            kek_password,
+        } = site;
+        let production = facts.production;
+        if args.dev && production {
             return Err(ServeError::Config("--dev is refused in production".into()));
         }
         let audit = audit_policy(
-            site.production,
+            production,
             args.audit.as_deref(),
             args.audit_failure.as_deref(),
         )?;
@@ -201,21 +197,12 @@ impl Settings {
         )?;
         // KEYFLOW_ALERT_* (thresholds, windows, webhook URL): refused here when unusable.
         let alerts = AlertConfig::from_env().map_err(config_error)?;
-        let Site {
-            production,
-            data_dir,
-            kek_path,
-            audit_journal_dir,
-            service,
-            backend,
-            kek_password,
-        } = site;
         let configured =
             |text: &PasswordText| KekPassword::new(text.expose().to_owned(), production);
         let password = if args.dev {
             match kek_password.as_ref().ok().map(configured) {
                 Some(Ok(p)) => p,
-                _ => dev_password(&data_dir)?,
+                _ => dev_password(&facts.data_dir)?,
             }
         } else {
             let text = kek_password
@@ -228,7 +215,7 @@ impl Settings {
             // Key management must be signed in production.
             transport.integrity_required_prefixes = vec!["/api/encryption/keys".into()];
         }
-        let tls = tls_config(args, &data_dir, &transport, production)?;
+        let tls = tls_config(args, &facts.data_dir, &transport, production)?;
         let max_staleness = Duration::from_secs(args.cache_max_staleness_secs);
         let revalidate_every = Duration::from_millis(args.revalidate_ms);
         if max_staleness <= revalidate_every {
@@ -237,14 +224,7 @@ impl Settings {
             ));
         }
         Ok(Self {
-            site: SiteFacts {
-                production,
-                data_dir,
-                kek_path,
-                audit_journal_dir,
-                service,
-                backend,
-            },
+            site: facts,
             dev: args.dev,
             listen: args.listen.clone(),
             password,

@@ -2,9 +2,7 @@
 //! keystores; `keyflow_audit_anchor`, migration 0005) → [`StoredAudit`] / [`ChainHead`]
 //! / [`Checkpoint`] and the column encodings both write.
 
-use keyflow_kms::audit::{
-    mac_from_hex, ChainHead, Checkpoint, CheckpointKind, StoredAudit, MAX_PAGE,
-};
+use keyflow_kms::audit::{mac_from_hex, ChainHead, Checkpoint, CheckpointKind, StoredAudit};
 use keyflow_kms::keystore::StoreError;
 
 use super::Columns;
@@ -20,13 +18,6 @@ fn corrupt(what: &str) -> StoreError {
 /// and a bound past the last record means the same as `i64::MAX`.
 pub fn seq_column(seq: u64) -> i64 {
     i64::try_from(seq).unwrap_or(i64::MAX)
-}
-
-/// How many records a query returns: `0` (the filter's default) means a full page,
-/// and no page exceeds [`MAX_PAGE`].
-pub fn page(limit: u32) -> i64 {
-    let limit = if limit == 0 { MAX_PAGE } else { limit };
-    i64::from(limit.min(MAX_PAGE))
 }
 
 /// The purposes column: `,p1,p2,`, or `''` for none, so a purpose filter is a plain
@@ -162,12 +153,5 @@ mod tests {
         for bad in [",", "a,", ",a", ",%2,", ",%zz,", ",%,"] {
             assert_eq!(purposes_from_column(bad), None, "{bad}");
         }
-    }
-
-    #[test]
-    fn a_page_is_never_empty_by_default_nor_above_the_cap() {
-        assert_eq!(page(0), i64::from(MAX_PAGE));
-        assert_eq!(page(7), 7);
-        assert_eq!(page(u32::MAX), i64::from(MAX_PAGE));
     }
 }

@@ -7,26 +7,11 @@ impl State {
     fn append_audit(
         &mut self,
         sealer: &AuditSealer,
-        events: &[AuditEvent],
+        events: &[EncodedEvent],
     ) -> Result<ChainHead, StoreError> {
-        let mut head = self.audit_head;
-        let mut sealed = Vec::with_capacity(events.len());
-        for event in events {
-            // The SQL backends' sequence column is a signed 64-bit integer.
-            let seq = head
-                .seq
-                .checked_add(1)
-                .filter(|s| i64::try_from(*s).is_ok())
-                .ok_or_else(|| StoreError::Backend("the audit chain is full".into()))?;
-            let record = sealer
-                .seal(&head.mac, seq, event)
-                .map_err(|e| StoreError::Backend(format!("cannot seal an audit event: {e}")))?;
-            head = ChainHead {
-                seq,
-                mac: record.mac,
-            };
-            sealed.push(record);
-        }
+        let (sealed, head) = sealer
+            .seal_after(self.audit_head, events)
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
         self.audit.extend(sealed);
         self.audit_head = head;
         Ok(head)
@@ -61,21 +46,11 @@ impl State {
     }
 
     fn audit_query(&self, f: &AuditFilter) -> Vec<StoredAudit> {
-        let limit = if f.limit == 0 { MAX_PAGE } else { f.limit };
-        let matches = |r: &&StoredAudit| {
-            f.since.is_none_or(|t| r.time >= t)
-                && f.until.is_none_or(|t| r.time < t)
-                && f.actor.as_ref().is_none_or(|a| *a == r.actor)
-                && f.purpose.as_ref().is_none_or(|p| r.purposes.contains(p))
-                && f.operation.as_ref().is_none_or(|o| *o == r.operation)
-                && f.result.as_ref().is_none_or(|x| *x == r.result)
-                && f.before.is_none_or(|b| r.seq < b)
-        };
         self.audit
             .iter()
             .rev()
-            .filter(matches)
-            .take(usize::try_from(limit.min(MAX_PAGE)).unwrap_or(usize::MAX))
+            .filter(|r| f.matches(r))
+            .take(usize::try_from(f.page_size()).unwrap_or(usize::MAX))
             .cloned()
             .collect()
     }
@@ -88,13 +63,15 @@ impl AuditStore for MemoryKeystore {
         sealer: &AuditSealer,
         events: &[AuditEvent],
     ) -> Result<ChainHead, StoreError> {
-        self.with(|s| s.append_audit(sealer, events))
+        let events = EncodedEvent::all(events)
+            .map_err(|e| StoreError::Backend(format!("cannot encode an audit event: {e}")))?;
+        self.with(|s| s.append_audit(sealer, &events))
     }
 
     async fn append_audit_from(
         &self,
         sealer: &AuditSealer,
-        events: &[AuditEvent],
+        events: &[EncodedEvent],
         mark: &JournalMark,
     ) -> Result<ChainHead, StoreError> {
         self.with(|s| {

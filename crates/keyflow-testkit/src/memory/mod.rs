@@ -44,8 +44,8 @@ use std::sync::{Mutex, PoisonError};
 use async_trait::async_trait;
 use keyflow_kms::access::TokenRecord;
 use keyflow_kms::audit::{
-    AuditEvent, AuditFilter, AuditSealer, AuditStore, ChainHead, Checkpoint, JournalMark,
-    StoredAudit, MAX_PAGE,
+    AuditEvent, AuditFilter, AuditSealer, AuditStore, ChainHead, Checkpoint, EncodedEvent,
+    JournalMark, StoredAudit,
 };
 use keyflow_kms::kek_provider::META_KEK_ID;
 use keyflow_kms::keystore::StoreError;

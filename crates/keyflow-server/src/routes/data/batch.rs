@@ -11,9 +11,9 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
+use super::authorize_ciphertext;
 use super::input::{json_str, Payload};
 use super::json::{push_decrypted, BatchWriter};
-use super::{authorize_ciphertext, error_code};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, RequestId};
@@ -122,15 +122,13 @@ pub async fn batch_encrypt(
             w.push_err(e);
         }
     }
-    state.metrics.record(&OpRecord {
-        op: Op::BatchEncrypt,
-        actor: who.id(),
-        purpose: Some(p.as_str()),
-        key_version: outcome.as_ref().ok().map(|v| v.get()),
-        items: req.items.len(),
-        result: outcome.as_ref().map_or_else(error_code, |_| "ok"),
-        request: &rid,
-    });
+    state.metrics.record(
+        &OpRecord::new(Op::BatchEncrypt, who.id(), &rid)
+            .purpose(Some(p.as_str()))
+            .key_version(outcome.as_ref().ok().map(|v| v.get()))
+            .items(req.items.len())
+            .outcome(&outcome),
+    );
     outcome?;
     Ok(w.finish())
 }
@@ -251,14 +249,10 @@ fn finish_batch_decrypt(
     items: usize,
     w: BatchWriter,
 ) -> Response {
-    state.metrics.record(&OpRecord {
-        op: Op::BatchDecrypt,
-        actor: who.id(),
-        purpose: None,
-        key_version: None,
-        items,
-        result: if w.all_ok() { "ok" } else { "partial_failure" },
-        request: rid,
-    });
+    state.metrics.record(
+        &OpRecord::new(Op::BatchDecrypt, who.id(), rid)
+            .items(items)
+            .result(if w.all_ok() { "ok" } else { "partial_failure" }),
+    );
     w.finish()
 }

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
-use super::{error_code, required};
+use super::required;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, RequestId};
@@ -94,58 +94,45 @@ pub async fn blind_index(
         (None, Some(n)) => keyflow_fields::blind::bits_for_distinct_values(n),
         (None, None) => 32,
     };
-    if req.all_versions {
-        let result = state
+    // Newest first: with `allVersions` every live version's index, else the active one.
+    let result = if req.all_versions {
+        state.service.blind_indexes(&p, &field, &bytes, bits).await
+    } else {
+        state
             .service
-            .blind_indexes(&p, &field, &bytes, bits)
+            .blind_index(&p, &field, &bytes, bits)
             .await
-            .map_err(ApiError::from);
-        state.metrics.record(&OpRecord {
-            op: Op::BlindIndex,
-            actor: who.id(),
-            purpose: Some(p.as_str()),
-            key_version: result
-                .as_ref()
-                .ok()
-                .and_then(|l| l.first())
-                .map(|b| b.key_version.get()),
-            items: result.as_ref().map_or(0, Vec::len),
-            result: result.as_ref().map_or_else(error_code, |_| "ok"),
-            request: &rid,
-        });
-        let all = result?;
-        let newest = all
-            .first()
-            .ok_or_else(|| ApiError::Internal("no live key version".into()))?;
-        let indexes: Vec<Value> = all
+            .map(|b| vec![b])
+    }
+    .map_err(ApiError::from);
+    let active = result.as_ref().ok().and_then(|l| l.first());
+    state.metrics.record(
+        &OpRecord::new(Op::BlindIndex, who.id(), &rid)
+            .purpose(Some(p.as_str()))
+            .key_version(active.map(|b| b.key_version.get()))
+            .items(match &result {
+                Ok(all) => all.len(),
+                Err(_) if req.all_versions => 0,
+                Err(_) => 1,
+            })
+            .outcome(&result),
+    );
+    let all = result?;
+    let newest = all
+        .first()
+        .ok_or_else(|| ApiError::Internal("no live key version".into()))?;
+    let mut body = json!({
+        "index": newest.hex,
+        "keyVersion": newest.key_version.get(),
+        "bits": bits,
+    });
+    if req.all_versions {
+        body["indexes"] = all
             .iter()
             .map(|b| json!({ "index": b.hex, "keyVersion": b.key_version.get() }))
             .collect();
-        return Ok(Json(json!({
-            "index": newest.hex,
-            "keyVersion": newest.key_version.get(),
-            "bits": bits,
-            "indexes": indexes,
-        })));
     }
-    let result = state
-        .service
-        .blind_index(&p, &field, &bytes, bits)
-        .await
-        .map_err(ApiError::from);
-    state.metrics.record(&OpRecord {
-        op: Op::BlindIndex,
-        actor: who.id(),
-        purpose: Some(p.as_str()),
-        key_version: result.as_ref().ok().map(|b| b.key_version.get()),
-        items: 1,
-        result: result.as_ref().map_or_else(error_code, |_| "ok"),
-        request: &rid,
-    });
-    let bi = result?;
-    Ok(Json(
-        json!({ "index": bi.hex, "keyVersion": bi.key_version.get(), "bits": bits }),
-    ))
+    Ok(Json(body))
 }
 
 /// Masks a value for display.
@@ -178,14 +165,8 @@ pub async fn mask(
         }
     };
     let masked = state.service.mask(&value, kind);
-    state.metrics.record(&OpRecord {
-        op: Op::Mask,
-        actor: who.id(),
-        purpose: None,
-        key_version: None,
-        items: 1,
-        result: "ok",
-        request: &rid,
-    });
+    state
+        .metrics
+        .record(&OpRecord::new(Op::Mask, who.id(), &rid));
     Ok(Json(json!({ "masked": masked, "type": kind.name() })))
 }

@@ -131,15 +131,12 @@ pub async fn encrypt(
                 })
         }
     };
-    state.metrics.record(&OpRecord {
-        op: Op::Encrypt,
-        actor: who.id(),
-        purpose: Some(p.as_str()),
-        key_version: result.as_ref().ok().map(|v| v.get()),
-        items: 1,
-        result: result.as_ref().map_or_else(error_code, |_| "ok"),
-        request: &rid,
-    });
+    state.metrics.record(
+        &OpRecord::new(Op::Encrypt, who.id(), &rid)
+            .purpose(Some(p.as_str()))
+            .key_version(result.as_ref().ok().map(|v| v.get()))
+            .outcome(&result),
+    );
     result?;
     if req.return_object {
         let ct = std::str::from_utf8(&out[OPEN.len()..])
@@ -189,15 +186,12 @@ pub async fn decrypt(
         (Err(e), _) | (Ok(_), Err(e)) => error_code(e),
         _ => "ok",
     };
-    state.metrics.record(&OpRecord {
-        op: Op::Decrypt,
-        actor: who.id(),
-        purpose: p,
-        key_version: v,
-        items: 1,
-        result: outcome,
-        request: &rid,
-    });
+    state.metrics.record(
+        &OpRecord::new(Op::Decrypt, who.id(), &rid)
+            .purpose(p)
+            .key_version(v)
+            .result(outcome),
+    );
     authorized?;
     result?;
     out.push(b'}');
@@ -212,14 +206,10 @@ fn legacy_answer(
     result: ApiResult<(Value, String)>,
 ) -> ApiResult<Response> {
     let outcome = result.as_ref().err().map_or("ok", error_code);
-    state.metrics.record(&OpRecord {
-        op: Op::Decrypt,
-        actor: who.id(),
-        purpose: result.as_ref().ok().map(|(_, p)| p.as_str()),
-        key_version: None,
-        items: 1,
-        result: outcome,
-        request: rid,
-    });
+    state.metrics.record(
+        &OpRecord::new(Op::Decrypt, who.id(), rid)
+            .purpose(result.as_ref().ok().map(|(_, p)| p.as_str()))
+            .result(outcome),
+    );
     Ok(Json(result?.0).into_response())
 }
