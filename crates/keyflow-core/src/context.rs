@@ -81,24 +81,24 @@ impl Context {
     /// Appends the canonical encoding: u32 count, then per pair (sorted by key)
     /// u32 key length, key, u32 value length, value — all big-endian.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
-        // Lengths are bounded by MAX_CONTEXT_* so the casts cannot truncate.
-        out.extend_from_slice(&(self.0.len() as u32).to_be_bytes());
-        for (k, v) in &self.0 {
-            out.extend_from_slice(&(k.len() as u32).to_be_bytes());
-            out.extend_from_slice(k.as_bytes());
-            out.extend_from_slice(&(v.len() as u32).to_be_bytes());
-            out.extend_from_slice(v.as_bytes());
-        }
+        self.encode_with(|bytes| out.extend_from_slice(bytes));
     }
 
     /// Writes the canonical encoding into a fixed buffer (see [`SliceWriter`]).
     pub(crate) fn encode_to(&self, w: &mut SliceWriter<'_>) {
-        w.put(&(self.0.len() as u32).to_be_bytes());
+        self.encode_with(|bytes| w.put(bytes));
+    }
+
+    /// The canonical encoding, written once for both destinations: `put` receives its
+    /// pieces in order (a closure, so each caller compiles to direct writes).
+    fn encode_with(&self, mut put: impl FnMut(&[u8])) {
+        // Lengths are bounded by MAX_CONTEXT_* so the casts cannot truncate.
+        put(&(self.0.len() as u32).to_be_bytes());
         for (k, v) in &self.0 {
-            w.put(&(k.len() as u32).to_be_bytes());
-            w.put(k.as_bytes());
-            w.put(&(v.len() as u32).to_be_bytes());
-            w.put(v.as_bytes());
+            put(&(k.len() as u32).to_be_bytes());
+            put(k.as_bytes());
+            put(&(v.len() as u32).to_be_bytes());
+            put(v.as_bytes());
         }
     }
 

@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::names;
-use crate::path::{ConcretePath, StepRef};
+use crate::path::{member, walk, ConcretePath, StepRef};
 
 /// What fired on a value or a name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -250,7 +250,7 @@ pub struct Finding {
 /// copied into findings.
 pub fn scan(doc: &Value) -> Vec<Finding> {
     let mut out = Vec::new();
-    walk(doc, &mut Vec::new(), &mut out);
+    walk(doc, |v, at| visit(v, at, &mut out));
     out
 }
 
@@ -266,33 +266,22 @@ fn finding(at: &[StepRef<'_>], detector: Detector, list: Option<&'static str>) -
     }
 }
 
-fn walk<'a>(v: &'a Value, at: &mut Vec<StepRef<'a>>, out: &mut Vec<Finding>) {
+/// What [`scan`] finds at one value; whether to look inside it.
+fn visit(v: &Value, at: &[StepRef<'_>], out: &mut Vec<Finding>) -> bool {
+    let name_hit = match member(at) {
+        Some(_) if v.is_null() || is_ciphertext(v) => None,
+        Some(k) if names::is_sensitive_authentication_data(k) => {
+            Some((Detector::SensitiveAuthenticationData, None))
+        }
+        Some(k) => names::list_containing(k).map(|l| (Detector::SensitiveName, Some(l))),
+        None => None,
+    };
+    if let Some((detector, list)) = name_hit {
+        // A sensitive member is reported once, whatever it holds.
+        out.push(finding(at, detector, list));
+        return false;
+    }
     match v {
-        Value::Object(map) => {
-            for (k, child) in map {
-                at.push(StepRef::Key(k));
-                let name_hit = if child.is_null() || is_ciphertext(child) {
-                    None
-                } else if names::is_sensitive_authentication_data(k) {
-                    Some((Detector::SensitiveAuthenticationData, None))
-                } else {
-                    names::list_containing(k).map(|l| (Detector::SensitiveName, Some(l)))
-                };
-                match name_hit {
-                    // A sensitive member is reported once, whatever it holds.
-                    Some((detector, list)) => out.push(finding(at, detector, list)),
-                    None => walk(child, at, out),
-                }
-                at.pop();
-            }
-        }
-        Value::Array(items) => {
-            for (i, child) in items.iter().enumerate() {
-                at.push(StepRef::Index(i));
-                walk(child, at, out);
-                at.pop();
-            }
-        }
         Value::String(s) => match detect(s) {
             Some(detector) => out.push(finding(at, detector, None)),
             None => {
@@ -311,8 +300,9 @@ fn walk<'a>(v: &'a Value, at: &mut Vec<StepRef<'a>>, out: &mut Vec<Finding>) {
                 out.push(finding(at, detector, None));
             }
         }
-        Value::Bool(_) | Value::Null => {}
+        Value::Object(_) | Value::Array(_) | Value::Bool(_) | Value::Null => {}
     }
+    true
 }
 
 #[cfg(test)]

@@ -264,6 +264,48 @@ pub(crate) enum StepRef<'a> {
     Index(usize),
 }
 
+/// The member name a walk's path ends in (`None` at the root or an array element).
+pub(crate) fn member<'a>(at: &[StepRef<'a>]) -> Option<&'a str> {
+    match at.last() {
+        Some(StepRef::Key(name)) => Some(name),
+        _ => None,
+    }
+}
+
+/// Walks `doc` depth first, members in document order: `visit` sees every value (the
+/// document itself first) with its path, and answers whether to go into it. The one
+/// walk of the searches that look at the whole document (detectors, sensitive
+/// authentication data, auto-detection, ciphertexts).
+pub(crate) fn walk<'a>(doc: &'a Value, mut visit: impl FnMut(&'a Value, &[StepRef<'a>]) -> bool) {
+    fn go<'a>(
+        value: &'a Value,
+        at: &mut Vec<StepRef<'a>>,
+        visit: &mut impl FnMut(&'a Value, &[StepRef<'a>]) -> bool,
+    ) {
+        if !visit(value, at) {
+            return;
+        }
+        match value {
+            Value::Object(map) => {
+                for (k, child) in map {
+                    at.push(StepRef::Key(k));
+                    go(child, at, visit);
+                    at.pop();
+                }
+            }
+            Value::Array(items) => {
+                for (i, child) in items.iter().enumerate() {
+                    at.push(StepRef::Index(i));
+                    go(child, at, visit);
+                    at.pop();
+                }
+            }
+            _ => {}
+        }
+    }
+    go(doc, &mut Vec::new(), &mut visit);
+}
+
 /// Where one value sits in one document (`cards[0].cardNumber`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ConcretePath(Vec<Step>);

@@ -64,6 +64,18 @@ async fn stored(store: &dyn Keystore, purpose: &str, n: u32) -> KeyVersionRecord
         .unwrap_or_else(|| panic!("{purpose} v{n} is stored"))
 }
 
+/// Asserts that `purpose` has no version `n` (the counterpart of [`stored`]).
+async fn assert_absent(store: &dyn Keystore, purpose: &str, n: u32) {
+    assert!(
+        store
+            .get_version(&p(purpose), v(n))
+            .await
+            .unwrap()
+            .is_none(),
+        "{purpose} v{n} is not stored"
+    );
+}
+
 /// Rotates `purpose` once as a client would: read the active version, try to insert
 /// the next, retry on conflict. Returns the version it created.
 async fn rotate_once(store: &dyn Keystore, purpose: &str) -> u32 {
@@ -260,11 +272,7 @@ pub async fn first_version_and_lookups(store: Arc<dyn Keystore>) {
         .await
         .unwrap()
         .is_none());
-    assert!(store
-        .get_version(&p("userData"), v(1))
-        .await
-        .unwrap()
-        .is_none());
+    assert_absent(&*store, "userData", 1).await;
     let mut first = rec("userData", 1, 1_795_861_568_123);
     first.encryptions = 0;
     assert_eq!(
@@ -313,44 +321,21 @@ pub async fn rotation_semantics(store: Arc<dyn Keystore>) {
         old.status_changed_at, 20,
         "rotation stamps the demoted version"
     );
-    // Stale: version 2 again.
-    assert_eq!(
-        store
-            .rotate(&rec("financialData", 2, 30), 30)
-            .await
-            .unwrap(),
-        RotateOutcome::Conflict
-    );
-    // Gap: version 4 while 2 is active.
-    assert_eq!(
-        store
-            .rotate(&rec("financialData", 4, 30), 30)
-            .await
-            .unwrap(),
-        RotateOutcome::Conflict
-    );
-    // Version 1 can never be "rotated to".
-    assert_eq!(
-        store
-            .rotate(&rec("financialData", 1, 30), 30)
-            .await
-            .unwrap(),
-        RotateOutcome::Conflict
-    );
-    // Unknown purpose.
-    assert_eq!(
-        store.rotate(&rec("nobody", 2, 30), 30).await.unwrap(),
-        RotateOutcome::Conflict
-    );
+    for (purpose, version) in [
+        ("financialData", 2), // stale: version 2 again
+        ("financialData", 4), // a gap: version 4 while 2 is active
+        ("financialData", 1), // version 1 can never be "rotated to"
+        ("nobody", 2),        // an unknown purpose
+    ] {
+        assert_eq!(
+            store.rotate(&rec(purpose, version, 30), 30).await.unwrap(),
+            RotateOutcome::Conflict,
+            "{purpose} v{version}"
+        );
+    }
     assert_ring(&*store, "financialData", 2).await;
-    assert!(
-        store
-            .get_version(&p("nobody"), v(2))
-            .await
-            .unwrap()
-            .is_none(),
-        "conflict wrote nothing"
-    );
+    // No conflict wrote anything.
+    assert_absent(&*store, "nobody", 2).await;
     for n in 3..=12 {
         assert_eq!(rotate_once(&*store, "financialData").await, n);
     }
@@ -427,11 +412,7 @@ pub async fn usage_counters(store: Arc<dyn Keystore>) {
     );
     // Counting on an unknown version changes nothing and is not an error.
     store.add_usage(&p("userData"), v(9), 1).await.unwrap();
-    assert!(store
-        .get_version(&p("userData"), v(9))
-        .await
-        .unwrap()
-        .is_none());
+    assert_absent(&*store, "userData", 9).await;
 }
 
 /// Listing filters by purpose and state, ordered by purpose then version.

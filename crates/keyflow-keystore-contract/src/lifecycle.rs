@@ -6,7 +6,7 @@ use std::sync::Arc;
 use keyflow_kms::keystore::{Keystore, WriteOutcome};
 use keyflow_kms::model::{KeyStatus, Policy, RewrappedKey, StatusChange, StatusOutcome};
 
-use crate::{p, rec, rotate_once, stored, v};
+use crate::{assert_absent, p, rec, rotate_once, stored, v};
 
 /// Policies are absent until set, then round-trip exactly and can be replaced.
 pub async fn policies(store: Arc<dyn Keystore>) {
@@ -140,32 +140,21 @@ pub async fn insert_versions(store: Arc<dyn Keystore>) {
         Some(one.clone()),
         "inserted exactly"
     );
-    // One existing row among new ones: nothing of the batch is written.
     let three = rec("restored", 3, 3);
     let mut three_rot = three.clone();
     three_rot.status = KeyStatus::Rotating;
-    assert_eq!(
-        store
-            .insert_versions(&[three_rot, two.clone()])
-            .await
-            .unwrap(),
-        WriteOutcome::Conflict
-    );
-    assert!(store
-        .get_version(&p("restored"), v(3))
-        .await
-        .unwrap()
-        .is_none());
-    // A second active version: refused, nothing written.
-    assert_eq!(
-        store.insert_versions(&[three]).await.unwrap(),
-        WriteOutcome::Conflict
-    );
-    assert!(store
-        .get_version(&p("restored"), v(3))
-        .await
-        .unwrap()
-        .is_none());
+    for batch in [
+        // One existing row among new ones: nothing of the batch is written.
+        vec![three_rot, two.clone()],
+        // A second active version: refused, nothing written.
+        vec![three],
+    ] {
+        assert_eq!(
+            store.insert_versions(&batch).await.unwrap(),
+            WriteOutcome::Conflict
+        );
+        assert_absent(&*store, "restored", 3).await;
+    }
 }
 
 /// KEK rewrap moves every version and the metadata together, or nothing.

@@ -102,22 +102,17 @@ impl Canon {
         self
     }
     fn opt_bytes(&mut self, b: Option<&[u8]>) -> &mut Self {
-        match b {
-            Some(b) => {
-                self.0.push(1);
-                self.bytes(b)
-            }
-            None => {
-                self.0.push(0);
-                self
-            }
-        }
+        self.opt(b, Self::bytes)
     }
     fn opt_int(&mut self, n: Option<i64>) -> &mut Self {
-        match n {
-            Some(n) => {
+        self.opt(n, Self::int)
+    }
+    /// A presence byte (1 or 0), then the value when there is one.
+    fn opt<T>(&mut self, value: Option<T>, put: fn(&mut Self, T) -> &mut Self) -> &mut Self {
+        match value {
+            Some(v) => {
                 self.0.push(1);
-                self.int(n)
+                put(self, v)
             }
             None => {
                 self.0.push(0);

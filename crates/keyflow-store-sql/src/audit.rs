@@ -101,8 +101,7 @@ impl<B: Backend> AuditStore for SqlKeystore<B> {
         sealer: &AuditSealer,
         events: &[AuditEvent],
     ) -> Result<ChainHead, StoreError> {
-        let events = EncodedEvent::all(events)
-            .map_err(|e| StoreError::Backend(format!("cannot encode an audit event: {e}")))?;
+        let events = EncodedEvent::all_for_store(events)?;
         self.append(sealer, &events, None).await
     }
 

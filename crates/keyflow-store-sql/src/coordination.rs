@@ -4,10 +4,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use keyflow_kms::keystore::{Coordination, StoreError};
+use keyflow_kms::keystore::{Coordination, KekBinding, StoreError};
 use tokio::sync::Notify;
 
-use crate::rows::Columns;
 use crate::{Backend, SqlKeystore, Stmt};
 
 #[async_trait]
@@ -51,13 +50,7 @@ impl<B: Backend> Coordination for SqlKeystore<B> {
     }
 
     async fn generation(&self) -> Result<i64, StoreError> {
-        let v = self
-            .one(Stmt::new(
-                "SELECT value FROM keyflow_meta WHERE key = 'generation'",
-            ))
-            .await?
-            .map(|r| r.text("value"))
-            .transpose()?;
+        let v = self.get_meta("generation").await?;
         v.unwrap_or_else(|| "0".into())
             .parse()
             .map_err(|_| StoreError::Corrupt("corrupt generation counter".into()))

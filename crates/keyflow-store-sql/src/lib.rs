@@ -259,11 +259,6 @@ macro_rules! keystore_migrations {
                 "legacy keys",
                 include_str!(concat!($dir, "/0008_legacy_keys.sql")),
             ),
-            (
-                9,
-                "audit lean indexes",
-                include_str!(concat!($dir, "/0009_audit_lean_indexes.sql")),
-            ),
         ])
     };
 }

@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 use crate::blind::index_bytes;
 use crate::error::{FieldsError, Result};
 use crate::names;
-use crate::path::{ConcretePath, Selector, Step, StepRef};
+use crate::path::{member, walk, ConcretePath, Selector, Step};
 
 /// Reserved context key: the path label of the value.
 pub const FIELD_KEY: &str = "kf.field";
@@ -59,8 +59,7 @@ struct Target {
 /// Removes (or, with [`SadPolicy::Reject`], reports) every member whose name is
 /// sensitive authentication data, at any depth. Returns the paths.
 pub fn enforce_sad_policy(doc: &mut Value, policy: SadPolicy) -> Result<Vec<String>> {
-    let mut found = Vec::new();
-    find_sad(doc, &mut Vec::new(), &mut found);
+    let found = find_sad(doc);
     if found.is_empty() {
         return Ok(Vec::new());
     }
@@ -78,59 +77,31 @@ pub fn enforce_sad_policy(doc: &mut Value, policy: SadPolicy) -> Result<Vec<Stri
     Ok(shown)
 }
 
-fn find_sad<'a>(v: &'a Value, at: &mut Vec<StepRef<'a>>, found: &mut Vec<ConcretePath>) {
-    match v {
-        Value::Object(map) => {
-            for (k, child) in map {
-                at.push(StepRef::Key(k));
-                if names::is_sensitive_authentication_data(k) {
-                    found.push(ConcretePath::from_refs(at));
-                } else {
-                    find_sad(child, at, found);
-                }
-                at.pop();
-            }
+/// Every member named as sensitive authentication data (not searched further).
+fn find_sad(doc: &Value) -> Vec<ConcretePath> {
+    let mut found = Vec::new();
+    walk(doc, |_, at| match member(at) {
+        Some(name) if names::is_sensitive_authentication_data(name) => {
+            found.push(ConcretePath::from_refs(at));
+            false
         }
-        Value::Array(items) => {
-            for (i, child) in items.iter().enumerate() {
-                at.push(StepRef::Index(i));
-                find_sad(child, at, found);
-                at.pop();
-            }
-        }
-        _ => {}
-    }
+        _ => true,
+    });
+    found
 }
 
 /// Every member of `doc` (any depth) whose name is on the lists of `mask`; matched
 /// members are not searched further (their whole value is encrypted).
-fn auto_targets<'a>(
-    v: &'a Value,
-    mask: u8,
-    at: &mut Vec<StepRef<'a>>,
-    out: &mut Vec<ConcretePath>,
-) {
-    match v {
-        Value::Object(map) => {
-            for (k, child) in map {
-                at.push(StepRef::Key(k));
-                if names::in_mask(k, mask) {
-                    out.push(ConcretePath::from_refs(at));
-                } else {
-                    auto_targets(child, mask, at, out);
-                }
-                at.pop();
-            }
+fn auto_targets(doc: &Value, mask: u8) -> Vec<ConcretePath> {
+    let mut out = Vec::new();
+    walk(doc, |_, at| match member(at) {
+        Some(name) if names::in_mask(name, mask) => {
+            out.push(ConcretePath::from_refs(at));
+            false
         }
-        Value::Array(items) => {
-            for (i, child) in items.iter().enumerate() {
-                at.push(StepRef::Index(i));
-                auto_targets(child, mask, at, out);
-                at.pop();
-            }
-        }
-        _ => {}
-    }
+        _ => true,
+    });
+    out
 }
 
 /// Whether `steps` ends in a member `<name>_bidx` whose object also holds `<name>`.
@@ -164,9 +135,7 @@ fn plan(doc: &Value, selection: &Selection, purpose: &Purpose) -> Result<Vec<Tar
     if selection.auto_detect {
         let mask = names::purpose_mask(purpose.as_str())
             .ok_or_else(|| FieldsError::NoDetectionList(purpose.clone()))?;
-        let mut found = Vec::new();
-        auto_targets(doc, mask, &mut Vec::new(), &mut found);
-        targets.extend(found.into_iter().map(|path| Target {
+        targets.extend(auto_targets(doc, mask).into_iter().map(|path| Target {
             path,
             mode: Mode::Randomized,
         }));
@@ -305,7 +274,7 @@ fn ciphertext_paths(doc: &Value, selectors: Option<&[Selector]>) -> Vec<Concrete
                     .is_some_and(envelope::read::looks_like_text_envelope)
             });
         }
-        None => prefixed_strings(doc, &mut Vec::new(), &mut paths),
+        None => paths = prefixed_strings(doc),
     }
     paths
 }
@@ -330,27 +299,17 @@ pub fn ciphertexts(
         .collect()
 }
 
-fn prefixed_strings<'a>(v: &'a Value, at: &mut Vec<StepRef<'a>>, out: &mut Vec<ConcretePath>) {
-    match v {
+/// Every string with the KeyFlow prefix, at any depth.
+fn prefixed_strings(doc: &Value) -> Vec<ConcretePath> {
+    let mut out = Vec::new();
+    walk(doc, |v, at| match v {
         Value::String(s) if envelope::read::looks_like_text_envelope(s) => {
-            out.push(ConcretePath::from_refs(at))
+            out.push(ConcretePath::from_refs(at));
+            false
         }
-        Value::Object(map) => {
-            for (k, child) in map {
-                at.push(StepRef::Key(k));
-                prefixed_strings(child, at, out);
-                at.pop();
-            }
-        }
-        Value::Array(items) => {
-            for (i, child) in items.iter().enumerate() {
-                at.push(StepRef::Index(i));
-                prefixed_strings(child, at, out);
-                at.pop();
-            }
-        }
-        _ => {}
-    }
+        _ => true,
+    });
+    out
 }
 
 /// The values of `doc` that must be ciphertexts but are in clear, for strict reads
@@ -379,9 +338,11 @@ pub fn plaintext_where_required(doc: &Value, selectors: Option<&[Selector]>) -> 
             out.dedup();
         }
         None => {
-            let mut named = Vec::new();
-            auto_targets(doc, u8::MAX, &mut Vec::new(), &mut named);
-            out.extend(named.into_iter().filter(|p| p.get(doc).is_some_and(clear)));
+            out.extend(
+                auto_targets(doc, u8::MAX)
+                    .into_iter()
+                    .filter(|p| p.get(doc).is_some_and(clear)),
+            );
         }
     }
     out

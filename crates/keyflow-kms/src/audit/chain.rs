@@ -10,6 +10,7 @@
 use keyflow_core::kek::{Kek, MacKey};
 
 use super::AuditEvent;
+use crate::keystore::StoreError;
 
 /// The HKDF label of the audit chain's key.
 pub const AUDIT_KEY_LABEL: &[u8] = b"keyflow audit chain v1";
@@ -81,6 +82,13 @@ impl EncodedEvent {
     /// Encodes each of `events`.
     pub fn all(events: &[AuditEvent]) -> Result<Vec<Self>, serde_json::Error> {
         events.iter().cloned().map(Self::new).collect()
+    }
+
+    /// [`EncodedEvent::all`] for a store's append: an event that does not encode
+    /// cannot be written, a [`StoreError::Backend`].
+    pub fn all_for_store(events: &[AuditEvent]) -> Result<Vec<Self>, StoreError> {
+        Self::all(events)
+            .map_err(|e| StoreError::Backend(format!("cannot encode an audit event: {e}")))
     }
 }
 
@@ -425,78 +433,29 @@ mod tests {
         let r = &chain(&s, 3)[1];
         let all = AuditFilter::default();
         assert!(all.matches(r));
+        // `all` with one change.
+        let with = |change: &dyn Fn(&mut AuditFilter)| {
+            let mut f = all.clone();
+            change(&mut f);
+            f
+        };
         for (f, want) in [
+            (with(&|f| f.actor = Some("tok1".into())), true),
+            (with(&|f| f.actor = Some("tok".into())), false),
+            (with(&|f| f.purpose = Some("userData".into())), true),
+            (with(&|f| f.purpose = Some("userdata".into())), false),
+            (with(&|f| f.operation = Some("encrypt".into())), true),
+            (with(&|f| f.result = Some("denied".into())), false),
             (
-                AuditFilter {
-                    actor: Some("tok1".into()),
-                    ..all.clone()
-                },
+                with(&|f| {
+                    f.since = Some(r.time);
+                    f.until = Some(r.time + 1);
+                }),
                 true,
             ),
-            (
-                AuditFilter {
-                    actor: Some("tok".into()),
-                    ..all.clone()
-                },
-                false,
-            ),
-            (
-                AuditFilter {
-                    purpose: Some("userData".into()),
-                    ..all.clone()
-                },
-                true,
-            ),
-            (
-                AuditFilter {
-                    purpose: Some("userdata".into()),
-                    ..all.clone()
-                },
-                false,
-            ),
-            (
-                AuditFilter {
-                    operation: Some("encrypt".into()),
-                    ..all.clone()
-                },
-                true,
-            ),
-            (
-                AuditFilter {
-                    result: Some("denied".into()),
-                    ..all.clone()
-                },
-                false,
-            ),
-            (
-                AuditFilter {
-                    since: Some(r.time),
-                    until: Some(r.time + 1),
-                    ..all.clone()
-                },
-                true,
-            ),
-            (
-                AuditFilter {
-                    until: Some(r.time),
-                    ..all.clone()
-                },
-                false,
-            ),
-            (
-                AuditFilter {
-                    before: Some(r.seq),
-                    ..all.clone()
-                },
-                false,
-            ),
-            (
-                AuditFilter {
-                    before: Some(r.seq + 1),
-                    ..all.clone()
-                },
-                true,
-            ),
+            (with(&|f| f.until = Some(r.time)), false),
+            (with(&|f| f.before = Some(r.seq)), false),
+            (with(&|f| f.before = Some(r.seq + 1)), true),
         ] {
             assert_eq!(f.matches(r), want, "{f:?}");
         }

@@ -133,8 +133,7 @@ async fn append(
         if i + 1 == chunks.len() {
             events.push(note.clone());
         }
-        let events = EncodedEvent::all(&events)
-            .map_err(|e| StoreError::Backend(format!("cannot encode an audit event: {e}")))?;
+        let events = EncodedEvent::all_for_store(&events)?;
         let mark = JournalMark {
             journal: id.to_owned(),
             through,

@@ -16,14 +16,19 @@ fn op(method: &str, path: &str) -> String {
     )
 }
 
-/// One link: a name, the target, and its request body or parameters.
+/// One link: a name, the target, and what it passes on.
 struct Link {
     from: (&'static str, &'static str, &'static str),
     name: &'static str,
     to: (&'static str, &'static str),
     description: &'static str,
-    body: Option<Value>,
-    parameters: Option<Value>,
+    feed: Feed,
+}
+
+/// What a link passes to its target: the whole request body, or parameters.
+enum Feed {
+    Body(Value),
+    Parameters(Value),
 }
 
 fn links() -> Vec<Link> {
@@ -33,110 +38,98 @@ fn links() -> Vec<Link> {
             name: "DecryptIt",
             to: ("post", "/api/encryption/decrypt"),
             description: "The ciphertext decrypts (give the context it was made with, if any)",
-            body: Some(json!({ "encryptedData": "$response.body#/encryptedData" })),
-            parameters: None,
+            feed: Feed::Body(json!({ "encryptedData": "$response.body#/encryptedData" })),
         },
         Link {
             from: ("post", "/api/encryption/encrypt", "200"),
             name: "RewrapIt",
             to: ("post", "/api/encryption/rewrap"),
             description: "The ciphertext can be rewrapped under the active version",
-            body: Some(json!({ "encryptedData": "$response.body#/encryptedData" })),
-            parameters: None,
+            feed: Feed::Body(json!({ "encryptedData": "$response.body#/encryptedData" })),
         },
         Link {
             from: ("post", "/api/encryption/batch/encrypt", "200"),
             name: "DecryptTheBatch",
             to: ("post", "/api/encryption/batch/decrypt"),
             description: "Each sealed item decrypts (failed items carry no ciphertext)",
-            body: Some(json!({ "items": [
+            feed: Feed::Body(json!({ "items": [
                 "$response.body#/results/0/encryptedData",
                 "$response.body#/results/1/encryptedData",
             ] })),
-            parameters: None,
         },
         Link {
             from: ("post", "/api/encryption/encrypt-fields", "200"),
             name: "DecryptTheDocument",
             to: ("post", "/api/encryption/decrypt-fields"),
             description: "The document decrypts (with the documentId, context and bindArrayIndex it was encrypted with)",
-            body: Some(json!({ "data": "$response.body#/data" })),
-            parameters: None,
+            feed: Feed::Body(json!({ "data": "$response.body#/data" })),
         },
         Link {
             from: ("post", "/api/encryption/encrypt-file", "200"),
             name: "DecryptTheFile",
             to: ("post", "/api/encryption/decrypt-file"),
             description: "The file decrypts",
-            body: Some(json!({ "encryptedData": "$response.body#/encryptedData" })),
-            parameters: None,
+            feed: Feed::Body(json!({ "encryptedData": "$response.body#/encryptedData" })),
         },
         Link {
             from: ("post", "/api/encryption/keys/generate", "201"),
             name: "RotateIt",
             to: ("post", "/api/encryption/keys/rotate"),
             description: "The new purpose can be rotated",
-            body: Some(json!({ "purpose": "$response.body#/purpose" })),
-            parameters: None,
+            feed: Feed::Body(json!({ "purpose": "$response.body#/purpose" })),
         },
         Link {
             from: ("post", "/api/encryption/keys/generate", "201"),
             name: "ListIt",
             to: ("get", "/api/encryption/keys"),
             description: "The new purpose's versions and their status",
-            body: None,
-            parameters: Some(json!({ "query.purpose": "$response.body#/purpose" })),
+            feed: Feed::Parameters(json!({ "query.purpose": "$response.body#/purpose" })),
         },
         Link {
             from: ("post", "/api/encryption/keys/generate", "201"),
             name: "ItsPolicy",
             to: ("get", "/api/encryption/keys/policy"),
             description: "The new purpose's rotation policy",
-            body: None,
-            parameters: Some(json!({ "query.purpose": "$response.body#/purpose" })),
+            feed: Feed::Parameters(json!({ "query.purpose": "$response.body#/purpose" })),
         },
         Link {
             from: ("post", "/api/encryption/keys/rotate", "200"),
             name: "ListTheVersions",
             to: ("get", "/api/encryption/keys"),
             description: "The rotated purpose's versions: the old one rotating, the new one active",
-            body: None,
-            parameters: Some(json!({ "query.purpose": "$response.body#/purpose" })),
+            feed: Feed::Parameters(json!({ "query.purpose": "$response.body#/purpose" })),
         },
         Link {
             from: ("post", "/api/encryption/keys/rotate", "200"),
             name: "RevokeTheOldVersion",
             to: ("post", "/api/encryption/keys/revoke"),
             description: "The version rotated out can be revoked",
-            body: Some(json!({
+            feed: Feed::Body(json!({
                 "purpose": "$response.body#/purpose",
                 "version": "$response.body#/oldVersion",
                 "reason": "stateful test",
             })),
-            parameters: None,
         },
         Link {
             from: ("post", "/api/encryption/keys/revoke", "200"),
             name: "ReinstateIt",
             to: ("post", "/api/encryption/keys/reinstate"),
             description: "A revoked version can be reinstated",
-            body: Some(json!({
+            feed: Feed::Body(json!({
                 "purpose": "$response.body#/purpose",
                 "version": "$response.body#/version",
             })),
-            parameters: None,
         },
         Link {
             from: ("post", "/api/encryption/keys/revoke", "200"),
             name: "DestroyIt",
             to: ("post", "/api/encryption/keys/destroy"),
             description: "A revoked version can be destroyed",
-            body: Some(json!({
+            feed: Feed::Body(json!({
                 "purpose": "$response.body#/purpose",
                 "version": "$response.body#/version",
                 "confirm": true,
             })),
-            parameters: None,
         },
     ]
 }
@@ -156,14 +149,14 @@ pub(super) fn apply(doc: &mut Value) -> Vec<String> {
             "operationRef": op(to_method, to_path),
             "description": link.description,
         });
-        if let Some(body) = link.body {
-            // The body replaces the generated one whole (`merge_body: false`): a
-            // ciphertext is only useful with nothing random beside it.
-            value["requestBody"] = body;
-            value["x-schemathesis"] = json!({ "merge_body": false });
-        }
-        if let Some(parameters) = link.parameters {
-            value["parameters"] = parameters;
+        match link.feed {
+            Feed::Body(body) => {
+                // The body replaces the generated one whole (`merge_body: false`): a
+                // ciphertext is only useful with nothing random beside it.
+                value["requestBody"] = body;
+                value["x-schemathesis"] = json!({ "merge_body": false });
+            }
+            Feed::Parameters(parameters) => value["parameters"] = parameters,
         }
         match doc["paths"]
             .get_mut(path)

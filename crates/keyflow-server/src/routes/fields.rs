@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 
-use super::{context, purpose};
+use super::{context, granted_purpose};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, RequestId};
@@ -198,8 +198,7 @@ pub async fn encrypt(
     rid: RequestId,
     ApiJson(req): ApiJson<EncryptFieldsRequest>,
 ) -> ApiResult<Json<Value>> {
-    let p = purpose(&req.purpose)?;
-    who.require_purpose(&p)?;
+    let p = granted_purpose(&who, &req.purpose)?;
     let doc = document(req.data)?;
     let fields = req
         .fields

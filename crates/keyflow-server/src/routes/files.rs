@@ -43,7 +43,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::file_body::{check_declared_len, drain_on_error, is_too_large, BodyReader};
 use super::file_slots::{pump, FileSlot};
-use super::purpose;
+use super::{granted_purpose, purpose};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, RequestId};
@@ -427,8 +427,7 @@ pub async fn encrypt_file_json(
     rid: RequestId,
     ApiJson(req): ApiJson<EncryptFileRequest>,
 ) -> ApiResult<Json<Value>> {
-    let p = purpose(&req.purpose)?;
-    who.require_purpose(&p)?;
+    let p = granted_purpose(&who, &req.purpose)?;
     let data = zeroize::Zeroizing::new(
         b64()
             .decode(req.data.trim())

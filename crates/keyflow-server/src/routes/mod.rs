@@ -16,11 +16,20 @@ use std::collections::BTreeMap;
 
 use keyflow_kms::{Context, Purpose};
 
+use crate::auth::Principal;
 use crate::error::ApiError;
 
 /// Parses a `purpose` field.
 pub(crate) fn purpose(name: &str) -> Result<Purpose, ApiError> {
     Purpose::new(name).map_err(|e| ApiError::InvalidRequest(format!("purpose: {e}")))
+}
+
+/// Parses a `purpose` field and requires the caller to hold a data-operation role
+/// granted it (a malformed name is a 400 before any role check).
+pub(crate) fn granted_purpose(who: &Principal, name: &str) -> Result<Purpose, ApiError> {
+    let p = purpose(name)?;
+    who.require_purpose(&p)?;
+    Ok(p)
 }
 
 /// Builds a context from the request's `context` object (key order irrelevant).

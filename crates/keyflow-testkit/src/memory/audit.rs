@@ -63,8 +63,7 @@ impl AuditStore for MemoryKeystore {
         sealer: &AuditSealer,
         events: &[AuditEvent],
     ) -> Result<ChainHead, StoreError> {
-        let events = EncodedEvent::all(events)
-            .map_err(|e| StoreError::Backend(format!("cannot encode an audit event: {e}")))?;
+        let events = EncodedEvent::all_for_store(events)?;
         self.with(|s| s.append_audit(sealer, &events))
     }
 

@@ -153,18 +153,22 @@ impl MemoryKeystore {
         self.token_reads.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    fn count_version_read(&self) {
+    /// A key-version read: refused before a row sealer is installed (as
+    /// [`MemoryKeystore::sealed`]), counted in [`MemoryKeystore::version_reads`].
+    fn read_versions<T>(&self, f: impl FnOnce(&mut State) -> T) -> Result<T, StoreError> {
+        self.sealed()?;
         self.version_reads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(self.with(f))
     }
 
-    /// Runs `f` on the state under the lock: one call, one transaction. `f` is not
-    /// async, so the lock is never held across an `.await`.
     /// The SQL backends' refusal before a row sealer is installed.
     fn sealed(&self) -> Result<(), StoreError> {
         self.rows.get().map(|_| ())
     }
 
+    /// Runs `f` on the state under the lock: one call, one transaction. `f` is not
+    /// async, so the lock is never held across an `.await`.
     fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
         // A panic under the lock cannot have left a half-applied write (every write
         // checks first and changes the state last), so a poisoned state is sound.

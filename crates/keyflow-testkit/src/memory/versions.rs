@@ -162,9 +162,7 @@ impl KeyVersions for MemoryKeystore {
         &self,
         filter: &VersionFilter,
     ) -> Result<Vec<KeyVersionRecord>, StoreError> {
-        self.sealed()?;
-        self.count_version_read();
-        Ok(self.with(|s| s.list_versions(filter)))
+        self.read_versions(|s| s.list_versions(filter))
     }
 
     async fn get_version(
@@ -172,18 +170,14 @@ impl KeyVersions for MemoryKeystore {
         purpose: &Purpose,
         version: KeyVersion,
     ) -> Result<Option<KeyVersionRecord>, StoreError> {
-        self.sealed()?;
-        self.count_version_read();
-        Ok(self.with(|s| s.version(purpose, version).cloned()))
+        self.read_versions(|s| s.version(purpose, version).cloned())
     }
 
     async fn active_version(
         &self,
         purpose: &Purpose,
     ) -> Result<Option<KeyVersionRecord>, StoreError> {
-        self.sealed()?;
-        self.count_version_read();
-        Ok(self.with(|s| s.active_version(purpose)))
+        self.read_versions(|s| s.active_version(purpose))
     }
 
     async fn create_first(&self, first: &KeyVersionRecord) -> Result<CreateOutcome, StoreError> {

@@ -18,7 +18,7 @@ use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, RequestId};
 use crate::metrics::{Op, OpRecord};
-use crate::routes::{context, purpose};
+use crate::routes::{context, granted_purpose};
 use crate::state::AppState;
 
 /// `POST /batch/encrypt`. Read borrowing from the body.
@@ -71,8 +71,7 @@ pub async fn batch_encrypt(
     body: JsonBody,
 ) -> ApiResult<Response> {
     let req: BatchEncryptRequest<'_> = body.parse()?;
-    let p = purpose(&req.purpose)?;
-    who.require_purpose(&p)?;
+    let p = granted_purpose(&who, &req.purpose)?;
     check_batch_size(&state, req.items.len())?;
     let ctx = context(req.context)?;
     let encoded: Vec<ApiResult<(PayloadKind, Cow<'_, [u8]>)>> = req

@@ -12,7 +12,7 @@ use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, RequestId};
 use crate::metrics::{Op, OpRecord};
-use crate::routes::purpose;
+use crate::routes::granted_purpose;
 use crate::state::AppState;
 
 /// `POST /blind-index`
@@ -67,8 +67,7 @@ pub async fn blind_index(
     rid: RequestId,
     ApiJson(req): ApiJson<BlindIndexRequest>,
 ) -> ApiResult<Json<Value>> {
-    let p = purpose(&req.purpose)?;
-    who.require_purpose(&p)?;
+    let p = granted_purpose(&who, &req.purpose)?;
     let data = required(req.data, "data")?;
     let bytes = match &data {
         Value::String(s) => s.clone().into_bytes(),

@@ -20,7 +20,7 @@ use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, JsonBody, RequestId};
 use crate::metrics::{Op, OpRecord};
-use crate::routes::{context, purpose};
+use crate::routes::{context, granted_purpose};
 use crate::state::AppState;
 
 /// `POST /encrypt`. Read borrowing from the body: a large `data` string is not copied.
@@ -73,8 +73,7 @@ pub async fn encrypt(
     body: JsonBody,
 ) -> ApiResult<Response> {
     let req: EncryptRequest<'_> = body.parse()?;
-    let p = purpose(&req.purpose)?;
-    who.require_purpose(&p)?;
+    let p = granted_purpose(&who, &req.purpose)?;
     let data = req
         .data
         .filter(|d| d.get() != "null")
