@@ -52,6 +52,12 @@ pub(crate) struct Allowance {
     pub remaining: AtomicU64,
     /// A refill is running (servers refill ahead, from a spawned task).
     pub refilling: std::sync::atomic::AtomicBool,
+    /// The block the last background refill reserved (0: none yet, the configured
+    /// block): it grows while refills come fast ([`crate::ring`]).
+    pub block: AtomicU64,
+    /// When the last background refill started, in ms on the monotonic clock, plus one
+    /// (0: never).
+    pub last_refill: AtomicU64,
 }
 
 impl Allowance {

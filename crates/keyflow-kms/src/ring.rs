@@ -324,7 +324,7 @@ impl KeyRing {
             }
             let block = self.config.usage_flush_every.max(n).max(1);
             let (p, v) = (key.key.purpose(), key.key.version());
-            let granted = reserve(&*self.store, p, v, &key.allowance, block).await?;
+            let (granted, _) = reserve(&*self.store, p, v, &key.allowance, block, block).await?;
             if key.allowance.try_take(n) {
                 return Ok(key);
             }
@@ -382,48 +382,89 @@ impl KeyRing {
         }
     }
 
-    /// Servers: reserve the next block in the background once a quarter is left.
+    /// Servers: reserve the next block in the background once a quarter is left. The
+    /// block grows while refills come fast ([`next_block`]), so a server encrypting a
+    /// million items a second writes the keystore about once a second, not 250 times.
     fn refill_ahead(&self, key: &CachedKey) {
-        let block = self.config.usage_flush_every.max(1);
+        let base = self.config.usage_flush_every.max(1);
+        let allowance = &key.allowance;
+        let current = allowance.block.load(Ordering::Acquire).max(base);
         if !self.config.background_usage_flush
-            || key.allowance.remaining.load(Ordering::Acquire) > block / 4
-            || key.allowance.refilling.swap(true, Ordering::AcqRel)
+            || allowance.remaining.load(Ordering::Acquire) > current / 4
+            || allowance.refilling.swap(true, Ordering::AcqRel)
         {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            key.allowance.refilling.store(false, Ordering::Release);
+            allowance.refilling.store(false, Ordering::Release);
             return;
         };
+        let now = u64::try_from(self.clock.monotonic().as_millis())
+            .unwrap_or(u64::MAX - 1)
+            .saturating_add(1);
+        let last = allowance.last_refill.swap(now, Ordering::AcqRel);
+        let since = (last != 0).then(|| Duration::from_millis(now.saturating_sub(last)));
+        let block = next_block(current, base, since);
         let store = self.store.clone();
-        let allowance = key.allowance.clone();
+        let allowance = allowance.clone();
         let (p, v) = (key.key.purpose().clone(), key.key.version());
         runtime.spawn(async move {
-            if let Err(e) = reserve(&*store, &p, v, &allowance, block).await {
-                tracing::warn!(purpose = %p, version = %v, error = %e, "could not reserve encryptions ahead; the next request will");
+            // The block as reserved (capped by the budget) is the next one's start.
+            match reserve(&*store, &p, v, &allowance, block, base).await {
+                Ok((_, reserved)) => allowance.block.store(reserved, Ordering::Release),
+                Err(e) => {
+                    tracing::warn!(purpose = %p, version = %v, error = %e, "could not reserve encryptions ahead; the next request will");
+                }
             }
             allowance.refilling.store(false, Ordering::Release);
         });
     }
 }
 
-/// Reserves `block` encryptions of `purpose`/`version` in the keystore and adds to
+/// The most a server reserves ahead at once, however fast it encrypts: between
+/// flushes a version's stored count reads at most this much high per process, and a
+/// crash spends at most this much of its budget unused.
+pub const MAX_RESERVE_BLOCK: u64 = 1 << 20;
+/// One reservation takes at most this share of a version's budget (never less than the
+/// block asked for inline): one instance cannot hold the budget the others need, which
+/// would make them rotate early.
+const BUDGET_SHARE: u64 = 64;
+/// Refills closer together than this double the block; further apart than
+/// [`SLOW_REFILL`] halve it, down to the configured block.
+const FAST_REFILL: Duration = Duration::from_secs(1);
+const SLOW_REFILL: Duration = Duration::from_secs(10);
+
+/// The block a background refill reserves after one of `current` (`base` at the
+/// least), when the previous refill started `since` ago (`None`: the first).
+fn next_block(current: u64, base: u64, since: Option<Duration>) -> u64 {
+    let current = current.max(base);
+    match since {
+        Some(s) if s < FAST_REFILL => current.saturating_mul(2).min(MAX_RESERVE_BLOCK.max(base)),
+        Some(s) if s > SLOW_REFILL => (current / 2).max(base),
+        _ => current,
+    }
+}
+
+/// Reserves `block` encryptions of `purpose`/`version` in the keystore — at most
+/// 1/[`BUDGET_SHARE`] of the budget, but never less than `floor` — and adds to
 /// `allowance` what its budget — min(policy, 2^32) — allows of them; the part over the
-/// budget is given straight back. Returns the number granted (less than `block` only
-/// when the budget is reached).
+/// budget is given straight back. Returns the number granted (less than the block
+/// only when the budget is reached) and the block reserved.
 async fn reserve(
     store: &dyn Keystore,
     purpose: &Purpose,
     version: KeyVersion,
     allowance: &Allowance,
     block: u64,
-) -> Result<u64> {
+    floor: u64,
+) -> Result<(u64, u64)> {
     let budget = store
         .get_policy(purpose)
         .await?
         .unwrap_or_default()
         .max_encryptions
         .min(MAX_ENCRYPTIONS_PER_KEY);
+    let block = block.min((budget / BUDGET_SHARE).max(floor));
     let delta = i64::try_from(block).map_err(|_| KmsError::Invalid("batch size"))?;
     let total =
         store
@@ -443,5 +484,36 @@ async fn reserve(
         }
     }
     allowance.give_back(granted);
-    Ok(granted)
+    Ok((granted, block))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reserve_block_doubles_while_refills_come_fast_and_halves_when_slow() {
+        let fast = Some(Duration::from_millis(200));
+        let slow = Some(Duration::from_secs(11));
+        let between = Some(Duration::from_secs(5));
+        assert_eq!(
+            next_block(0, 4096, None),
+            4096,
+            "the first is the configured one"
+        );
+        assert_eq!(next_block(4096, 4096, fast), 8192);
+        assert_eq!(next_block(8192, 4096, between), 8192);
+        assert_eq!(next_block(8192, 4096, slow), 4096);
+        assert_eq!(
+            next_block(4096, 4096, slow),
+            4096,
+            "never below the configured"
+        );
+        assert_eq!(next_block(MAX_RESERVE_BLOCK, 4096, fast), MAX_RESERVE_BLOCK);
+        // A configured block above the cap is kept as configured.
+        assert_eq!(
+            next_block(0, MAX_RESERVE_BLOCK * 2, fast),
+            MAX_RESERVE_BLOCK * 2
+        );
+    }
 }

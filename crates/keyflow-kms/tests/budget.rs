@@ -9,6 +9,7 @@ mod common;
 use std::sync::Arc;
 
 use common::Env;
+use keyflow_core::clock::ManualClock;
 use keyflow_core::{Context, KeyVersion};
 use keyflow_kms::model::MAX_ENCRYPTIONS_PER_KEY;
 use keyflow_kms::{EncryptionService, Policy, ServiceConfig, VersionFilter};
@@ -50,6 +51,17 @@ async fn counts(s: &EncryptionService) -> Vec<(u32, u64)> {
         .iter()
         .map(|r| (r.version.get(), r.encryptions))
         .collect()
+}
+
+/// What the keystore counts for `p`'s first version: used plus reserved.
+async fn stored(s: &EncryptionService, p: &keyflow_core::Purpose) -> u64 {
+    s.ring()
+        .keystore()
+        .get_version(p, KeyVersion::FIRST)
+        .await
+        .unwrap()
+        .unwrap()
+        .encryptions
 }
 
 #[tokio::test]
@@ -204,15 +216,6 @@ async fn servers_reserve_ahead_without_crossing_the_budget() {
         .await;
     let p = purpose("userData");
     with_budget(&s, &p, 6).await;
-    let stored = || async {
-        s.ring()
-            .keystore()
-            .get_version(&p, KeyVersion::FIRST)
-            .await
-            .unwrap()
-            .unwrap()
-            .encryptions
-    };
     // One block of 4 reserved inline, three used: a quarter (1) left, so the third use
     // starts the next reservation in the background (this runtime runs it on yield).
     for i in 0..3 {
@@ -224,7 +227,7 @@ async fn servers_reserve_ahead_without_crossing_the_budget() {
         tokio::task::yield_now().await;
     }
     assert_eq!(
-        stored().await,
+        stored(&s, &p).await,
         6,
         "4 + the 2 the budget allows of the next block"
     );
@@ -242,4 +245,51 @@ async fn servers_reserve_ahead_without_crossing_the_budget() {
     };
     assert_eq!(versions, [1, 1, 1, 2]);
     assert_eq!(counts(&s).await, [(1, 6), (2, 1)]);
+}
+
+/// A server that encrypts fast reserves larger blocks ahead (fewer keystore writes), but
+/// never more than a 64th of the version's budget at once, and its counts stay exact
+/// once flushed.
+#[tokio::test]
+async fn fast_servers_reserve_larger_blocks_within_a_share_of_the_budget() {
+    let env = Env::new();
+    let store = env.store().await;
+    let kek = env.init(&*store).await;
+    let clock = Arc::new(ManualClock::new(1_800_000_000_000));
+    let s = EncryptionService::new(
+        store,
+        kek,
+        ServiceConfig {
+            usage_flush_every: 4,
+            background_usage_flush: true,
+            ..Default::default()
+        },
+    )
+    .with_clock(clock.clone());
+    let p = purpose("userData");
+    // A 64th of the budget: blocks of 4, 8, 16, 32, then 64 at most.
+    with_budget(&s, &p, 64 * 64).await;
+    let mut ahead = Vec::new();
+    for i in 0..300u64 {
+        s.encrypt_value(&json!(i), &p, &Context::new())
+            .await
+            .unwrap();
+        // The clock stands still: every refill comes "fast".
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
+        ahead.push(stored(&s, &p).await - (i + 1));
+    }
+    let most = *ahead.iter().max().unwrap();
+    // With a fixed block of 4 a server is never more than 5 ahead.
+    assert!(
+        most > 16,
+        "the block grew past the configured 4 (at most {most} ahead)"
+    );
+    // A refill starts with a quarter of the last block left.
+    assert!(
+        most <= 64 + 64 / 4,
+        "never more than a 64th of the budget reserved at once: {most} ahead"
+    );
+    assert_eq!(counts(&s).await, [(1, 300)], "exact once flushed");
 }
