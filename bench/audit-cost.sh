@@ -7,6 +7,16 @@
 #   bench/audit-cost.sh [DURATION] [ROUNDS]      (defaults: 8s 3)
 #   BEFORE=/tmp/keyflow-old bench/audit-cost.sh   (also an older binary, audit on, in
 #                                                  its own keystore: an A/B of a change)
+#   PACE_MS=2 bench/audit-cost.sh                 (each connection waits 2 ms before each
+#                                                  request: the same moderate rate for
+#                                                  both servers instead of saturation)
+#
+# Why paced too: at saturation the slower server (audit on) leaves wrk idle more often,
+# so more of its responses must wake wrk, and that wake-up is charged to the server's
+# writev (~0.55–0.65 wrk context switches per request audit on, 0.32–0.42 off, on the
+# EPYC VM). At one fixed rate both pay it alike: the ratio at the moderate load a server
+# usually runs (where every request costs about twice its saturated CPU: idle wake-ups,
+# cold caches). Paced levels are noisier; use 3 or more rounds.
 #
 # Needs wrk and `cargo build --release -p keyflow-cli`. Server on core 0, wrk on core 1.
 set -euo pipefail
@@ -39,6 +49,10 @@ function init(args)
 end
 function request() return req end
 LUA
+if [[ -n ${PACE_MS:-} ]]; then
+  [[ $PACE_MS =~ ^[0-9]+$ ]] || { echo "PACE_MS must be whole milliseconds" >&2; exit 2; }
+  echo "function delay() return $PACE_MS end" >> "$OUT/post.lua"
+fi
 trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
@@ -72,7 +86,7 @@ print(f"| {name} | {audit} | {rps:,.0f} | {cpu_s / reqs * 1e6:.1f} | {bad.group(
 PY
 }
 
-echo "$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)${PACE_MS:+, paced: ${PACE_MS} ms before each request}"
 echo "| workload | audit | req/s | server CPU µs/request | non-2xx |"
 echo "|---|---|---:|---:|---:|"
 for _ in $(seq "$ROUNDS"); do
