@@ -25,6 +25,7 @@ ROUNDS=${2:-3}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 KF=$ROOT/target/release/keyflow
 OUT=/tmp/keyflow-audit-bench
+[[ -z ${PACE_MS:-} || $PACE_MS =~ ^[0-9]+$ ]] || { echo "PACE_MS must be whole milliseconds" >&2; exit 2; }
 command -v wrk >/dev/null || { echo "wrk missing: apt-get install -y wrk" >&2; exit 2; }
 [[ -x $KF ]] || { echo "build first: cargo build --release -p keyflow-cli" >&2; exit 2; }
 rm -rf "$OUT"; mkdir -p "$OUT"
@@ -50,7 +51,6 @@ end
 function request() return req end
 LUA
 if [[ -n ${PACE_MS:-} ]]; then
-  [[ $PACE_MS =~ ^[0-9]+$ ]] || { echo "PACE_MS must be whole milliseconds" >&2; exit 2; }
   echo "function delay() return $PACE_MS end" >> "$OUT/post.lua"
 fi
 trap 'kill $(jobs -p) 2>/dev/null || true' EXIT
