@@ -14,7 +14,8 @@
 # Why paced too: at saturation the slower server (audit on) leaves wrk idle more often,
 # so more of its responses must wake wrk, and that wake-up is charged to the server's
 # writev (~0.55–0.65 wrk context switches per request audit on, 0.32–0.42 off, on the
-# EPYC VM). At one fixed rate both pay it alike: the ratio at the moderate load a server
+# EPYC VM; the paced ratio came out about the same, so that share is small). At one
+# fixed rate both pay it alike: the ratio at the moderate load a server
 # usually runs (where every request costs about twice its saturated CPU: idle wake-ups,
 # cold caches). Paced levels are noisier; use 3 or more rounds.
 #
